@@ -1,0 +1,43 @@
+"""Exception types raised where bad input enters the core.
+
+Every message names the problem and the fix, so the CLI can print it as is and the
+widgets can show it as a notification, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class NapariUnetError(Exception):
+    """Base class of every error the package raises on purpose."""
+
+
+class InvalidImageError(NapariUnetError, ValueError):
+    """An image array cannot be segmented as given (shape, dtype, values, axes)."""
+
+
+class InvalidLabelsError(NapariUnetError, ValueError):
+    """A label array cannot be used (dtype, negative ids, shape mismatch)."""
+
+
+class ImageReadError(NapariUnetError, OSError):
+    """A file could not be read as an image (missing, truncated, not an image)."""
+
+
+class OutputWriteError(NapariUnetError, OSError):
+    """A result could not be written (read-only folder, full disk, existing file)."""
+
+
+class ModelFileError(NapariUnetError, ValueError):
+    """A model file is missing, corrupt, foreign, unsafe or from a newer format."""
+
+
+class ModelMismatchError(NapariUnetError, ValueError):
+    """A model cannot take this input (for example the wrong number of channels)."""
+
+
+class DatasetError(NapariUnetError, ValueError):
+    """A training or evaluation folder has no usable image/mask pairs."""
+
+
+class Cancelled(NapariUnetError):
+    """Raised inside long work when the caller asked it to stop."""
