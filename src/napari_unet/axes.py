@@ -1,0 +1,122 @@
+"""Axis strings: validate them, guess them, and bring arrays to (planes, C, Y, X).
+
+Axes use the letters T (time), Z (depth), C (channels), Y and X. The network sees 2D
+planes; every other non-channel axis is a stack axis predicted plane by plane.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidImageError
+
+VALID = set("TZCYX")
+
+
+def validate_axes(axes: str, ndim: int) -> str:
+    """Upper-case, check letters, uniqueness, YX presence and length against ``ndim``."""
+    axes = axes.upper().replace("S", "C")
+    if len(axes) != ndim:
+        raise InvalidImageError(
+            f"axes {axes!r} name {len(axes)} dimensions but the image has {ndim}; "
+            f"give one letter per dimension, e.g. axes='ZYX'"
+        )
+    bad = set(axes) - VALID
+    if bad or len(set(axes)) != len(axes) or "Y" not in axes or "X" not in axes:
+        raise InvalidImageError(
+            f"axes {axes!r} are not valid; use each of the letters T, Z, C, Y, X at most once, "
+            f"with Y and X always present (e.g. 'YX', 'CYX', 'ZYX', 'TZCYX')"
+        )
+    return axes
+
+
+def guess_axes(shape: tuple[int, ...], in_channels: int = 1) -> str:
+    """A sensible guess for common layouts; ambiguous >3D shapes must be named explicitly."""
+    ndim = len(shape)
+    if ndim == 2:
+        return "YX"
+    if ndim == 3:
+        if shape[-1] in (3, 4) and shape[0] > 4:
+            return "YXC"
+        if shape[0] == in_channels and in_channels > 1:
+            return "CYX"
+        return "ZYX"
+    if ndim == 4:
+        if shape[-1] in (3, 4):
+            return "ZYXC"
+        if shape[1] == in_channels and in_channels > 1:
+            return "ZCYX"
+        return "TZYX"
+    if ndim == 5:
+        return "TZCYX" if shape[2] <= 8 else "TCZYX"
+    raise InvalidImageError(
+        f"cannot guess the axes of a {ndim}D image of shape {shape}; pass axes explicitly, "
+        f"e.g. axes='TZCYX'"
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an image maps to planes: its axes and the shape of the label output."""
+
+    axes: str
+    shape: tuple[int, ...]
+
+    @property
+    def stack_axes(self) -> str:
+        return "".join(a for a in self.axes if a in "TZ")
+
+    @property
+    def label_axes(self) -> str:
+        return self.stack_axes + "YX"
+
+    @property
+    def n_channels(self) -> int:
+        return self.shape[self.axes.index("C")] if "C" in self.axes else 1
+
+    @property
+    def stack_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape[self.axes.index(a)] for a in self.stack_axes)
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        return self.shape[self.axes.index("Y")], self.shape[self.axes.index("X")]
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        return self.stack_shape + self.plane_shape
+
+    def canonical_order(self) -> list[int]:
+        """Transpose order to stack axes, then C (if any), then Y, X."""
+        order = [self.axes.index(a) for a in self.stack_axes]
+        if "C" in self.axes:
+            order.append(self.axes.index("C"))
+        return order + [self.axes.index("Y"), self.axes.index("X")]
+
+    def to_canonical(self, image):
+        """A (..stack.., C, Y, X) view of ``image`` (numpy or dask), C added when missing."""
+        arr = image.transpose(self.canonical_order())
+        if "C" not in self.axes:
+            arr = arr[..., None, :, :]
+        return arr
+
+
+def make_layout(image, axes: str | None, in_channels: int = 1) -> Layout:
+    """Check an image array's basic sanity and resolve its axes."""
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) < 2:
+        raise InvalidImageError(
+            f"the image has shape {shape}; a microscopy image needs at least 2 dimensions (Y, X)"
+        )
+    if 0 in shape:
+        raise InvalidImageError(f"the image is empty (shape {shape}); load a non-empty image")
+    dtype = np.dtype(image.dtype)
+    if dtype.kind not in "biuf":
+        raise InvalidImageError(
+            f"images of dtype {dtype} cannot be segmented; convert to a numeric type, "
+            f"e.g. numpy.abs(image) for complex data"
+        )
+    axes = validate_axes(axes, len(shape)) if axes else guess_axes(shape, in_channels)
+    return Layout(axes=axes, shape=shape)

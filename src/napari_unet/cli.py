@@ -1,0 +1,259 @@
+"""The ``napari-unet`` command: segment, train, evaluate, fine-tune and list models headless.
+
+Each sub-command is a thin shell over the public API; errors the package raises on
+purpose are printed as one line and exit with status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from . import __version__
+from .config import PostprocessConfig
+from .device import DEVICE_CHOICES
+from .errors import Cancelled, NapariUnetError, OutputWriteError
+from .evaluation import evaluate
+from .model import Model
+from .overlay import write_overlay
+from .registry import list_models, load_model
+from .segment import segment, with_postprocess
+from .tiff_io import read_image, write_labels
+from .training import TrainConfig, train
+
+
+class _Bar:
+    """A tqdm bar fed by the core's (done, total) progress callbacks."""
+
+    def __init__(self, desc: str) -> None:
+        self.bar = tqdm(total=1, desc=desc, unit="tile", leave=False, dynamic_ncols=True,
+                        disable=None)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar.total != total:
+            self.bar.reset(total=total)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _postprocess_args(model: Model, args: argparse.Namespace) -> PostprocessConfig:
+    changes = {k: v for k, v in {
+        "seed_threshold": args.seed_threshold,
+        "foreground_threshold": args.foreground_threshold,
+        "min_size": args.min_size,
+    }.items() if v is not None}
+    return with_postprocess(model, **changes)
+
+
+def _preview_plane(image: np.ndarray, axes: str, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The middle plane of a stack (first channel) and its labels, for the PNG overlay."""
+    keep = [a for a in axes if a in "YX"]
+    index = []
+    for a, n in zip(axes, image.shape):
+        index.append(slice(None) if a in keep else (0 if a == "C" else n // 2))
+    plane = np.asarray(image[tuple(index)])
+    while labels.ndim > 2:
+        labels = labels[labels.shape[0] // 2]
+    return plane, labels
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    out_dir = Path(args.out)
+    postprocess = _postprocess_args(model, args)
+    for path in args.inputs:
+        image = read_image(path)
+        bar = _Bar(f"segment {Path(path).name}")
+        try:
+            labels = segment(image.data, model, axes=args.axes or image.axes, device=args.device,
+                             tile_size=args.tile_size, tile_overlap=args.overlap,
+                             batch_size=args.batch_size, postprocess=postprocess,
+                             stitch_3d=args.stitch_3d, fast=not args.no_fast, progress=bar)
+        finally:
+            bar.close()
+        from .axes import make_layout
+
+        layout = make_layout(image.data, args.axes or image.axes, model.in_channels)
+        stem = Path(path).name.split(".")[0]
+        label_path = write_labels(
+            out_dir / f"{stem}_labels.tif", labels, axes=layout.label_axes,
+            pixel_size=image.pixel_size, unit=image.unit,
+            metadata={"model": model.name, "source": str(path), "napari_unet": __version__},
+            overwrite=args.overwrite,
+        )
+        n = len(np.unique(labels)) - (1 if labels.min() == 0 else 0)
+        print(f"{path}: {n} {'objects' if model.config.task == 'instance' else 'classes'} -> {label_path}")
+        if args.overlay:
+            plane, plane_labels = _preview_plane(np.asarray(image.data), layout.axes, labels)
+            png = write_overlay(out_dir / f"{stem}_overlay.png", plane, plane_labels, args.overwrite)
+            print(f"  overlay -> {png}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise OutputWriteError(f"{out} exists; pass --overwrite or choose another --out")
+    config = TrainConfig(
+        steps=args.steps, time_budget=args.time_budget * 60 if args.time_budget else None,
+        batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr, seed=args.seed,
+        device=args.device, fast=not args.no_fast, val_every=args.val_every,
+        patience=args.patience or None,
+    )
+    bar = tqdm(total=1000, desc="train", unit="‰", leave=False, disable=None)
+    last = {}
+
+    def on_report(rep) -> None:
+        bar.n = int(rep.progress * 1000)
+        bar.set_postfix(step=rep.step, loss=f"{rep.loss:.3f}",
+                        val=f"{rep.best_val_loss:.3f}" if rep.best_val_loss else "-")
+        if rep.val_loss is not None:
+            tqdm.write(f"step {rep.step}: loss {rep.loss:.4f} val {rep.val_loss:.4f} "
+                       f"({rep.elapsed:.0f} s)")
+        last["rep"] = rep
+
+    base = load_model(args.base_model) if args.base_model else None
+    try:
+        model = train(
+            args.data, model=base, preset_name=args.preset, task=args.task,
+            class_names=tuple(args.class_names) if args.class_names else None,
+            in_channels=args.in_channels, invert_masks=args.invert_masks,
+            val_fraction=args.val_fraction, val_last=args.val_last, config=config,
+            name=args.name or out.stem, on_report=on_report,
+        )
+    finally:
+        bar.close()
+    model.config.provenance["command"] = "napari-unet " + " ".join(sys.argv[1:])
+    path = model.save(out, half=args.half, overwrite=args.overwrite)
+    print(json.dumps({k: v for k, v in model.config.provenance.items()
+                      if k not in ("train_config", "val_images")}, indent=1))
+    print(f"model saved -> {path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    bar = _Bar("evaluate")
+    try:
+        result = evaluate(model, args.data, device=args.device, limit=args.limit,
+                          invert_masks=args.invert_masks, fast=not args.no_fast, progress=bar)
+    finally:
+        bar.close()
+    if model.config.task == "instance":
+        print(f"{result.summary['n_images']} images, {result.summary['n_true']} true objects, "
+              f"{result.summary['n_pred']} predicted; mean foreground IoU "
+              f"{result.summary['mean_foreground_iou']:.3f}")
+        print("IoU   accuracy  F1     precision recall")
+        for row in result.summary["per_threshold"]:
+            print(f"{row['threshold']:.2f}  {row['accuracy']:.3f}     {row['f1']:.3f}  "
+                  f"{row['precision']:.3f}     {row['recall']:.3f}")
+    else:
+        print(json.dumps(result.summary, indent=1))
+    if args.csv:
+        print(f"per-image scores -> {result.write_csv(args.csv, overwrite=args.overwrite)}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    for entry in list_models():
+        model = load_model(entry.path)
+        net = model.config.network
+        kind = "shipped" if entry.shipped else "user"
+        print(f"{entry.name:20s} {kind:8s} {model.config.task:9s} in_channels={net.in_channels} "
+              f"base={net.base} depth={net.depth}  {entry.path}")
+    return 0
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                   help="auto picks CUDA, then Apple MPS, then the CPU (default: auto)")
+    p.add_argument("--no-fast", action="store_true",
+                   help="disable mixed precision/channels_last (exact fp32; slower)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="napari-unet", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"napari-unet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("segment", help="segment images into label TIFFs")
+    p.add_argument("inputs", nargs="+", help="image files (TIFF, OME-TIFF, PNG)")
+    p.add_argument("--model", default="nuclei", help="shipped/user model name or .safetensors path")
+    p.add_argument("--out", required=True, help="output folder for <name>_labels.tif")
+    p.add_argument("--axes", help="axes of the input, e.g. YX, CYX, ZYX (default: from the file)")
+    p.add_argument("--tile-size", type=int, help="tile side in pixels (default: the model's)")
+    p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
+    p.add_argument("--seed-threshold", type=float, help="interior probability for seeds")
+    p.add_argument("--foreground-threshold", type=float, help="foreground probability")
+    p.add_argument("--min-size", type=int, help="smallest object kept, in pixels")
+    p.add_argument("--stitch-3d", action="store_true", help="join objects across Z planes")
+    p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
+    _add_common(p)
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("train", help="train a model on a folder of images/ and masks/")
+    p.add_argument("data", help="folder with images/ and masks/ sub-folders")
+    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--name", help="model name stored in the file (default: file stem)")
+    p.add_argument("--preset", default="default", choices=["default", "seed"])
+    p.add_argument("--base-model", help="start from this model instead of a fresh network")
+    p.add_argument("--task", default="instance", choices=["instance", "semantic"])
+    p.add_argument("--class-names", nargs="+", help="semantic class names (e.g. membrane)")
+    p.add_argument("--in-channels", type=int, default=1)
+    p.add_argument("--invert-masks", action="store_true",
+                   help="mask value 0 is the class (ISBI membrane convention)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--time-budget", type=float, help="stop after this many minutes")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--val-last", type=int, help="hold out the last N images for validation")
+    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--patience", type=int, default=10, help="validations without gain (0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
+    _add_common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a model on a folder of images/ and masks/")
+    p.add_argument("data", help="folder with images/ and masks/ sub-folders")
+    p.add_argument("--model", default="nuclei")
+    p.add_argument("--csv", help="write per-image scores to this CSV file")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--invert-masks", action="store_true")
+    _add_common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("models", help="list shipped and saved models")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (Cancelled, KeyboardInterrupt):
+        print("napari-unet: interrupted; no partial output was written", file=sys.stderr)
+        return 130
+    except NapariUnetError as exc:
+        print(f"napari-unet: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

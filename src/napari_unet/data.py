@@ -1,0 +1,127 @@
+"""Training data: folders of image/mask pairs, loaded once into normalised samples.
+
+The layout is ``<folder>/images/<name>.*`` with ``<folder>/masks/<name>.*`` (same stem),
+the layout of every data set in ``shared/data``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .axes import make_layout
+from .config import ModelConfig
+from .errors import DatasetError, InvalidImageError, InvalidLabelsError
+from .normalize import channel_percentiles, normalize
+from .targets import labels_to_target
+from .tiff_io import read_image
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class Sample:
+    """One training image: normalised (C, Y, X) input, target, and per-pixel weight.
+
+    ``weight`` is 1 where the target is ground truth and 0 where nobody annotated.
+    """
+
+    name: str
+    image: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def focus(self) -> np.ndarray | None:
+        """Coordinates of annotated pixels when only part of the image is annotated."""
+        if self.weight.all():
+            return None
+        return np.argwhere(self.weight > 0)
+
+
+def to_channels(image: np.ndarray, axes: str, n_channels: int) -> np.ndarray:
+    """(C, Y, X) with the model's channel count; RGB(A) becomes gray for 1-channel models."""
+    layout = make_layout(image, axes, n_channels)
+    if layout.stack_axes:
+        raise InvalidImageError(
+            f"training images must be 2D planes, got axes {layout.axes!r}; split stacks into planes"
+        )
+    arr = np.asarray(layout.to_canonical(image))
+    if arr.shape[0] == 4:
+        arr = arr[:3]
+    if n_channels == 1 and arr.shape[0] == 3:
+        arr = arr.astype(np.float32).mean(0, keepdims=True)
+    if arr.shape[0] != n_channels:
+        raise InvalidImageError(
+            f"image has {arr.shape[0]} channel(s) but the model takes {n_channels}; "
+            f"choose a preset/model with in_channels={arr.shape[0]}"
+        )
+    return arr
+
+
+def make_sample(name: str, image: np.ndarray, labels: np.ndarray, config: ModelConfig,
+                axes: str | None = None, weight: np.ndarray | None = None,
+                invert_masks: bool = False) -> Sample:
+    """Normalise an image and derive its target, checking that shapes agree."""
+    planes = to_channels(image, axes or make_layout(image, None, config.network.in_channels).axes,
+                         config.network.in_channels)
+    labels = np.asarray(labels)
+    if labels.shape != planes.shape[1:]:
+        raise InvalidLabelsError(
+            f"{name}: labels of shape {labels.shape} do not match the image plane "
+            f"{planes.shape[1:]}; use labels drawn on this image"
+        )
+    if labels.dtype.kind not in "biu" or (labels.dtype.kind == "i" and labels.min() < 0):
+        raise InvalidLabelsError(f"{name}: labels must be non-negative integers, got {labels.dtype}")
+    percentiles = channel_percentiles(planes, config.normalization, channel_axis=0)
+    norm = normalize(planes, percentiles)
+    target = labels_to_target(labels, config.task, config.network.out_channels, invert_masks)
+    if weight is None:
+        weight = np.ones(labels.shape, dtype=np.float32)
+    return Sample(name, norm, target, weight.astype(np.float32), labels)
+
+
+def find_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
+    """(image, mask) path pairs under ``folder/images`` and ``folder/masks``, sorted by name."""
+    folder = Path(folder)
+    images_dir, masks_dir = folder / "images", folder / "masks"
+    if not images_dir.is_dir() or not masks_dir.is_dir():
+        raise DatasetError(
+            f"{folder} must contain 'images/' and 'masks/' sub-folders with files of the same "
+            f"name stem (e.g. images/a.png with masks/a.tif)"
+        )
+    masks = {p.stem: p for p in masks_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    pairs = [
+        (p, masks[p.stem])
+        for p in sorted(images_dir.iterdir(), key=_natural_key)
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.stem in masks
+    ]
+    if not pairs:
+        raise DatasetError(
+            f"no image/mask pairs found in {folder}: each images/<name> needs masks/<name>.tif or .png"
+        )
+    return pairs
+
+
+def _natural_key(path: Path) -> tuple:
+    """Sort '2.png' before '10.png' (slice order matters for EM stacks)."""
+    stem = path.stem
+    return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
+
+
+def load_folder(folder: str | Path, config: ModelConfig, invert_masks: bool = False,
+                limit: int | None = None) -> list[Sample]:
+    """Load every pair of a folder as samples for ``config``'s task and channel count."""
+    samples = []
+    for image_path, mask_path in find_pairs(folder)[:limit]:
+        image = read_image(image_path)
+        labels = read_image(mask_path).data
+        labels = np.asarray(labels)
+        if labels.ndim == 3:
+            labels = labels[..., 0]
+        samples.append(make_sample(image_path.stem, np.asarray(image.data), labels, config,
+                                   image.axes, invert_masks=invert_masks))
+    return samples

@@ -1,0 +1,130 @@
+"""A model bundle (network + config) and its self-describing, pickle-free file format.
+
+Files are safetensors: tensors plus a JSON header. Loading parses data only, so a crafted
+file cannot execute code; pickled ``.pt``/``.pth`` files are refused outright.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_write
+from .config import ModelConfig
+from .errors import ModelFileError, ModelMismatchError
+from .network import UNet
+
+FORMAT_NAME = "napari-unet"
+FORMAT_VERSION = 1
+SUFFIX = ".safetensors"
+
+
+@dataclass
+class Model:
+    """A U-Net with everything needed to use it: config, normalisation, post-processing."""
+
+    config: ModelConfig
+    network: UNet
+    name: str = "untitled"
+
+    @classmethod
+    def create(cls, config: ModelConfig, name: str = "untitled", seed: int | None = None) -> "Model":
+        """A freshly initialised model; ``seed`` makes the initial weights reproducible."""
+        if seed is not None:
+            torch.manual_seed(seed)
+        return cls(config=config, network=UNet(config.network), name=name)
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.network.in_channels
+
+    def copy(self, name: str | None = None) -> "Model":
+        """A deep copy, so fine-tuning never touches the original weights."""
+        return Model(copy.deepcopy(self.config), copy.deepcopy(self.network), name or self.name)
+
+    def check_channels(self, n_channels: int) -> None:
+        """Refuse an image whose channel count the network cannot take."""
+        if n_channels != self.in_channels:
+            raise ModelMismatchError(
+                f"model {self.name!r} expects {self.in_channels} channel(s) but the image has "
+                f"{n_channels}; pick a model trained for {n_channels} channel(s), or pass the "
+                f"right axes/channel selection (e.g. axes='YX' for one channel)"
+            )
+
+    def save(self, path: str | Path, half: bool = False, overwrite: bool = False) -> Path:
+        """Write weights + JSON config atomically; ``half`` stores fp16 weights (half size)."""
+        path = Path(path)
+        if path.suffix != SUFFIX:
+            path = path.with_suffix(SUFFIX)
+        tensors = {}
+        for key, value in self.network.state_dict().items():
+            value = value.detach().to("cpu").contiguous()
+            if half and value.is_floating_point():
+                value = value.half()
+            tensors[key] = value
+        metadata = {
+            "format": FORMAT_NAME,
+            "format_version": str(FORMAT_VERSION),
+            "name": self.name,
+            "config": json.dumps(self.config.to_dict()),
+        }
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), overwrite=overwrite)
+        return path
+
+
+def load_model_file(path: str | Path) -> Model:
+    """Load a ``.safetensors`` model file; every failure becomes a :class:`ModelFileError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist; check the path or run 'napari-unet models'")
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise ModelFileError(
+            f"{path} is a pickled PyTorch file; napari-unet refuses pickles because loading them "
+            f"can run arbitrary code. Convert it to a napari-unet .safetensors model in a trusted "
+            f"environment first"
+        )
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(
+            f"{path} is not a readable model file ({exc}); it may be truncated or corrupt: "
+            f"copy it again or retrain"
+        ) from None
+    if metadata.get("format") != FORMAT_NAME:
+        raise ModelFileError(
+            f"{path} is a safetensors file but not a napari-unet model (no napari-unet header); "
+            f"train or convert one with 'napari-unet train'"
+        )
+    version = int(metadata.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} uses model format version {version}, newer than this napari-unet reads "
+            f"({FORMAT_VERSION}); upgrade napari-unet (pip install -U napari-unet)"
+        )
+    try:
+        config = ModelConfig.from_dict(json.loads(metadata["config"]))
+        network = UNet(config.network)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+        network.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(
+            f"{path} has a napari-unet header but its config and weights do not fit together "
+            f"({type(exc).__name__}: {str(exc)[:200]}); the file is damaged: copy it again or retrain"
+        ) from None
+    network.eval()
+    return Model(config=config, network=network, name=metadata.get("name", path.stem))
+
+
+__all__ = ["Model", "load_model_file", "ModelMismatchError", "SUFFIX"]

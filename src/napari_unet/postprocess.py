@@ -1,0 +1,99 @@
+"""From class probabilities to labels: seeded watershed for instances, thresholds for masks.
+
+Touching nuclei are split by seeds taken from the confident interior of each object; the
+watershed grows them over the predicted foreground. Stacks can be joined across planes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.morphology import remove_small_objects
+from skimage.segmentation import relabel_sequential, watershed
+
+from .config import PostprocessConfig
+
+
+def smallest_uint(max_value: int) -> np.dtype:
+    """The smallest unsigned dtype that holds ``max_value`` (labels stay compact on disk)."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if max_value <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
+
+
+def instance_labels(probs: np.ndarray, config: PostprocessConfig) -> np.ndarray:
+    """Label image (uint32, ids 1..N) from (background, interior, boundary) probabilities."""
+    foreground = probs[0] < 1.0 - config.foreground_threshold
+    interior = probs[1]
+    seeds, _ = ndi.label(interior > config.seed_threshold)
+    if config.min_seed_size > 1:
+        seeds = remove_small_objects(seeds, max_size=config.min_seed_size - 1)
+    labels = watershed(-interior, seeds, mask=foreground | (seeds > 0))
+    if config.min_size > 1:
+        labels = remove_small_objects(labels, max_size=config.min_size - 1)
+    labels, _, _ = relabel_sequential(labels)
+    return labels.astype(np.uint32, copy=False)
+
+
+def semantic_labels(probs: np.ndarray, config: PostprocessConfig) -> np.ndarray:
+    """Class index per pixel (0 = none): per-class threshold, highest probability wins."""
+    best = probs.argmax(0)
+    above = probs.max(0) > config.semantic_threshold
+    return np.where(above, best + 1, 0).astype(np.uint8)
+
+
+def stitch_planes(labels: np.ndarray, min_iou: float = 0.25) -> np.ndarray:
+    """Join per-plane instances of a (Z, Y, X) stack into 3D objects by overlap.
+
+    An object continues the object of the previous plane it overlaps most, if their IoU
+    reaches ``min_iou``; otherwise it starts a new 3D id. Ids are unique across the stack.
+    """
+    out = np.zeros(labels.shape, dtype=np.uint32)
+    next_id = 1
+    previous = None
+    for z, plane in enumerate(labels):
+        plane = plane.astype(np.int64, copy=False)
+        new = np.zeros(plane.shape, dtype=np.uint32)
+        ids = np.unique(plane)
+        ids = ids[ids > 0]
+        mapping: dict[int, int] = {}
+        if previous is not None and ids.size:
+            mapping = _match_to_previous(plane, previous, min_iou)
+        for i in ids:
+            if i in mapping:
+                continue
+            mapping[int(i)] = next_id
+            next_id += 1
+        if mapping:
+            lut = np.zeros(int(plane.max()) + 1, dtype=np.uint32)
+            for k, v in mapping.items():
+                lut[k] = v
+            new = lut[plane]
+        out[z] = new
+        previous = new
+    return out
+
+
+def _match_to_previous(plane: np.ndarray, previous: np.ndarray, min_iou: float) -> dict[int, int]:
+    """For each id in ``plane``, the id in ``previous`` with the best IoU above ``min_iou``."""
+    both = (plane > 0) & (previous > 0)
+    if not both.any():
+        return {}
+    pairs, overlap = np.unique(
+        np.stack([plane[both], previous[both].astype(np.int64)]), axis=1, return_counts=True
+    )
+    area_a = np.bincount(plane.ravel())
+    area_b = np.bincount(previous.ravel().astype(np.int64))
+    iou = overlap / (area_a[pairs[0]] + area_b[pairs[1]] - overlap)
+    mapping: dict[int, int] = {}
+    taken: set[int] = set()
+    for k in np.argsort(-iou):
+        a, b = int(pairs[0, k]), int(pairs[1, k])
+        if iou[k] < min_iou:
+            break
+        if a in mapping or b in taken:
+            continue
+        mapping[a] = b
+        taken.add(b)
+    return mapping

@@ -1,0 +1,254 @@
+"""Training and fine-tuning loops: a generator of per-step reports, and wrappers around it.
+
+The generator shape lets a GUI worker yield live losses and stop cooperatively, while
+the CLI and the library consume the same loop with plain callbacks.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import __version__
+from .augment import AugmentConfig, augment, random_crop
+from .calibrate import calibrate_seed_threshold
+from .config import preset
+from .data import Sample, load_folder
+from .device import autocast, memory_format, pick_device
+from .errors import DatasetError
+from .losses import instance_loss, semantic_loss
+from .model import Model
+from .progress import CancelToken, ProgressCallback, check_cancel, report
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; training stops at ``steps`` or ``time_budget`` seconds, first hit."""
+
+    steps: int = 2000
+    time_budget: float | None = None
+    batch_size: int = 8
+    patch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    val_every: int = 100
+    patience: int | None = 10
+    boundary_weight: float = 2.0
+    seed: int = 0
+    device: str = "auto"
+    fast: bool = True
+    freeze_norm: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """One optimisation step: what a progress bar and a loss curve need."""
+
+    step: int
+    total_steps: int
+    loss: float
+    lr: float
+    elapsed: float
+    progress: float
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+
+
+class _Batches:
+    """Random augmented patches drawn from samples, weighted by annotated area."""
+
+    def __init__(self, samples: Sequence[Sample], config: TrainConfig, rng: np.random.Generator) -> None:
+        self.samples = samples
+        self.config = config
+        self.rng = rng
+        area = np.array([max(float(s.weight.sum()), 1.0) for s in samples])
+        self.p = area / area.sum()
+        self.focus = [s.focus for s in samples]
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, targets, weights = [], [], []
+        for _ in range(self.config.batch_size):
+            i = int(self.rng.choice(len(self.samples), p=self.p))
+            s = self.samples[i]
+            img, tgt, w = random_crop(s.image, s.target, s.weight, self.config.patch_size,
+                                      self.rng, self.focus[i])
+            img, tgt, w = augment(img, tgt, w, self.rng, self.config.augment)
+            images.append(img)
+            targets.append(tgt)
+            weights.append(w)
+        return (torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets)),
+                torch.from_numpy(np.stack(weights)))
+
+
+def _fixed_val_batches(samples: Sequence[Sample], patch: int, batch: int) -> list[tuple]:
+    """Deterministic validation patches (top-left and centre crops), so losses compare."""
+    rng = np.random.default_rng(12345)
+    items = []
+    for s in samples:
+        items.append(random_crop(s.image, s.target, s.weight, patch, rng, None))
+    return [
+        tuple(torch.from_numpy(np.stack(parts)) for parts in zip(*items[i : i + batch]))
+        for i in range(0, len(items), batch)
+    ]
+
+
+def _lr_at(step: int, progress: float, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay over the step or time budget."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
+             config: TrainConfig = TrainConfig(), cancel: Optional[CancelToken] = None
+             ) -> Iterator[TrainReport]:
+    """Train ``model.network`` in place, yielding a report per step.
+
+    With validation samples, the best weights by validation loss are restored at the end
+    and training stops after ``patience`` validations without improvement.
+    """
+    if not train:
+        raise DatasetError("no training samples: give at least one annotated image")
+    if not any(s.weight.any() for s in train):
+        raise DatasetError("the training samples have no annotated pixels; correct or mark some first")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = pick_device(config.device)
+    fmt = memory_format(device) if config.fast else torch.contiguous_format
+    net = model.network.to(device, memory_format=fmt)
+    loss_fn = instance_loss if model.config.task == "instance" else semantic_loss
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    batches = _Batches(train, config, rng)
+    val_batches = _fixed_val_batches(val, config.patch_size, config.batch_size) if val else []
+    best_state, best_val, bad_rounds = None, math.inf, 0
+    start = time.perf_counter()
+    step = 0
+
+    def run(x, y, w):
+        x = x.to(device).contiguous(memory_format=fmt)
+        with autocast(device, config.fast):
+            logits = net(x)
+        return loss_fn(logits, y.to(device), w.to(device), config.boundary_weight)
+
+    while True:
+        check_cancel(cancel)
+        elapsed = time.perf_counter() - start
+        progress = step / config.steps
+        if config.time_budget:
+            progress = max(progress, elapsed / config.time_budget)
+        if progress >= 1.0:
+            break
+        lr = _lr_at(step, progress, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        net.train()
+        if config.freeze_norm:
+            for m in net.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()
+        loss = run(*next(batches))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        val_loss = None
+        if val_batches and step % config.val_every == 0:
+            net.eval()
+            with torch.no_grad():
+                val_loss = float(np.mean([run(*b).item() for b in val_batches]))
+            if val_loss < best_val:
+                best_val, bad_rounds = val_loss, 0
+                best_state = copy.deepcopy(net.state_dict())
+            else:
+                bad_rounds += 1
+        yield TrainReport(step, config.steps, float(loss.item()), lr, time.perf_counter() - start,
+                          min(progress, 1.0), val_loss, best_val if best_state else None)
+        if config.patience is not None and bad_rounds >= config.patience:
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+
+
+def fit(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
+        config: TrainConfig = TrainConfig(), progress: Optional[ProgressCallback] = None,
+        on_report: Optional[Callable[[TrainReport], None]] = None,
+        cancel: Optional[CancelToken] = None) -> list[TrainReport]:
+    """Run :func:`fit_iter` to the end; ``progress`` gets (permille done, 1000)."""
+    history = []
+    for rep in fit_iter(model, train, val, config, cancel):
+        history.append(rep)
+        report(progress, int(rep.progress * 1000), 1000)
+        if on_report is not None:
+            on_report(rep)
+    report(progress, 1000, 1000)
+    return history
+
+
+def split_validation(samples: list[Sample], val_fraction: float, val_last: int | None,
+                     seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out ``val_last`` final samples (for serial sections) or a random fraction."""
+    if val_last:
+        if val_last >= len(samples):
+            raise DatasetError(f"val_last={val_last} leaves no training images out of {len(samples)}")
+        return samples[:-val_last], samples[-val_last:]
+    n_val = int(round(len(samples) * val_fraction))
+    if n_val == 0 or n_val >= len(samples):
+        return samples, []
+    order = np.random.default_rng(seed).permutation(len(samples))
+    val_idx = set(order[:n_val].tolist())
+    return ([s for i, s in enumerate(samples) if i not in val_idx],
+            [s for i, s in enumerate(samples) if i in val_idx])
+
+
+def train(data_dir: str | Path, *, model: Model | None = None, preset_name: str = "default",
+          task: str = "instance", class_names: tuple[str, ...] | None = None,
+          in_channels: int = 1, invert_masks: bool = False, val_fraction: float = 0.05,
+          val_last: int | None = None, config: TrainConfig = TrainConfig(), name: str = "model",
+          progress: Optional[ProgressCallback] = None,
+          on_report: Optional[Callable[[TrainReport], None]] = None,
+          cancel: Optional[CancelToken] = None) -> Model:
+    """Train a model on a folder of image/mask pairs and return it, calibrated.
+
+    A new model is built from ``preset_name`` unless ``model`` is given (then it is copied,
+    never changed). Instance models get their seed threshold calibrated on the validation
+    images; provenance (data, steps, scores, version) goes into the model's config.
+    """
+    if model is None:
+        cfg = preset(preset_name, in_channels=in_channels, task=task, class_names=class_names)
+        model = Model.create(cfg, name=name, seed=config.seed)
+    else:
+        model = model.copy(name)
+    samples = load_folder(data_dir, model.config, invert_masks=invert_masks)
+    train_set, val_set = split_validation(samples, val_fraction, val_last, config.seed)
+    history = fit(model, train_set, val_set, config, progress, on_report, cancel)
+    provenance = {
+        "data": str(data_dir),
+        "n_train_images": len(train_set),
+        "n_val_images": len(val_set),
+        "val_images": [s.name for s in val_set],
+        "steps": history[-1].step if history else 0,
+        "seconds": round(history[-1].elapsed, 1) if history else 0.0,
+        "final_loss": round(history[-1].loss, 4) if history else None,
+        "best_val_loss": history[-1].best_val_loss if history else None,
+        "train_config": {k: v for k, v in asdict(config).items() if k != "augment"},
+        "invert_masks": invert_masks,
+        "package_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if model.config.task == "instance" and val_set:
+        threshold, acc = calibrate_seed_threshold(model, val_set, config.device)
+        provenance["calibrated_seed_threshold"] = threshold
+        provenance["val_accuracy@0.5"] = round(acc, 4)
+    model.config.provenance = provenance
+    return model
