@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,13 +17,15 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
+from .axes import make_layout
 from .config import PostprocessConfig
 from .device import DEVICE_CHOICES
 from .errors import Cancelled, NapariUnetError, OutputWriteError
 from .evaluation import evaluate
 from .model import Model
 from .overlay import write_overlay
-from .registry import list_models, load_model
+from .finetune import FINE_TUNE_CONFIG, fine_tune
+from .registry import list_models, load_model, save_user_model
 from .segment import segment, with_postprocess
 from .tiff_io import read_image, write_labels
 from .training import TrainConfig, train
@@ -80,8 +83,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
                              stitch_3d=args.stitch_3d, fast=not args.no_fast, progress=bar)
         finally:
             bar.close()
-        from .axes import make_layout
-
         layout = make_layout(image.data, args.axes or image.axes, model.in_channels)
         stem = Path(path).name.split(".")[0]
         label_path = write_labels(
@@ -163,6 +164,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fine_tune(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    if not args.out and not args.save_as:
+        raise OutputWriteError("say where the tuned model goes: --out FILE.safetensors or --save-as NAME")
+    image = read_image(args.image)
+    labels = np.asarray(read_image(args.labels).data)
+    mask = np.asarray(read_image(args.mask).data) > 0 if args.mask else None
+    bar = tqdm(total=1000, desc="fine-tune", unit="‰", leave=False, disable=None)
+
+    def on_report(rep) -> None:
+        bar.n = int(rep.progress * 1000)
+        bar.set_postfix(step=rep.step, loss=f"{rep.loss:.3f}")
+
+    try:
+        config = replace(FINE_TUNE_CONFIG, device=args.device, fast=not args.no_fast)
+        tuned = fine_tune(model, np.asarray(image.data), labels, mask, axes=args.axes or image.axes,
+                          time_budget=args.time_budget, steps=args.steps, config=config,
+                          name=args.save_as, on_report=on_report)
+    finally:
+        bar.close()
+    rnd = tuned.config.provenance["fine_tune_rounds"][-1]
+    print(f"fine-tuned {model.name!r}: {rnd['steps']} steps in {rnd['seconds']} s on "
+          f"{rnd['supervised_pixels']} corrected pixels")
+    if args.save_as:
+        print(f"model saved -> {save_user_model(tuned, args.save_as, overwrite=args.overwrite)}")
+    if args.out:
+        print(f"model saved -> {tuned.save(args.out, overwrite=args.overwrite)}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     for entry in list_models():
         model = load_model(entry.path)
@@ -235,6 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invert-masks", action="store_true")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("fine-tune", help="train a copy of a model on corrected labels")
+    p.add_argument("image", help="the image that was corrected")
+    p.add_argument("labels", help="corrected label TIFF of that image")
+    p.add_argument("--mask", help="TIFF marking the pixels that count (default: all)")
+    p.add_argument("--model", default="nuclei")
+    p.add_argument("--axes", help="axes of the image (default: from the file)")
+    p.add_argument("--time-budget", type=float, default=30.0, help="seconds (default 30)")
+    p.add_argument("--steps", type=int, help="stop after this many steps")
+    p.add_argument("--out", help="write the tuned model to this .safetensors file")
+    p.add_argument("--save-as", help="save in the user model folder under this name")
+    _add_common(p)
+    p.set_defaults(func=cmd_fine_tune)
 
     p = sub.add_parser("models", help="list shipped and saved models")
     p.set_defaults(func=cmd_models)

@@ -1,0 +1,120 @@
+"""Network and end-to-end throughput on this machine, next to its measured matrix ceiling.
+
+    .venv/bin/python benchmarks/throughput.py --runs 5
+
+Reports medians of ``--runs`` runs, all measured in one process so ratios compare:
+1. bf16 and fp32 matrix-product ceilings (GFLOP/s) with the current torch thread count;
+2. network-only MP/s per shipped model, fp32 eager vs the fast path (bf16 autocast +
+   channels_last), and the fast path's share of the bf16 ceiling (FLOPs counted by torch);
+3. end-to-end ``segment`` of a 2048x2048 plane built from real DSB nuclei tiles, with the
+   post-processing time measured on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import napari_unet
+from napari_unet.device import autocast
+from napari_unet.postprocess import instance_labels
+from napari_unet.segment import Predictor, prepare_image
+from napari_unet.tiff_io import read_image
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def median_time(fn, runs: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_ceiling(dtype: torch.dtype, runs: int, n: int = 2048) -> float:
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    t = median_time(lambda: [a @ b for _ in range(4)], runs)
+    return 4 * 2 * n**3 / t / 1e9
+
+
+def network_mps(model, size: int, fast: bool, runs: int) -> tuple[float, float]:
+    """(MP/s, FLOP per pixel) of one forward pass on a size x size tile."""
+    net = model.network.eval()
+    fmt = torch.channels_last if fast else torch.contiguous_format
+    net = net.to(memory_format=fmt)
+    x = torch.randn(1, model.in_channels, size, size).contiguous(memory_format=fmt)
+    dev = torch.device("cpu")
+
+    def run() -> None:
+        with torch.inference_mode(), autocast(dev, enabled=fast):
+            net(x)
+
+    with FlopCounterMode(display=False) as counter:
+        run()
+    t = median_time(run, runs)
+    return size * size / t / 1e6, counter.get_total_flops() / (size * size)
+
+
+def big_plane(size: int = 2048) -> np.ndarray:
+    """A real-looking plane: DSB fluorescence test images tiled to size x size."""
+    tiles = []
+    for p in sorted((DATA / "dsb2018_fluo" / "test" / "images").glob("*.png"))[:40]:
+        img = np.asarray(read_image(p).data)[..., 0]
+        if img.shape == (256, 256):
+            tiles.append(img)
+    reps = size // 256
+    rows = [np.concatenate([tiles[(r * reps + c) % len(tiles)] for c in range(reps)], 1) for r in range(reps)]
+    return np.concatenate(rows, 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--models", nargs="+", default=["nuclei", "membrane"])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    out: dict = {"threads": torch.get_num_threads(), "torch": torch.__version__,
+                 "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    out["ceiling_gflops"] = {"fp32": matmul_ceiling(torch.float32, args.runs),
+                             "bf16": matmul_ceiling(torch.bfloat16, args.runs)}
+    print(json.dumps(out), flush=True)
+    out["network"] = []
+    for name in args.models:
+        model = napari_unet.load_model(name)
+        for size in (256, 512):
+            for fast in (False, True):
+                mps, flop_px = network_mps(model, size, fast, args.runs)
+                ceiling = out["ceiling_gflops"]["bf16" if fast else "fp32"] * 1e9 / flop_px / 1e6
+                row = {"model": name, "tile": size, "path": "bf16+channels_last" if fast else "fp32",
+                       "MP/s": round(mps, 2), "kFLOP/px": round(flop_px / 1e3, 1),
+                       "ceiling MP/s": round(ceiling, 1), "% of ceiling": round(100 * mps / ceiling, 1)}
+                out["network"].append(row)
+                print(json.dumps(row), flush=True)
+    model = napari_unet.load_model("nuclei")
+    plane = big_plane()
+    t_total = median_time(lambda: napari_unet.segment(plane, model, axes="YX"), max(1, args.runs // 2))
+    predictor = Predictor(model)
+    norm = prepare_image(plane, model, "YX").plane(())
+    probs = predictor.probabilities(norm)
+    t_net = median_time(lambda: predictor.probabilities(norm), max(1, args.runs // 2))
+    t_post = median_time(lambda: instance_labels(probs, model.config.postprocess), args.runs)
+    out["end_to_end_2048"] = {"seconds": round(t_total, 3), "MP/s": round(plane.size / t_total / 1e6, 2),
+                              "network_seconds": round(t_net, 3), "postprocess_seconds": round(t_post, 3)}
+    print(json.dumps(out["end_to_end_2048"]), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

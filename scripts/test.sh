@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run the test suite: set up .venv, make sure an X server (Xvfb) exists for napari's
+# OpenGL canvas, then run pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/setup.sh
+
+# napari draws with OpenGL and needs an X server; QT_QPA_PLATFORM=offscreen is not enough.
+# pytest-xvfb starts Xvfb when it is installed. Qt 6's xcb plugin needs these libraries.
+if ! command -v Xvfb >/dev/null 2>&1; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "test.sh: installing Xvfb and the X libraries Qt 6 needs"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            xvfb xauth libx11-xcb1 libxcb1 libxcb-cursor0 libxcb-icccm4 libxcb-image0 \
+            libxcb-keysyms1 libxcb-randr0 libxcb-render0 libxcb-render-util0 libxcb-shape0 \
+            libxcb-shm0 libxcb-sync1 libxcb-util1 libxcb-xfixes0 libxcb-xkb1 libxkbcommon0 \
+            libxkbcommon-x11-0 libgl1 libegl1 libgl1-mesa-dri libfontconfig1 libdbus-1-3 \
+            >/dev/null
+    else
+        echo "test.sh: WARNING: Xvfb is not installed and cannot be installed here (needs root" \
+             "and apt-get); napari viewer tests will fail. Install Xvfb, e.g." \
+             "'sudo apt-get install xvfb'." >&2
+    fi
+fi
+
+exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,99 @@
+"""Atomic file output: write to a temporary file next to the target, then rename.
+
+A crash, a full disk or a cancelled job must never leave a half-written result under the
+final name, nor destroy the previous version of that file. ``os.replace`` within one folder
+is atomic on POSIX and Windows, so readers see either the old file or the complete new one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Callable, Iterator, Union
+
+from .errors import NapariUnetError, OutputWriteError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_FIXES = {
+    errno.EACCES: "the folder is read-only or you lack permission; choose another output folder "
+    "or fix its permissions",
+    errno.EPERM: "the folder is read-only or you lack permission; choose another output folder "
+    "or fix its permissions",
+    errno.EROFS: "the file system is read-only; choose an output folder on a writable disk",
+    errno.ENOSPC: "the disk is full; free some space or choose an output folder on another disk",
+    errno.EDQUOT: "your disk quota is used up; free some space or choose another output folder",
+}
+_DEFAULT_FIX = "check that the folder exists, is writable and has free space"
+
+
+def _write_error(path: Path, exc: BaseException) -> OutputWriteError:
+    """An OutputWriteError naming the folder, the cause and the fix."""
+    fix = _FIXES.get(getattr(exc, "errno", None), _DEFAULT_FIX)
+    return OutputWriteError(
+        f"could not write {path.name!r} in folder {str(path.parent)!r}: {exc}; {fix}"
+    )
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
+    if path.is_dir():
+        raise OutputWriteError(
+            f"{str(path)!r} is a folder; give a file name inside it instead"
+        )
+    if path.exists() and not overwrite:
+        raise OutputWriteError(
+            f"{str(path)!r} exists; pass overwrite=True (CLI: --overwrite) to replace it, "
+            "or choose another name"
+        )
+
+
+@contextmanager
+def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; on success rename it to ``path``.
+
+    Missing parent folders are created. The temporary file is created empty with the
+    permissions a normal ``open(path, "w")`` would give (the umask applies), so the
+    renamed result is readable like any other output. On any failure the temporary file
+    is deleted and the previous ``path`` (if any) is left untouched; ``OSError`` and other
+    unexpected errors become :class:`OutputWriteError`, while the package's own errors
+    (for example :class:`~napari_unet.errors.Cancelled`) pass through unchanged.
+    """
+    target = Path(path)
+    _check_target(target, overwrite)
+    # Hidden, unique, and ending in the target's own name, so that writers which pick the
+    # format from the extension (imageio, tifffile's .ome.tif) still do the right thing.
+    tmp = target.with_name(f".tmp-{secrets.token_hex(4)}-{target.name}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as exc:
+        raise _write_error(target, exc) from exc
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        _check_target(target, overwrite)  # another process may have created it meanwhile
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, NapariUnetError) or not isinstance(exc, Exception):
+            raise  # our own errors, Ctrl+C and exit pass through unchanged
+        raise _write_error(target, exc) from exc
+
+
+def atomic_write(
+    path: PathLike, write_fn: Callable[[Path], object], *, overwrite: bool = False
+) -> Path:
+    """Call ``write_fn(tmp_path)`` and atomically move the result to ``path``.
+
+    ``write_fn`` must write the complete file to the path it is given (it may open it in
+    any mode). Returns the final path. Errors are reported as in :func:`atomic_path`.
+    """
+    target = Path(path)
+    with atomic_path(target, overwrite=overwrite) as tmp:
+        write_fn(tmp)
+    return target

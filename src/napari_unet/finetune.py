@@ -1,0 +1,112 @@
+"""``fine_tune``: a few seconds of training on a user's corrections, as a new model version.
+
+Only pixels marked in ``mask`` (the edited pixels, plus regions the user marked as
+reviewed) count as ground truth; untouched predictions are ignored, so the model is
+never taught its own mistakes. The base model is copied, never changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .axes import make_layout
+from .data import Sample, make_sample
+from .errors import DatasetError, InvalidLabelsError
+from .model import Model
+from .progress import CancelToken, ProgressCallback
+from .training import TrainConfig, TrainReport, fit
+
+#: Defaults for an interactive round: short, gentle, batch-norm statistics frozen.
+FINE_TUNE_CONFIG = TrainConfig(
+    steps=100_000, time_budget=30.0, batch_size=4, patch_size=256, lr=5e-4, warmup_steps=5,
+    val_every=10**9, patience=None, freeze_norm=True,
+)
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def correction_samples(model: Model, image, labels, mask=None, axes: str | None = None,
+                       name: str = "image") -> list[Sample]:
+    """Training samples from one image (2D or a stack) and its corrected labels.
+
+    Stacks are split into 2D planes; only planes with at least one supervised pixel
+    become samples.
+    """
+    layout = make_layout(image, axes, model.in_channels)
+    labels = np.asarray(labels)
+    if labels.shape != layout.label_shape:
+        raise InvalidLabelsError(
+            f"labels of shape {labels.shape} do not match the image's planes {layout.label_shape} "
+            f"(axes {layout.axes}); correct the labels layer made for this image"
+        )
+    if labels.dtype.kind not in "biu" or (labels.size and labels.min() < 0):
+        raise InvalidLabelsError(
+            f"labels must be non-negative integers (got {labels.dtype}); "
+            f"use a napari Labels layer or cast with labels.astype('uint32')"
+        )
+    mask = np.ones(labels.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
+    if mask.shape != labels.shape:
+        raise InvalidLabelsError(
+            f"the correction mask has shape {mask.shape} but the labels have {labels.shape}"
+        )
+    canonical = layout.to_canonical(image)
+    samples = []
+    stack = layout.stack_shape
+    for index in np.ndindex(*stack) if stack else [()]:
+        if not mask[index].any():
+            continue
+        plane = np.asarray(canonical[index])
+        suffix = "" if not index else "[" + ",".join(map(str, index)) + "]"
+        samples.append(make_sample(f"{name}{suffix}", plane, labels[index], model.config,
+                                   axes="CYX", weight=mask[index].astype(np.float32)))
+    return samples
+
+
+def fine_tune(model: Model, image, labels, mask=None, *, axes: str | None = None,
+              time_budget: float | None = 30.0, steps: int | None = None,
+              config: TrainConfig | None = None, name: str | None = None,
+              progress: Optional[ProgressCallback] = None,
+              on_report: Optional[Callable[[TrainReport], None]] = None,
+              cancel: Optional[CancelToken] = None) -> Model:
+    """Train a copy of ``model`` on corrected labels and return the copy.
+
+    ``image``, ``labels`` and ``mask`` may each be one array or a list (several corrected
+    images of a session). ``mask`` marks the pixels that count (``None``: all of them).
+    Stops at ``time_budget`` seconds or ``steps``, whichever comes first; cancelling
+    raises :class:`~napari_unet.errors.Cancelled` and leaves ``model`` untouched.
+    """
+    images, label_list = _as_list(image), _as_list(labels)
+    masks = _as_list(mask) if mask is not None else [None] * len(images)
+    if not (len(images) == len(label_list) == len(masks)):
+        raise DatasetError("give as many label arrays and masks as images")
+    tuned = model.copy(name or f"{model.name}-tuned")
+    samples: list[Sample] = []
+    for i, (img, lab, m) in enumerate(zip(images, label_list, masks)):
+        samples += correction_samples(tuned, img, lab, m, axes, name=f"image{i}")
+    if not samples:
+        raise DatasetError(
+            "there are no corrections to learn from: paint or erase some labels first "
+            "(or mark a region as reviewed)"
+        )
+    base = config or FINE_TUNE_CONFIG
+    smallest = min(min(s.image.shape[1:]) for s in samples)
+    patch = min(base.patch_size, max(64, -(-smallest // 16) * 16))
+    cfg = replace(base, patch_size=patch, time_budget=time_budget,
+                  steps=steps if steps is not None else base.steps)
+    history = fit(tuned, samples, (), cfg, progress, on_report, cancel)
+    rounds = list(model.config.provenance.get("fine_tune_rounds", []))
+    rounds.append({
+        "base_model": model.name,
+        "images": len(images),
+        "planes": len(samples),
+        "supervised_pixels": int(sum(s.weight.sum() for s in samples)),
+        "steps": history[-1].step if history else 0,
+        "seconds": round(history[-1].elapsed, 1) if history else 0.0,
+    })
+    tuned.config.provenance = {**model.config.provenance, "fine_tune_rounds": rounds}
+    return tuned

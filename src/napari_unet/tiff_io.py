@@ -1,0 +1,544 @@
+"""Read microscopy images and write label images, without napari or Qt.
+
+Conventions, and why:
+
+* **Axes** are tifffile's letters, normalised to ``T Z C Y X``: ``S`` (samples, e.g. RGB)
+  becomes ``C``; unnamed stacking axes (``Q``, ``I``, ...) become ``Z`` (or ``T`` when the
+  file already has a ``Z``), since a plain multi-page TIFF is almost always a z-stack.
+  The order is the file's: an RGB picture is ``"YXC"``, an ImageJ hyperstack ``"TZCYX"``.
+* **Pixel size** is one value per ``Z``/``Y``/``X`` axis present, in axes order. With
+  ``unit == "um"`` the values are micrometres (converted from nm, mm, ...); with any other
+  unit (ImageJ's ``"pixel"``, for relative anisotropy) they are in that unit. A stack
+  calibrated in Y/X only gets ``Z = 1.0``, as in Fiji. ``None`` means no calibration.
+* **Label files**: ``uint8``/``uint16`` labels are written as ImageJ hyperstack TIFFs, so
+  Fiji opens a stack as a stack, with the calibration in the resolution tags plus ImageJ's
+  ``spacing`` (Z) and ``unit``. ImageJ TIFFs cannot hold 32-bit integers, so ``uint32``
+  labels (more than 65,535 ids) are written as OME-TIFF with ``PhysicalSize*``; Fiji opens
+  them through Bio-Formats. Both are zlib compressed (lossless).
+* **Provenance metadata** (a JSON object, e.g. model name and settings) is stored in the
+  ImageJ ``Info`` property (Fiji: Image > Show Info; Fiji keeps it when re-saving) or, for
+  OME-TIFF, in the OME ``Image/Description``. :func:`read_image` returns it as
+  :attr:`ImageData.metadata`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence, Union
+from xml.etree import ElementTree
+
+import numpy as np
+import tifffile
+
+from .atomic import PathLike, atomic_write
+from .errors import ImageReadError, InvalidLabelsError, NapariUnetError
+
+if TYPE_CHECKING:
+    import dask.array
+
+__all__ = ["ImageData", "read_image", "read_labels", "write_labels", "LAZY_THRESHOLD_BYTES"]
+
+#: Images larger than this (uncompressed) are read lazily when ``lazy=None``.
+LAZY_THRESHOLD_BYTES = 1 << 30
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+_PICTURE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
+_KNOWN_AXES = "TZCYX"
+_LABEL_AXES = "TZYX"
+
+# alias -> (canonical unit, micrometres per unit)
+_LENGTH_UNITS: dict[str, tuple[str, float]] = {
+    **dict.fromkeys(
+        ("um", "µm", "μm", "micron", "microns", "micrometer", "micrometre"), ("um", 1.0)
+    ),
+    **dict.fromkeys(("nm", "nanometer", "nanometre"), ("nm", 1e-3)),
+    **dict.fromkeys(("mm", "millimeter", "millimetre"), ("mm", 1e3)),
+    **dict.fromkeys(("cm", "centimeter", "centimetre"), ("cm", 1e4)),
+    **dict.fromkeys(("m", "meter", "metre"), ("m", 1e6)),
+}
+_UNIT_NAMES_IMAGEJ = {"um": "micron"}  # what ImageJ itself writes for micrometres
+_UNIT_NAMES_OME = {"um": "µm"}  # OME UnitsLength symbols
+_RESUNIT_CENTIMETER = 3
+
+
+@dataclass
+class ImageData:
+    """An image with the axes and calibration needed to segment and display it correctly."""
+
+    data: Union[np.ndarray, "dask.array.Array"]
+    axes: str
+    pixel_size: Optional[tuple[float, ...]]
+    unit: Optional[str]
+    source: str
+    #: JSON metadata napari-unet stored in the file (model provenance); empty otherwise.
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_image(path: PathLike, lazy: Optional[bool] = None) -> ImageData:
+    """Read a TIFF / OME-TIFF / ImageJ hyperstack, PNG or JPEG file.
+
+    The format is sniffed from the first bytes, not the extension, so a TIFF named
+    ``.png`` still reads. ``lazy=None`` returns a dask array for images over
+    :data:`LAZY_THRESHOLD_BYTES` (so huge stacks do not fill memory) and a NumPy array
+    otherwise; ``lazy=True``/``False`` forces either (only TIFF can be read lazily).
+    Every failure is an :class:`ImageReadError` that says what is wrong and what to do.
+    """
+    p = Path(path)
+    head = _read_head(p)
+    if head.startswith(_TIFF_MAGIC):
+        return _read_tiff(p, lazy)
+    if head.startswith(_PICTURE_MAGIC):
+        return _read_with_imageio(p)
+    raise ImageReadError(
+        f"{str(p)!r} is not a TIFF, PNG or JPEG image (it starts with {head[:4]!r}); "
+        "export the image as TIFF, or check that this is the file you meant"
+    )
+
+
+def read_labels(path: PathLike) -> np.ndarray:
+    """Read a label image (integer ids, 0 = background) into memory, checking it is one."""
+    image = read_image(path, lazy=False)
+    data = np.asarray(image.data)
+    if "C" in image.axes:
+        raise InvalidLabelsError(
+            f"{str(path)!r} has a colour/channel axis (axes {image.axes!r}), so it is not a "
+            "label image; pass a single-channel image of integer ids (0 = background)"
+        )
+    if data.dtype == bool:
+        return data.astype(np.uint8)
+    _check_label_values(data, what=repr(str(path)))
+    return data
+
+
+def _read_head(p: Path) -> bytes:
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(8)
+    except FileNotFoundError:
+        raise ImageReadError(
+            f"{str(p)!r} does not exist; check the path (relative paths start in {os.getcwd()!r})"
+        ) from None
+    except IsADirectoryError:
+        raise ImageReadError(f"{str(p)!r} is a folder; pass an image file inside it") from None
+    except PermissionError:
+        raise ImageReadError(
+            f"{str(p)!r} cannot be opened: permission denied; fix the file's permissions or "
+            "copy it somewhere readable"
+        ) from None
+    except OSError as exc:
+        raise ImageReadError(f"{str(p)!r} cannot be opened ({exc}); check the path") from exc
+    if not head:
+        raise ImageReadError(
+            f"{str(p)!r} is empty (0 bytes); it was not saved or copied completely; "
+            "export or copy it again"
+        )
+    return head
+
+
+def _read_with_imageio(p: Path) -> ImageData:
+    import imageio.v3 as iio
+
+    try:
+        data = np.asarray(iio.imread(p))
+    except Exception as exc:
+        raise ImageReadError(
+            f"{str(p)!r} is a damaged or incomplete PNG/JPEG ({type(exc).__name__}: {exc}); "
+            "copy or export it again"
+        ) from exc
+    if data.ndim == 2:
+        axes = "YX"
+    elif data.ndim == 3 and data.shape[-1] in (2, 3, 4):
+        axes = "YXC"
+    else:
+        raise ImageReadError(
+            f"{str(p)!r} holds an array of shape {data.shape}, which is not a 2-D picture; "
+            "save stacks and time series as TIFF"
+        )
+    return ImageData(data=data, axes=axes, pixel_size=None, unit=None, source=os.fspath(p))
+
+
+class _ErrorCollector(logging.Filter):
+    """Collects (and swallows) tifffile's logged errors from the current thread only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread == self.thread and record.levelno >= logging.ERROR:
+            self.messages.append(record.getMessage())
+            return False
+        return True
+
+
+@contextmanager
+def _tifffile_errors() -> Iterator[list[str]]:
+    """tifffile logs (not raises) broken page chains and then returns fewer pages; catch them."""
+    log = logging.getLogger("tifffile")
+    collector = _ErrorCollector()
+    log.addFilter(collector)
+    try:
+        yield collector.messages
+    finally:
+        log.removeFilter(collector)
+
+
+def _damaged(p: Path, reason: str) -> ImageReadError:
+    return ImageReadError(
+        f"{str(p)!r} is a damaged or incomplete TIFF ({reason}); it may have been truncated "
+        "while copying or saving: copy or export it again"
+    )
+
+
+def _read_tiff(p: Path, lazy: Optional[bool]) -> ImageData:
+    try:
+        with _tifffile_errors() as errors, tifffile.TiffFile(p) as tif:
+            if not tif.series:
+                raise _damaged(p, "it holds no image")
+            series = tif.series[0]
+            axes = _normalise_axes(series.axes, p)
+            _check_extent(series, p.stat().st_size, p)
+            pixel_size, unit = _calibration(tif, axes)
+            metadata = _stored_metadata(tif)
+            if lazy is None:
+                lazy = series.nbytes > LAZY_THRESHOLD_BYTES
+            if lazy:
+                import dask.array as da
+
+                # The store reopens the file on demand, so closing ``tif`` here is fine.
+                data: Any = da.from_zarr(series.aszarr(level=0))
+            else:
+                data = series.asarray(level=0)
+            if errors:
+                raise _damaged(p, errors[0])
+    except NapariUnetError:
+        raise
+    except MemoryError:
+        raise ImageReadError(
+            f"{str(p)!r} does not fit in memory; read it with lazy=True"
+        ) from None
+    except Exception as exc:
+        raise _damaged(p, f"{type(exc).__name__}: {exc}") from exc
+    return ImageData(
+        data=data,
+        axes=axes,
+        pixel_size=pixel_size,
+        unit=unit,
+        source=os.fspath(p),
+        metadata=metadata,
+    )
+
+
+def _normalise_axes(axes: str, p: Path) -> str:
+    out: list[str] = []
+    for ax in axes:
+        if ax == "S":
+            ax = "C"
+        elif ax not in _KNOWN_AXES:
+            ax = next((a for a in "ZT" if a not in axes and a not in out), ax)
+        if ax in out or ax not in _KNOWN_AXES:
+            raise ImageReadError(
+                f"{str(p)!r} has axes {axes!r} that cannot be mapped to T, Z, C, Y, X; save it "
+                "as an ImageJ hyperstack or OME-TIFF with named axes"
+            )
+        out.append(ax)
+    return "".join(out)
+
+
+def _check_extent(series: Any, size: int, p: Path) -> None:
+    """Reject files whose image data would run past the end (truncated copies)."""
+    if series.dataoffset is not None:  # contiguous, uncompressed
+        end = series.dataoffset + series.nbytes
+    else:
+        end = max(
+            (
+                offset + count
+                for page in series.pages
+                if page is not None
+                for offset, count in zip(page.dataoffsets, page.databytecounts)
+            ),
+            default=0,
+        )
+    if end > size:
+        raise _damaged(p, f"image data needs {end} bytes, the file has {size}")
+
+
+def _calibration(
+    tif: tifffile.TiffFile, axes: str
+) -> tuple[Optional[tuple[float, ...]], Optional[str]]:
+    """Pixel size per Z/Y/X axis of ``axes`` and its unit (see the module docstring)."""
+    sizes, unit = _stored_calibration(tif)
+    if not sizes:
+        return None, None
+    known = _LENGTH_UNITS.get(_unit_key(unit))
+    if known is not None:
+        sizes = {ax: value * known[1] for ax, value in sizes.items()}
+        unit = "um"
+    elif all(value == 1.0 for value in sizes.values()):
+        return None, None  # ImageJ's and tifffile's default: uncalibrated
+    sizes.setdefault("X", sizes.get("Y", 1.0))
+    sizes.setdefault("Y", sizes["X"])
+    sizes.setdefault("Z", 1.0)
+    return tuple(sizes[ax] for ax in axes if ax in "ZYX"), unit
+
+
+def _stored_calibration(tif: tifffile.TiffFile) -> tuple[dict[str, float], Optional[str]]:
+    """Pixel sizes by axis letter, in the file's own unit."""
+    sizes: dict[str, float] = {}
+    if tif.is_ome and tif.ome_metadata:
+        return _ome_calibration(tif.ome_metadata)
+    resolution = _resolution(tif.pages.first)
+    if tif.is_imagej:
+        ij = tif.imagej_metadata or {}
+        if resolution is not None:
+            sizes["X"], sizes["Y"] = resolution
+        if ij.get("spacing"):
+            sizes["Z"] = float(ij["spacing"])
+        return sizes, str(ij.get("unit") or "pixel")
+    # Only centimetre resolution is physical; inch values are print DPI from editors.
+    if resolution is not None and tif.pages.first.tags.valueof(296) == _RESUNIT_CENTIMETER:
+        sizes["X"], sizes["Y"] = resolution
+    return sizes, "cm"
+
+
+def _unit_key(unit: Optional[str]) -> str:
+    return (unit or "").strip().lower().replace("\\u00b5", "µ")  # ImageJ escapes µ
+
+
+def _resolution(page: Any) -> Optional[tuple[float, float]]:
+    """(x, y) pixel size from the resolution tags, which store pixels per unit."""
+
+    def size(code: int) -> Optional[float]:
+        value = page.tags.valueof(code)
+        if not value or not value[0] or not value[1]:
+            return None
+        return value[1] / value[0]
+
+    x, y = size(282), size(283)
+    if x is None:
+        return None
+    return x, y or x
+
+
+def _ome_calibration(xml: str) -> tuple[dict[str, float], Optional[str]]:
+    """PhysicalSize* of the first image, in micrometres when every unit is a length."""
+    image = _first_ome_image(xml)
+    pixels = _child(image, "Pixels") if image is not None else None
+    if pixels is None:
+        return {}, None
+    sizes: dict[str, float] = {}
+    units: set[str] = set()
+    for ax in "XYZ":
+        value = pixels.get(f"PhysicalSize{ax}")
+        if value is None:
+            continue
+        unit = pixels.get(f"PhysicalSize{ax}Unit", "µm")
+        known = _LENGTH_UNITS.get(_unit_key(unit))
+        sizes[ax] = float(value) * known[1] if known else float(value)
+        units.add("um" if known else unit)
+    if len(units) != 1:  # none given, or physical mixed with relative: cannot express
+        return {}, None
+    return sizes, units.pop()
+
+
+def _first_ome_image(xml: str) -> Optional[ElementTree.Element]:
+    """The OME ``Image`` element that tifffile's ``series[0]`` reads."""
+    try:
+        return _child(ElementTree.fromstring(xml), "Image")
+    except ElementTree.ParseError:
+        return None
+
+
+def _child(parent: ElementTree.Element, name: str) -> Optional[ElementTree.Element]:
+    """First child called ``name``, whatever the OME schema namespace."""
+    return next((el for el in parent if el.tag.rsplit("}", 1)[-1] == name), None)
+
+
+def _stored_metadata(tif: tifffile.TiffFile) -> dict[str, Any]:
+    text: Optional[str] = None
+    if tif.is_ome and tif.ome_metadata:
+        image = _first_ome_image(tif.ome_metadata)
+        description = _child(image, "Description") if image is not None else None
+        text = description.text if description is not None else None
+    elif tif.is_imagej:
+        text = (tif.imagej_metadata or {}).get("Info")
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}  # free text written by other software
+    return value if isinstance(value, dict) else {}
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_labels(
+    path: PathLike,
+    labels: Any,
+    *,
+    axes: Optional[str] = None,
+    pixel_size: Optional[Sequence[float]] = None,
+    unit: str = "um",
+    metadata: Optional[Mapping[str, Any]] = None,
+    overwrite: bool = False,
+) -> Path:
+    """Atomically write a label image as a compressed TIFF that Fiji and napari open.
+
+    ``labels`` holds integer ids >= 0 (bool masks are accepted); it is stored in the
+    smallest of uint8/uint16/uint32 that holds the largest id. ``axes`` is an ordered
+    subset of ``"TZYX"`` ending in ``"YX"`` (default ``"YX"``/``"ZYX"`` by dimension);
+    ``pixel_size`` has one value per Z/Y/X axis in ``unit``; ``metadata`` is a
+    JSON-serialisable dict kept in the file (see the module docstring for where).
+    Length-1 T/Z axes are dropped, as every reader squeezes them anyway.
+    Returns the written path; raises :class:`InvalidLabelsError` for bad labels and
+    :class:`~napari_unet.errors.OutputWriteError` when the file cannot be written
+    (the previous file, if any, is then left unchanged).
+    """
+    data = _as_labels(labels)
+    axes = _label_axes(axes, data.shape)
+    spatial = [ax for ax in axes if ax in "ZYX"]
+    if pixel_size is None:
+        sizes: dict[str, float] = {}
+    else:
+        values = [float(v) for v in pixel_size]
+        if len(values) != len(spatial) or not all(math.isfinite(v) and v > 0 for v in values):
+            raise ValueError(
+                f"pixel_size needs one positive value per Z/Y/X axis of {axes!r} "
+                f"({len(spatial)}), got {tuple(pixel_size)!r}"
+            )
+        sizes = dict(zip(spatial, values))
+    # Readers (tifffile, Fiji) squeeze length-1 T/Z axes anyway, and tifffile's OME
+    # writer rejects some of them: drop them here, with their pixel size.
+    dropped = [ax for ax, n in zip(axes, data.shape) if ax in "TZ" and n == 1]
+    if dropped:
+        data = data.reshape([n for ax, n in zip(axes, data.shape) if ax not in dropped])
+        axes = "".join(ax for ax in axes if ax not in dropped)
+        sizes = {ax: v for ax, v in sizes.items() if ax not in dropped}
+    key = _unit_key(unit)
+    if key != "pixel" and key not in _LENGTH_UNITS:
+        raise ValueError(f"unknown unit {unit!r}; use 'um', 'nm', 'mm', 'cm', 'm' or 'pixel'")
+    canonical = "pixel" if key == "pixel" else _LENGTH_UNITS[key][0]
+    try:
+        info = json.dumps(dict(metadata), allow_nan=False) if metadata else None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"metadata must be JSON-serialisable ({exc}); convert values to str, int, float, "
+            "bool, list or dict"
+        ) from exc
+    writer = _write_ome if data.dtype == np.uint32 else _write_imagej
+    return atomic_write(
+        path, partial(writer, data=data, axes=axes, sizes=sizes, unit=canonical, info=info),
+        overwrite=overwrite,
+    )
+
+
+def _check_label_values(data: np.ndarray, what: str) -> None:
+    if data.dtype.kind not in "ui":
+        raise InvalidLabelsError(
+            f"{what} has dtype {data.dtype}, but labels must be integer ids (0 = background); "
+            "convert whole-number values with .astype(np.uint32), or threshold/label a "
+            "probability map first"
+        )
+    if data.dtype.kind == "i" and data.size and data.min() < 0:
+        raise InvalidLabelsError(
+            f"{what} contains negative values (minimum {data.min()}); label ids must be 0 "
+            "(background) or positive: set negative pixels to 0 or relabel"
+        )
+
+
+def _as_labels(labels: Any) -> np.ndarray:
+    data = np.asarray(labels)
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    _check_label_values(data, what="the label image")
+    if data.size == 0:
+        raise InvalidLabelsError(
+            f"the label image is empty (shape {data.shape}); pass an array with pixels"
+        )
+    top = int(data.max())
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dtype).max:
+            return np.ascontiguousarray(data.astype(dtype, copy=False))
+    raise InvalidLabelsError(
+        f"the largest label id {top} does not fit in 32 bits; renumber the labels, e.g. "
+        "with skimage.segmentation.relabel_sequential"
+    )
+
+
+def _label_axes(axes: Optional[str], shape: tuple[int, ...]) -> str:
+    if axes is None:
+        axes = {2: "YX", 3: "ZYX"}.get(len(shape), "")
+        if not axes:
+            raise InvalidLabelsError(
+                f"labels of shape {shape} need explicit axes; pass axes='TZYX' (or the "
+                "subset that matches)"
+            )
+    axes = axes.upper()
+    ordered = "".join(ax for ax in _LABEL_AXES if ax in axes)
+    if axes != ordered or not axes.endswith("YX"):
+        raise InvalidLabelsError(
+            f"label axes {axes!r} are not supported; use an ordered subset of 'TZYX' ending "
+            "in 'YX' (transpose the array first, e.g. with np.moveaxis)"
+        )
+    if len(axes) != len(shape):
+        raise InvalidLabelsError(
+            f"labels have {len(shape)} dimensions (shape {shape}) but axes {axes!r} name "
+            f"{len(axes)}; pass axes with one letter per dimension"
+        )
+    return axes
+
+
+def _write_imagej(
+    tmp: Path, *, data: np.ndarray, axes: str, sizes: dict[str, float], unit: str,
+    info: Optional[str],
+) -> None:
+    # An explicit length-1 samples axis stops tifffile from taking a stack's X axis of
+    # length 1 for RGB samples.
+    data = data[..., np.newaxis]
+    metadata: dict[str, Any] = {"axes": axes + "S"}
+    resolution = None
+    if sizes:
+        metadata["unit"] = _UNIT_NAMES_IMAGEJ.get(unit, unit)
+        resolution = (1.0 / sizes["X"], 1.0 / sizes["Y"])
+        if "Z" in sizes:
+            metadata["spacing"] = sizes["Z"]
+    if info:
+        metadata["Info"] = info
+    tifffile.imwrite(
+        tmp,
+        data,
+        imagej=True,
+        photometric="minisblack",
+        compression="zlib",
+        resolution=resolution,
+        metadata=metadata,
+    )
+
+
+def _write_ome(
+    tmp: Path, *, data: np.ndarray, axes: str, sizes: dict[str, float], unit: str,
+    info: Optional[str],
+) -> None:
+    metadata: dict[str, Any] = {"axes": axes}
+    for ax, value in sizes.items():
+        metadata[f"PhysicalSize{ax}"] = value
+        metadata[f"PhysicalSize{ax}Unit"] = _UNIT_NAMES_OME.get(unit, unit)
+    if info:
+        metadata["Description"] = info
+    tifffile.imwrite(
+        tmp, data, ome=True, photometric="minisblack", compression="zlib", metadata=metadata
+    )

@@ -1,0 +1,367 @@
+"""Round trips and failure modes of image reading and label writing, through the public API."""
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import imageio.v3 as iio
+
+from napari_unet import tiff_io
+from napari_unet.atomic import atomic_write
+from napari_unet.errors import Cancelled, ImageReadError, InvalidLabelsError, OutputWriteError
+from napari_unet.tiff_io import read_image, read_labels, write_labels
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+@pytest.mark.parametrize(
+    ("top", "dtype"),
+    [(1, np.uint8), (255, np.uint8), (256, np.uint16), (65535, np.uint16), (65536, np.uint32)],
+)
+def test_smallest_dtype_holding_the_largest_id(tmp_path, top, dtype):
+    labels = np.zeros((6, 7), np.int64)
+    labels[2, 3] = top
+    path = write_labels(tmp_path / "l.tif", labels)
+    back = read_labels(path)
+    assert back.dtype == dtype
+    np.testing.assert_array_equal(back, labels)
+
+
+def test_2d_imagej_file_with_pixel_size_and_metadata(tmp_path):
+    labels = np.arange(20, dtype=np.int32).reshape(4, 5)
+    meta = {"model": "nuclei", "threshold": 0.7, "napari_unet": "0.1.0"}
+    path = write_labels(tmp_path / "l.tif", labels, pixel_size=(0.325, 0.325), metadata=meta)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_imagej
+        assert tif.imagej_metadata["unit"] == "micron"
+        assert json.loads(tif.imagej_metadata["Info"]) == meta
+        assert tif.pages.first.compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+    image = read_image(path)
+    assert image.axes == "YX"
+    assert image.pixel_size == pytest.approx((0.325, 0.325))
+    assert image.unit == "um"
+    assert image.metadata == meta
+
+
+def test_3d_stack_opens_as_imagej_stack_with_spacing(tmp_path):
+    labels = np.random.default_rng(1).integers(0, 300, (5, 8, 9))
+    path = write_labels(
+        tmp_path / "l.tif", labels, axes="ZYX", pixel_size=(2.0, 0.5, 0.25), metadata={"a": 1}
+    )
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_imagej
+        assert tif.imagej_metadata["slices"] == 5
+        assert tif.imagej_metadata["spacing"] == pytest.approx(2.0)
+        assert tif.series[0].axes == "ZYX"
+    image = read_image(path)
+    assert (image.axes, image.data.dtype) == ("ZYX", np.uint16)
+    assert image.pixel_size == pytest.approx((2.0, 0.5, 0.25))
+    assert image.metadata == {"a": 1}
+    np.testing.assert_array_equal(image.data, labels)
+
+
+def test_uint32_labels_are_ome_tiff_with_calibration_and_metadata(tmp_path):
+    labels = np.zeros((2, 3, 4, 5), np.uint64)
+    labels[1, 2, 3, 4] = 70000
+    path = write_labels(
+        tmp_path / "l.tif", labels, axes="TZYX", pixel_size=(3, 0.1, 0.1), unit="nm",
+        metadata={"model": "x"},
+    )
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_ome and not tif.is_imagej
+        assert tif.series[0].axes == "TZYX"
+    image = read_image(path)
+    assert (image.axes, image.data.dtype) == ("TZYX", np.uint32)
+    assert image.pixel_size == pytest.approx((0.003, 1e-4, 1e-4))  # nm -> um
+    assert image.unit == "um"
+    assert image.metadata == {"model": "x"}
+    np.testing.assert_array_equal(image.data, labels)
+
+
+def test_relative_unit_and_bool_mask(tmp_path):
+    path = write_labels(
+        tmp_path / "m.tif", np.eye(4, dtype=bool)[None].repeat(2, 0), pixel_size=(2.18, 1, 1),
+        unit="pixel",
+    )
+    image = read_image(path)
+    assert image.data.dtype == np.uint8 and image.data.max() == 1
+    assert image.pixel_size == pytest.approx((2.18, 1.0, 1.0))
+    assert image.unit == "pixel"
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    labels=st.one_of(
+        arrays(np.int64, st.tuples(st.integers(1, 9), st.integers(1, 9)),
+               elements=st.integers(0, 70000)),
+        arrays(np.int64, st.tuples(st.integers(1, 4), st.integers(1, 6), st.integers(1, 6)),
+               elements=st.integers(0, 70000)),
+    ),
+    pixel=st.floats(0.01, 100),
+)
+def test_round_trip_property(tmp_path, labels, pixel):
+    sizes = (pixel,) * labels.ndim
+    path = write_labels(tmp_path / "p.tif", labels, pixel_size=sizes, overwrite=True)
+    back = read_image(path)
+    expected = labels[0] if labels.ndim == 3 and labels.shape[0] == 1 else labels
+    assert back.data.shape == expected.shape
+    np.testing.assert_array_equal(back.data, expected)
+    assert back.pixel_size == pytest.approx((pixel,) * expected.ndim, rel=1e-6)
+    assert _files(tmp_path) == ["p.tif"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "words"),
+    [
+        (np.array([[0, -1], [2, 3]]), "negative"),
+        (np.zeros((3, 3), np.float32), "float32"),
+        (np.full((2, 2), 2**32, np.int64), "32 bits"),
+        (np.zeros((0, 3), np.uint8), "empty"),
+    ],
+)
+def test_invalid_labels(tmp_path, labels, words):
+    with pytest.raises(InvalidLabelsError, match=words):
+        write_labels(tmp_path / "l.tif", labels)
+    assert _files(tmp_path) == []
+
+
+def test_axes_must_match_the_array(tmp_path):
+    with pytest.raises(InvalidLabelsError, match="axes"):
+        write_labels(tmp_path / "l.tif", np.zeros((2, 3, 4), np.uint8), axes="YX")
+    with pytest.raises(InvalidLabelsError, match="TZYX"):
+        write_labels(tmp_path / "l.tif", np.zeros((2, 3, 4), np.uint8), axes="YXZ")
+
+
+def test_existing_file_is_kept_without_overwrite(tmp_path):
+    path = write_labels(tmp_path / "l.tif", np.ones((4, 4), np.uint8))
+    before = path.read_bytes()
+    with pytest.raises(OutputWriteError, match="overwrite=True"):
+        write_labels(path, np.full((4, 4), 7, np.uint8))
+    assert path.read_bytes() == before
+    write_labels(path, np.full((4, 4), 7, np.uint8), overwrite=True)
+    assert read_labels(path).max() == 7
+    assert _files(tmp_path) == ["l.tif"]
+
+
+def test_missing_output_folder_is_created(tmp_path):
+    path = write_labels(tmp_path / "a" / "b" / "l.tif", np.ones((3, 3), np.uint8))
+    assert read_labels(path).shape == (3, 3)
+
+
+def test_read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as root: chmod cannot make a folder read-only here")
+        with pytest.raises(OutputWriteError, match="read-only") as info:
+            write_labels(folder / "l.tif", np.ones((3, 3), np.uint8))
+        assert str(folder) in str(info.value)
+    finally:
+        folder.chmod(0o700)
+
+
+def test_full_disk_message_names_folder_and_fix(tmp_path, monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tifffile, "imwrite", no_space)
+    with pytest.raises(OutputWriteError, match="disk is full") as info:
+        write_labels(tmp_path / "l.tif", np.ones((3, 3), np.uint8))
+    assert str(tmp_path) in str(info.value)
+    assert _files(tmp_path) == []
+
+
+def test_failure_mid_write_keeps_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    path = write_labels(tmp_path / "l.tif", np.ones((8, 8), np.uint8))
+    before = path.read_bytes()
+
+    def partial_write(file, *args, **kwargs):
+        Path(file).write_bytes(b"II*\x00" + b"\x00" * 100)
+        raise RuntimeError("simulated crash while writing")
+
+    monkeypatch.setattr(tifffile, "imwrite", partial_write)
+    with pytest.raises(OutputWriteError, match="simulated crash"):
+        write_labels(path, np.full((8, 8), 9, np.uint8), overwrite=True)
+    assert path.read_bytes() == before
+    assert _files(tmp_path) == ["l.tif"]
+
+
+def test_atomic_write_keeps_the_extension_for_format_guessing(tmp_path):
+    def write_png(tmp: Path) -> None:
+        iio.imwrite(tmp, np.zeros((4, 4), np.uint8))  # imageio picks PNG from the name
+
+    path = atomic_write(tmp_path / "overlay.png", write_png)
+    assert read_image(path).axes == "YX"
+
+
+def test_atomic_write_lets_cancellation_through(tmp_path):
+    def cancelled(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise Cancelled("cancelled by the user; nothing was changed")
+
+    with pytest.raises(Cancelled):
+        atomic_write(tmp_path / "x.csv", cancelled)
+    assert _files(tmp_path) == []
+    atomic_write(tmp_path / "x.csv", lambda tmp: tmp.write_text("a,b\n"))
+    assert (tmp_path / "x.csv").read_text() == "a,b\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.csv").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def test_ome_tiff_axes_and_physical_size(tmp_path):
+    data = np.random.default_rng(0).integers(0, 4000, (3, 2, 10, 12), dtype=np.uint16)
+    path = tmp_path / "img.ome.tif"
+    tifffile.imwrite(
+        path, data, ome=True,
+        metadata={
+            "axes": "ZCYX", "PhysicalSizeX": 250.0, "PhysicalSizeXUnit": "nm",
+            "PhysicalSizeY": 250.0, "PhysicalSizeYUnit": "nm",
+            "PhysicalSizeZ": 1.5, "PhysicalSizeZUnit": "µm",
+        },
+    )
+    image = read_image(path)
+    assert image.axes == "ZCYX"
+    assert image.pixel_size == pytest.approx((1.5, 0.25, 0.25))
+    assert image.unit == "um"
+    assert image.metadata == {}
+    np.testing.assert_array_equal(image.data, data)
+
+
+def test_imagej_hyperstack_axes_and_escaped_micron_unit(tmp_path):
+    data = np.zeros((2, 3, 2, 6, 7), np.uint16)
+    path = tmp_path / "hyper.tif"
+    tifffile.imwrite(
+        path, data, imagej=True, resolution=(1 / 0.2, 1 / 0.2),
+        metadata={"axes": "TZCYX", "spacing": 0.8, "unit": "\\u00B5m", "Info": "free text"},
+    )
+    image = read_image(path)
+    assert image.axes == "TZCYX"
+    assert image.pixel_size == pytest.approx((0.8, 0.2, 0.2))
+    assert image.unit == "um"
+    assert image.metadata == {}  # free text from other software is not ours
+
+
+def test_plain_stack_rgb_and_centimetre_resolution(tmp_path):
+    stack = np.zeros((4, 5, 6), np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    stack = read_image(tmp_path / "stack.tif")
+    assert (stack.axes, stack.pixel_size, stack.unit) == ("ZYX", None, None)
+
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((5, 6, 3), np.uint8), photometric="rgb")
+    assert read_image(tmp_path / "rgb.tif").axes == "YXC"
+
+    tifffile.imwrite(
+        tmp_path / "cm.tif", np.zeros((5, 6), np.uint8), resolution=(2e4, 2e4),
+        resolutionunit="CENTIMETER",
+    )
+    assert read_image(tmp_path / "cm.tif").pixel_size == pytest.approx((0.5, 0.5))
+
+    tifffile.imwrite(
+        tmp_path / "dpi.tif", np.zeros((5, 6), np.uint8), resolution=(72, 72),
+        resolutionunit="INCH",
+    )
+    assert read_image(tmp_path / "dpi.tif").pixel_size is None  # print DPI, not physical
+
+
+def test_png_and_jpeg(tmp_path):
+    gray = np.random.default_rng(0).integers(0, 255, (9, 11), dtype=np.uint8)
+    iio.imwrite(tmp_path / "g.png", gray)
+    image = read_image(tmp_path / "g.png")
+    assert image.axes == "YX"
+    np.testing.assert_array_equal(image.data, gray)
+    iio.imwrite(tmp_path / "c.jpg", np.zeros((9, 11, 3), np.uint8))
+    assert read_image(tmp_path / "c.jpg").axes == "YXC"
+
+
+def test_tiff_with_wrong_extension_is_read_as_tiff(tmp_path):
+    labels = np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000
+    tifffile.imwrite(tmp_path / "really_a_tiff.png", labels)
+    image = read_image(tmp_path / "really_a_tiff.png")
+    assert image.data.dtype == np.uint16
+    np.testing.assert_array_equal(image.data, labels)
+
+
+def test_lazy_read_returns_dask(tmp_path, monkeypatch):
+    data = np.random.default_rng(0).integers(0, 9, (4, 16, 16), dtype=np.uint8)
+    path = write_labels(tmp_path / "l.tif", data)
+    lazy = read_image(path, lazy=True)
+    assert hasattr(lazy.data, "compute") and lazy.axes == "ZYX"
+    np.testing.assert_array_equal(lazy.data.compute(), data)
+    monkeypatch.setattr(tiff_io, "LAZY_THRESHOLD_BYTES", 100)
+    assert hasattr(read_image(path).data, "compute")  # large files go lazy by default
+
+
+def _tiff_bytes(tmp_path: Path, **kwargs) -> bytes:
+    path = tmp_path / "full.tif"
+    data = np.random.default_rng(0).integers(0, 60000, (5, 64, 64), dtype=np.uint16)
+    tifffile.imwrite(path, data, **kwargs)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"compression": "zlib"}, {"imagej": True}, {"tile": (32, 32)}],
+    ids=["plain", "zlib", "imagej", "tiled"],
+)
+@pytest.mark.parametrize("keep", [0.02, 0.3, 0.6, 0.97])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_truncated_tiff(tmp_path, kwargs, keep, lazy):
+    full = _tiff_bytes(tmp_path, **kwargs)
+    path = tmp_path / "cut.tif"
+    path.write_bytes(full[: max(8, int(len(full) * keep))])
+    with pytest.raises(ImageReadError, match="again"):
+        read_image(path, lazy=lazy)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+        [
+        (b"", "empty"),
+        (b"name,area\n1,2\n", "not a TIFF, PNG or JPEG"),
+        (b"II*\x00garbage", "damaged"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "damaged"),
+    ],
+    ids=["empty", "csv", "bad-tiff-header", "bad-png"],
+)
+def test_not_an_image(tmp_path, content, words):
+    path = tmp_path / "x.tif"
+    path.write_bytes(content)
+    with pytest.raises(ImageReadError, match=words):
+        read_image(path)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ImageReadError, match="does not exist"):
+        read_image(tmp_path / "nope.tif")
+    with pytest.raises(ImageReadError, match="folder"):
+        read_image(tmp_path)
+
+
+def test_read_labels_rejects_non_labels(tmp_path):
+    tifffile.imwrite(tmp_path / "f.tif", np.zeros((4, 4), np.float32))
+    with pytest.raises(InvalidLabelsError, match="integer"):
+        read_labels(tmp_path / "f.tif")
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((4, 4, 3), np.uint8), photometric="rgb")
+    with pytest.raises(InvalidLabelsError, match="channel"):
+        read_labels(tmp_path / "rgb.tif")
