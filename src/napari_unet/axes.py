@@ -120,3 +120,23 @@ def make_layout(image, axes: str | None, in_channels: int = 1) -> Layout:
         )
     axes = validate_axes(axes, len(shape)) if axes else guess_axes(shape, in_channels)
     return Layout(axes=axes, shape=shape)
+
+
+def fit_channels(canonical, in_channels: int):
+    """Adapt a (..., C, Y, X) array to a model's channel count the way training does.
+
+    RGBA loses alpha; RGB becomes its mean for 1-channel models. Numpy stacks are wrapped
+    in dask first so the gray conversion happens plane by plane, never as a whole float copy.
+    Other channel counts pass unchanged (the model then refuses them with a clear message).
+    """
+    n = canonical.shape[-3]
+    if n == 4 and in_channels in (1, 3):
+        canonical, n = canonical[..., :3, :, :], 3
+    if n == 3 and in_channels == 1:
+        if isinstance(canonical, np.ndarray) and canonical.ndim > 3:
+            import dask.array as da
+
+            chunks = (1,) * (canonical.ndim - 3) + canonical.shape[-3:]
+            canonical = da.from_array(canonical, chunks=chunks)
+        canonical = canonical.astype(np.float32).mean(axis=-3, keepdims=True)
+    return canonical

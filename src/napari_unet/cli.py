@@ -87,7 +87,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         stem = Path(path).name.split(".")[0]
         label_path = write_labels(
             out_dir / f"{stem}_labels.tif", labels, axes=layout.label_axes,
-            pixel_size=image.pixel_size, unit=image.unit,
+            pixel_size=image.pixel_size, unit=image.unit or "um",
             metadata={"model": model.name, "source": str(path), "napari_unet": __version__},
             overwrite=args.overwrite,
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .axes import make_layout
+from .axes import fit_channels, make_layout
 from .config import ModelConfig
 from .errors import DatasetError, InvalidImageError, InvalidLabelsError
 from .normalize import channel_percentiles, normalize
@@ -49,11 +49,7 @@ def to_channels(image: np.ndarray, axes: str, n_channels: int) -> np.ndarray:
         raise InvalidImageError(
             f"training images must be 2D planes, got axes {layout.axes!r}; split stacks into planes"
         )
-    arr = np.asarray(layout.to_canonical(image))
-    if arr.shape[0] == 4:
-        arr = arr[:3]
-    if n_channels == 1 and arr.shape[0] == 3:
-        arr = arr.astype(np.float32).mean(0, keepdims=True)
+    arr = np.asarray(fit_channels(layout.to_canonical(image), n_channels))
     if arr.shape[0] != n_channels:
         raise InvalidImageError(
             f"image has {arr.shape[0]} channel(s) but the model takes {n_channels}; "

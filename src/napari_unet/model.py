@@ -107,7 +107,13 @@ def load_model_file(path: str | Path) -> Model:
             f"{path} is a safetensors file but not a napari-unet model (no napari-unet header); "
             f"train or convert one with 'napari-unet train'"
         )
-    version = int(metadata.get("format_version", "0"))
+    try:
+        version = int(metadata.get("format_version", "0"))
+    except ValueError:
+        raise ModelFileError(
+            f"{path} has a napari-unet header with an unreadable format version "
+            f"{metadata.get('format_version')!r}; the file is damaged: copy it again or retrain"
+        ) from None
     if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path} uses model format version {version}, newer than this napari-unet reads "

@@ -51,14 +51,14 @@ def _subsample(channel) -> np.ndarray:
 def normalize(plane: np.ndarray, percentiles: np.ndarray) -> np.ndarray:
     """Map a (C, Y, X) plane to float32 with the given per-channel percentiles."""
     plane = np.asarray(plane)
-    if np.iscomplexobj(plane):
-        raise InvalidImageError(
-            "complex-valued images cannot be segmented; pass numpy.abs(image) or its real part"
-        )
     lo = percentiles[:, 0].reshape(-1, 1, 1)
     hi = percentiles[:, 1].reshape(-1, 1, 1)
     scale = np.where(hi - lo > 1e-12, hi - lo, 1.0)
-    out = (plane.astype(np.float32) - lo.astype(np.float32)) / scale.astype(np.float32)
+    # Wide types (int32/64, uint32/64, float64) are shifted in float64 first: in float32 a
+    # large offset (e.g. float64 data around 1000 +- 0.01) would swamp the signal.
+    wide = plane.dtype.itemsize > 2 and plane.dtype != np.float32
+    work = np.float64 if wide else np.float32
+    out = ((plane.astype(work) - lo.astype(work)) / scale.astype(work)).astype(np.float32, copy=False)
     if not np.isfinite(out).all():
         raise InvalidImageError(
             "the image contains NaN or infinite values; replace them first, "

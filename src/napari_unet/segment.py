@@ -8,10 +8,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .axes import Layout, make_layout
+from .axes import Layout, fit_channels, make_layout
 from .config import PostprocessConfig
 from .device import memory_format, pick_device
-from .errors import InvalidImageError
 from .model import Model
 from .normalize import channel_percentiles, normalize
 from .postprocess import instance_labels, semantic_labels, smallest_uint, stitch_planes
@@ -68,10 +67,9 @@ class PreparedImage:
 def prepare_image(image, model: Model, axes: str | None = None) -> PreparedImage:
     """Validate an image against a model and compute its normalisation once."""
     layout = make_layout(image, axes, model.in_channels)
-    model.check_channels(layout.n_channels)
-    if np.dtype(image.dtype).kind == "c":
-        raise InvalidImageError("complex-valued images cannot be segmented; pass numpy.abs(image)")
     canonical = layout.to_canonical(image)
+    canonical = fit_channels(canonical, model.in_channels)
+    model.check_channels(canonical.shape[-3])
     percentiles = channel_percentiles(canonical, model.config.normalization, channel_axis=-3)
     return PreparedImage(layout, canonical, percentiles)
 

@@ -1,0 +1,72 @@
+"""Tests for napari_unet.augment: crops and transforms keep image, target and weight aligned."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_unet.augment import AugmentConfig, augment, random_crop
+
+
+def _coded(shape=(40, 52)):
+    """An image whose values encode the pixel position, and matching target/weight."""
+    yy, xx = np.indices(shape)
+    code = (yy * 1000 + xx).astype(np.float32)
+    return code[None], code.astype(np.int64), code.copy()
+
+
+def test_random_crop_is_aligned_and_sized() -> None:
+    image, target, weight = _coded()
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        i, t, w = random_crop(image, target, weight, 32, rng)
+        assert i.shape == (1, 32, 32) and t.shape == w.shape == (32, 32)
+        np.testing.assert_array_equal(i[0], t)
+        np.testing.assert_array_equal(t, w)
+
+
+def test_small_images_are_padded_with_zero_weight() -> None:
+    image, target, weight = _coded((10, 12))
+    weight = np.ones_like(weight)
+    i, t, w = random_crop(image, target, weight, 16, np.random.default_rng(0))
+    assert i.shape == (1, 16, 16)
+    assert w[:10, :12].all() and not w[10:].any() and not w[:, 12:].any()
+
+
+def test_focus_centres_crops_on_annotations() -> None:
+    image, target, weight = _coded((200, 200))
+    focus = np.array([[180, 20]])
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        _, t, _ = random_crop(image, target, weight, 32, rng, focus)
+        ys, xs = t // 1000, t % 1000
+        assert ys.min() <= 180 <= ys.max() and xs.min() <= 20 <= xs.max()
+
+
+def test_geometric_augmentation_moves_everything_alike() -> None:
+    image, target, weight = _coded((32, 32))
+    config = AugmentConfig(elastic_p=0.0, intensity_p=0.0, gamma_p=0.0, noise_p=0.0)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(16):
+        i, t, w = augment(image, target, weight, rng, config)
+        np.testing.assert_array_equal(i[0], t)
+        np.testing.assert_array_equal(t, w)
+        assert sorted(t.ravel()) == sorted(target.ravel())  # a permutation of pixels
+        seen.add(t.tobytes())
+    assert len(seen) > 3  # rotations and flips really happen
+
+
+def test_elastic_keeps_labels_integral_and_aligned() -> None:
+    labels = np.zeros((48, 48), np.int64)
+    labels[10:30, 10:30] = 2
+    image = (labels > 0).astype(np.float32)[None]
+    config = AugmentConfig(elastic_p=1.0, intensity_p=0.0, gamma_p=0.0, noise_p=0.0)
+    i, t, w = augment(image, labels, np.ones((48, 48), np.float32), np.random.default_rng(3), config)
+    assert set(np.unique(t)) <= {0, 2}  # nearest-neighbour: no invented classes
+    assert ((i[0] > 0.5) == (t > 0)).mean() > 0.97
+
+
+def test_disabled_changes_nothing() -> None:
+    image, target, weight = _coded()
+    i, t, w = augment(image, target, weight, np.random.default_rng(0), AugmentConfig(enabled=False))
+    assert i is image and t is target and w is weight

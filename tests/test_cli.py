@@ -1,0 +1,151 @@
+"""Tests for napari_unet.cli: every sub-command in-process, plus the installed script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tifffile
+
+from _data import DSB_TEST, DSB_TRAIN, pair_folder, qcanet_stack, small_model
+from napari_unet import __version__
+from napari_unet.cli import main
+from napari_unet.model import load_model_file
+
+
+@pytest.fixture(scope="module")
+def trained(shared_data, tmp_path_factory) -> Path:
+    """A model trained by `napari-unet train` (10 steps, from a small base model)."""
+    root = tmp_path_factory.mktemp("cli")
+    data = pair_folder(root / "train", shared_data, DSB_TRAIN)
+    base = small_model(seed=0).save(root / "base.safetensors")
+    out = root / "tiny.safetensors"
+    code = main(["train", str(data), "--out", str(out), "--base-model", str(base),
+                 "--steps", "10", "--patch-size", "64", "--batch-size", "2",
+                 "--val-fraction", "0.5", "--val-every", "5", "--device", "cpu"])
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_model(trained: Path, capsys) -> None:
+    model = load_model_file(trained)
+    assert model.name == "tiny"
+    assert model.config.network.base == 8  # started from the base model
+    prov = model.config.provenance
+    assert prov["steps"] == 10 and prov["n_val_images"] == 2
+    assert "calibrated_seed_threshold" in prov and prov["command"].startswith("napari-unet")
+
+
+def test_train_refuses_to_overwrite(trained: Path, shared_data, tmp_path: Path, capsys) -> None:
+    before = trained.read_bytes()
+    code = main(["train", str(tmp_path), "--out", str(trained), "--steps", "1"])
+    assert code == 2
+    assert "exists" in capsys.readouterr().err
+    assert trained.read_bytes() == before
+
+
+def test_segment_writes_labels_and_overlay(trained: Path, shared_data, tmp_path: Path,
+                                           capsys) -> None:
+    image = shared_data / "dsb2018_fluo" / "test" / "images" / f"{DSB_TEST[0]}.png"
+    out = tmp_path / "out"
+    code = main(["segment", str(image), "--model", str(trained), "--out", str(out),
+                 "--overlay", "--device", "cpu", "--tile-size", "128", "--batch-size", "2"])
+    assert code == 0
+    labels_path = out / f"{DSB_TEST[0]}_labels.tif"
+    labels = tifffile.imread(labels_path)
+    assert labels.dtype.kind == "u" and labels.shape == (256, 256)
+    overlay = out / f"{DSB_TEST[0]}_overlay.png"
+    assert overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(labels_path) in capsys.readouterr().out
+
+    before, mtime = labels_path.read_bytes(), labels_path.stat().st_mtime_ns
+    code = main(["segment", str(image), "--model", str(trained), "--out", str(out),
+                 "--device", "cpu"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and "Traceback" not in err
+    assert labels_path.read_bytes() == before and labels_path.stat().st_mtime_ns == mtime
+
+    code = main(["segment", str(image), "--model", str(trained), "--out", str(out),
+                 "--device", "cpu", "--overwrite", "--min-size", "1000000"])
+    assert code == 0
+    assert not tifffile.imread(labels_path).any()  # the option reached post-processing
+
+
+def test_segment_a_stack(trained: Path, shared_data, tmp_path: Path) -> None:
+    path = tmp_path / "embryo.tif"
+    tifffile.imwrite(path, qcanet_stack(shared_data)[20:23, 28:92, 29:93], imagej=True,
+                     metadata={"axes": "ZYX"})
+    code = main(["segment", str(path), "--model", str(trained), "--out", str(tmp_path),
+                 "--stitch-3d", "--device", "cpu"])
+    assert code == 0
+    labels = tifffile.imread(tmp_path / "embryo_labels.tif")
+    assert labels.shape == (3, 64, 64) and labels.dtype.kind == "u"
+
+
+def test_evaluate_writes_csv(trained: Path, shared_data, tmp_path: Path, capsys) -> None:
+    data = pair_folder(tmp_path / "test", shared_data, DSB_TEST, "test")
+    csv_path = tmp_path / "scores.csv"
+    code = main(["evaluate", str(data), "--model", str(trained), "--csv", str(csv_path),
+                 "--device", "cpu"])
+    assert code == 0
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith("image,") and len(lines) == 4  # header, 2 images, overall
+    assert lines[-1].startswith("overall,")
+    assert "2 images, 59 true objects" in capsys.readouterr().out
+
+
+def test_models_lists_user_models(trained: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "mine.safetensors").write_bytes(trained.read_bytes())
+    monkeypatch.setenv("NAPARI_UNET_MODEL_DIR", str(folder))
+    assert main(["models"]) == 0
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("mine")]
+    assert line and "user" in line[0] and "instance" in line[0] and "base=8" in line[0]
+
+
+def test_missing_input_is_one_line_without_traceback(trained: Path, tmp_path: Path,
+                                                     capsys) -> None:
+    code = main(["segment", str(tmp_path / "nope.tif"), "--model", str(trained),
+                 "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("napari-unet: error:")
+    assert "nope.tif" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_model_is_one_line(tmp_path: Path, capsys) -> None:
+    fake = tmp_path / "fake.safetensors"
+    fake.write_bytes(b"not a model at all")
+    code = main(["evaluate", str(tmp_path), "--model", str(fake)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [[], ["segment"], ["train"], ["evaluate"], ["models"]])
+def test_help(command, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(command + ["--help"])
+    assert info.value.code == 0
+    assert "usage: napari-unet" in capsys.readouterr().out
+
+
+def test_bad_arguments_exit_2(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["segment", "x.tif"])  # --out missing
+    assert info.value.code == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_installed_console_script() -> None:
+    script = Path(sys.executable).parent / "napari-unet"
+    if not script.is_file():
+        pytest.skip(f"console script not installed next to {sys.executable}")
+    run = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == f"napari-unet {__version__}"

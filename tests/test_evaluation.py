@@ -1,0 +1,109 @@
+"""Tests for napari_unet.evaluation: scoring folders, and the CSV it writes."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from _data import DSB_TEST, dsb_pair, intensity_model, membrane_model, pair_folder, small_model
+from napari_unet.errors import Cancelled, DatasetError, OutputWriteError
+from napari_unet.evaluation import evaluate
+from napari_unet.metrics import score_image
+from napari_unet.progress import CancelToken
+from napari_unet.segment import segment
+
+
+@pytest.fixture(scope="module")
+def dsb_folder(shared_data, tmp_path_factory) -> Path:
+    return pair_folder(tmp_path_factory.mktemp("eval") / "test", shared_data, DSB_TEST, "test")
+
+
+@pytest.fixture(scope="module")
+def result(dsb_folder):
+    return evaluate(intensity_model(), dsb_folder, device="cpu")
+
+
+def test_instance_evaluation_rows_and_summary(result, shared_data) -> None:
+    assert [r["image"] for r in result.rows] == list(DSB_TEST)
+    true_counts = [len(np.unique(dsb_pair(shared_data, s, "test")[1])) - 1 for s in DSB_TEST]
+    assert [r["n_true"] for r in result.rows] == true_counts == [27, 32]
+    assert result.summary["n_images"] == 2
+    assert result.summary["n_true"] == 59
+    assert result.summary["n_pred"] == sum(r["n_pred"] for r in result.rows) > 0
+    assert {"acc@0.5", "f1@0.9", "fg_iou"} <= set(result.rows[0])
+    assert [t["threshold"] for t in result.summary["per_threshold"]][0] == 0.5
+
+
+def test_evaluation_scores_what_segment_gives(result, shared_data) -> None:
+    """Each row equals scoring segment()'s labels of the same pair by hand, so pairs are
+    matched and images read (RGBA PNG -> gray) as the evaluation claims."""
+    model = intensity_model()
+    for stem, row in zip(DSB_TEST, result.rows):
+        image, mask = dsb_pair(shared_data, stem, "test")
+        expected = score_image(stem, mask, segment(image, model, device="cpu"))
+        assert row["n_pred"] == expected.n_pred
+        assert row["acc@0.5"] == pytest.approx(expected.counts[0].accuracy)
+        assert row["fg_iou"] == pytest.approx(expected.foreground_iou)
+    assert result.rows[0]["acc@0.5"] > 0.2  # the stand-in finds nuclei (measured 0.44)
+
+
+def test_a_model_that_finds_nothing_scores_zero(dsb_folder) -> None:
+    res = evaluate(small_model(), dsb_folder, device="cpu", limit=1)
+    assert len(res.rows) == 1
+    assert res.summary["n_pred"] == 0 and res.summary["mean_accuracy"] == 0.0
+
+
+def test_write_csv_rows_overall_and_no_overwrite(result, tmp_path: Path) -> None:
+    path = result.write_csv(tmp_path / "scores.csv")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["image"] for r in rows] == list(DSB_TEST) + ["overall"]
+    overall = rows[-1]
+    assert int(overall["n_true"]) == 59 and int(overall["n_images"]) == 2
+    assert float(overall["mean_accuracy"]) == pytest.approx(result.summary["mean_accuracy"])
+    assert float(rows[0]["acc@0.5"]) == pytest.approx(result.rows[0]["acc@0.5"])
+
+    before = path.read_bytes()
+    with pytest.raises(OutputWriteError, match="exists"):
+        result.write_csv(path)
+    assert path.read_bytes() == before
+    path.write_text("old")
+    result.write_csv(path, overwrite=True)
+    assert path.read_bytes() == before
+
+
+def test_semantic_evaluation_on_an_isbi_image(shared_data, tmp_path: Path) -> None:
+    folder = tmp_path / "isbi"
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True)
+        full = iio.imread(shared_data / "isbi2012_em_membrane" / "train" / sub / "0.png")
+        iio.imwrite(folder / sub / "0.png", np.asarray(full)[:256, :256])
+    res = evaluate(membrane_model(), folder, device="cpu", invert_masks=True)
+    assert res.rows[0]["image"] == "0"
+    assert set(res.summary) == {"pixel_error", "adapted_rand_error", "n_images"}
+    assert 0 <= res.summary["adapted_rand_error"] <= 1
+    # the stand-in calls dark pixels membrane: close to the ISBI masks (0 = membrane)
+    assert res.summary["pixel_error"] < 0.2  # measured 0.11
+    flipped = evaluate(membrane_model(), folder, device="cpu", invert_masks=False)
+    assert res.summary["pixel_error"] + flipped.summary["pixel_error"] == pytest.approx(1.0)
+    res.write_csv(tmp_path / "isbi.csv")
+    assert (tmp_path / "isbi.csv").read_text().splitlines()[-1].startswith("overall,")
+
+
+def test_progress_and_cancel(dsb_folder) -> None:
+    calls = []
+    evaluate(intensity_model(), dsb_folder, device="cpu", progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 2), (2, 2)]
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        evaluate(intensity_model(), dsb_folder, device="cpu", cancel=token)
+
+
+def test_folder_without_pairs(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError):
+        evaluate(intensity_model(), tmp_path, device="cpu")
