@@ -122,6 +122,15 @@ def make_layout(image, axes: str | None, in_channels: int = 1) -> Layout:
     return Layout(axes=axes, shape=shape)
 
 
+def fitted_channels(n_channels: int, in_channels: int) -> int:
+    """How many channels :func:`fit_channels` leaves for a model with ``in_channels``."""
+    if n_channels == 4 and in_channels in (1, 3):
+        n_channels = 3
+    if n_channels == 3 and in_channels == 1:
+        n_channels = 1
+    return n_channels
+
+
 def fit_channels(canonical, in_channels: int):
     """Adapt a (..., C, Y, X) array to a model's channel count the way training does.
 
@@ -130,9 +139,10 @@ def fit_channels(canonical, in_channels: int):
     Other channel counts pass unchanged (the model then refuses them with a clear message).
     """
     n = canonical.shape[-3]
-    if n == 4 and in_channels in (1, 3):
-        canonical, n = canonical[..., :3, :, :], 3
-    if n == 3 and in_channels == 1:
+    target = fitted_channels(n, in_channels)
+    if n == 4 and target < 4:
+        canonical = canonical[..., :3, :, :]
+    if target == 1 and n in (3, 4):
         if isinstance(canonical, np.ndarray) and canonical.ndim > 3:
             import dask.array as da
 

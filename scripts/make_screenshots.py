@@ -1,0 +1,181 @@
+"""Make the screenshots of docs/user-guide.md from a real napari window.
+
+Run under a display (on a headless machine: ``xvfb-run -a .venv/bin/python
+scripts/make_screenshots.py``). It walks through the guide's loop with the real widgets:
+open the nuclei sample, Segment, correct part of the image, Fine-tune, save the model,
+export, plus the 3D sample; after each step it grabs the whole window into
+docs/images/*.png (palette PNGs, each well under 300 KB).
+
+The corrections are made the way a user makes them, with the Labels layer's editing API
+(the same calls the brush and eraser make), copying the ground truth that ships with the
+sample into one region of the image.
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: F401,I001  (torch before Qt, as in the tests)
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None,
+                        help="model name or .safetensors path (default: shipped 'nuclei', else "
+                             "runs/nuclei.safetensors)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
+    parser.add_argument("--budget", type=float, default=20.0, help="fine-tuning seconds")
+    parser.add_argument("--width", type=int, default=1360)
+    parser.add_argument("--height", type=int, default=1000)
+    return parser.parse_args()
+
+
+def find_model(name: str | None):
+    import napari_unet
+
+    candidates = [name] if name else ["nuclei", str(ROOT / "runs" / "nuclei.safetensors")]
+    for candidate in candidates:
+        try:
+            return napari_unet.load_model(candidate), candidate
+        except napari_unet.NapariUnetError:
+            continue
+    sys.exit(f"no model found among {candidates}; train one (scripts/train_shipped_models.sh) "
+             "or pass --model")
+
+
+def main() -> None:
+    args = parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    # Keep the user's model folder out of it: saved models go to a temporary folder.
+    os.environ["NAPARI_UNET_MODEL_DIR"] = tempfile.mkdtemp(prefix="napari-unet-shots-")
+
+    import napari
+    from PIL import Image
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QApplication
+
+    from napari_unet._widgets import _dialogs
+    from napari_unet.sample_data import load_sample
+
+    model, model_name = find_model(args.model)
+    viewer = napari.Viewer(title="napari-unet", show=True)
+    window = viewer.window._qt_window
+    window.resize(args.width, args.height)
+    app = QApplication.instance()
+
+    def settle(seconds: float = 0.4) -> None:
+        end = time.time() + seconds
+        while time.time() < end:
+            app.processEvents()
+            time.sleep(0.02)
+
+    def wait(widget, limit: float = 600) -> None:
+        start = time.time()
+        while (widget.running or widget.session.busy) and time.time() - start < limit:
+            app.processEvents()
+            time.sleep(0.05)
+        settle()
+
+    def shot(name: str, toasts: bool = True) -> None:
+        settle()
+        if not toasts:  # close notification pop-ups that would hide the canvas
+            from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+            for toast in window.findChildren(NapariQtNotification):
+                toast.close()
+            settle(0.6)
+        image = window.grab().toImage()
+        path = args.out / f"{name}.png"
+        image.save(str(path))
+        pil = Image.open(path).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT)
+        pil.save(path, optimize=True)
+        print(f"{path}: {path.stat().st_size // 1024} KB")
+
+    # 1. Open the sample and the two widgets.
+    (image,) = viewer.open_sample("napari-unet", "nuclei_fluo")
+    seg_dock, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    fine_dock, fine = viewer.window.add_plugin_dock_widget("napari-unet", "Correct and fine-tune")
+    settle()
+    window.resizeDocks([seg_dock, fine_dock], [300, 700], Qt.Orientation.Vertical)
+    if Path(model_name).suffix == ".safetensors":
+        seg.load_model_file(Path(model_name))
+    viewer.reset_view()
+    shot("01-open")
+
+    # 2. Segment.
+    seg.segment()
+    wait(seg)
+    labels = viewer.layers[f"{image.name} labels"]
+    shot("02-segmented")
+
+    # 3. Correct one region: copy the ground truth there, as brush and eraser would.
+    truth = np.asarray(load_sample("nuclei_fluo_labels").data)
+    region = (slice(0, 260), slice(0, 350))
+    current = np.asarray(labels.data)
+    wrong = np.zeros(current.shape, bool)
+    wrong[region] = (current[region] > 0) != (truth[region] > 0)
+    idx = np.nonzero(wrong)
+    offset = int(current.max())
+    labels.data_setitem(idx, np.where(truth[idx] > 0, truth[idx] + offset, 0).astype(current.dtype))
+    viewer.layers.selection.active = labels
+    labels.mode = "paint"
+    labels.selected_label = offset + int(truth.max()) + 1
+    viewer.scene.camera.center = (130, 175)
+    viewer.scene.camera.zoom = viewer.scene.camera.zoom * 1.5
+    # Declare the region reviewed with a rectangle in a Shapes layer.
+    shapes = viewer.add_shapes([[[0, 0], [0, 349], [259, 349], [259, 0]]], shape_type="rectangle",
+                               edge_color="yellow", face_color="transparent", edge_width=3,
+                               name="reviewed region")
+    viewer.layers.selection.active = shapes
+    fine.mark_reviewed()
+    viewer.layers.selection.active = labels
+    settle()
+    shot("03-corrected")
+
+    # 4. Fine-tune, then look at the re-segmented result.
+    fine.budget.setValue(args.budget)
+    fine.fine_tune()
+    start = time.time()
+    while fine.running and len(fine.loss_plot.values) < 5 and time.time() - start < 60:
+        app.processEvents()
+        time.sleep(0.05)
+    shot("04-fine-tuning")
+    wait(fine)
+    shot("05-fine-tuned")
+
+    # 5. Save the tuned model and export the labels (dialogs answered by the script).
+    _dialogs.ask_model_name = lambda parent, suggestion: "nuclei-my-lab"
+    fine.save_model()
+    out = Path(tempfile.mkdtemp()) / "nuclei_fluo_labels.tif"
+    _dialogs.ask_save_path = lambda parent, suggestion: out
+    seg.export()
+    shot("06-saved-and-exported")
+
+    # 6. A 3D stack: the embryo sample, whole stack, objects joined across planes.
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    (embryo,) = viewer.open_sample("napari-unet", "embryo_3d")
+    seg.image_combo.select(embryo)
+    seg.advanced.setChecked(True)
+    seg.scope.setCurrentIndex(0)
+    seg.stitch_3d.setChecked(True)
+    seg.segment()
+    wait(seg)
+    viewer.dims.set_current_step(0, embryo.data.shape[0] // 2)
+    viewer.reset_view()
+    window.resizeDocks([seg_dock, fine_dock], [420, 580], Qt.Orientation.Vertical)
+    shot("07-stack", toasts=False)
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""napari reader: TIFF / OME-TIFF / ImageJ files as layers with their axes and pixel size.
+
+Multichannel images open as one layer per channel (``channel_axis``); RGB(A) pictures
+open as one colour layer. The pixel size becomes the layer scale, so measurements and
+the labels made later stay calibrated. Label images written by napari-unet open as
+Labels layers again. No Qt here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .errors import NapariUnetError
+from .tiff_io import ImageData, read_image
+
+META_KEY = "napari_unet"
+SUFFIXES = (".tif", ".tiff")
+#: Units napari (pint) understands, by napari-unet's unit names.
+NAPARI_UNITS = {"um": "um", "pixel": "pixel"}
+
+
+def get_reader(path: Any) -> Optional[Callable[[Any], list]]:
+    """npe2 reader hook: a reader function for one TIFF path, else None."""
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    if not str(path).lower().endswith(SUFFIXES):
+        return None
+    return read_layers
+
+
+def read_layers(path: Any) -> list[tuple]:
+    """Read ``path`` into napari layer data tuples; a bad file raises a clear error."""
+    if isinstance(path, (list, tuple)):
+        path = path[0]
+    return image_layer_data(read_image(path), layer_name(path))
+
+
+def layer_name(path: Any) -> str:
+    """The file name without its image suffix (``cells.ome.tif`` -> ``cells``)."""
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def _is_rgb(image: ImageData) -> bool:
+    axes, shape = image.axes, image.data.shape
+    return axes.endswith("C") and shape[-1] in (3, 4) and str(image.data.dtype) == "uint8"
+
+
+def _geometry(image: ImageData, axes: str) -> dict[str, Any]:
+    """Scale and units for the non-channel axes in ``axes``: pixel size for Z/Y/X, 1 for T."""
+    sizes = dict(zip([a for a in image.axes if a in "ZYX"], image.pixel_size or ()))
+    kept = [a for a in axes if a != "C"]
+    kwargs: dict[str, Any] = {"scale": [float(sizes.get(a, 1.0)) for a in kept]}
+    unit = NAPARI_UNITS.get(image.unit or "")
+    if unit is not None:
+        kwargs["units"] = [unit if a in "ZYX" else "pixel" for a in kept]
+    return kwargs
+
+
+def image_layer_data(image: ImageData, name: str) -> list[tuple]:
+    """Layer data tuples for an :class:`ImageData` (shared by the reader and sample data)."""
+    axes = image.axes
+    meta = {
+        "axes": axes,
+        "source": image.source,
+        "pixel_size": list(image.pixel_size) if image.pixel_size else None,
+        "unit": image.unit,
+    }
+    if image.metadata.get("kind") == "labels" and "C" not in axes:
+        meta["provenance"] = image.metadata
+        kwargs = {"name": name, "metadata": {META_KEY: meta}, **_geometry(image, axes)}
+        return [(image.data, kwargs, "labels")]
+    kwargs = {"name": name, **_geometry(image, axes)}
+    if "C" in axes and _is_rgb(image):
+        kwargs["rgb"] = True
+    elif "C" in axes:
+        c = axes.index("C")
+        n = image.data.shape[c]
+        kwargs["channel_axis"] = c
+        kwargs["name"] = [f"{name} ch{i}" for i in range(n)]
+        kwargs["blending"] = "additive"
+        meta = {**meta, "axes": axes.replace("C", ""), "channel_axes": axes}
+    kwargs["metadata"] = {META_KEY: meta}
+    return [(image.data, kwargs, "image")]
+
+
+__all__ = ["get_reader", "read_layers", "image_layer_data", "NapariUnetError"]

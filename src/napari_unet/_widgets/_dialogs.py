@@ -1,0 +1,44 @@
+"""Modal questions, kept in one module so tests can answer them without a human."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from qtpy.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QWidget
+
+
+def ask_save_path(parent: Optional[QWidget], suggestion: str) -> Optional[Path]:
+    """A TIFF path to write, or None. Overwriting is asked separately (see confirm_overwrite)."""
+    path, _ = QFileDialog.getSaveFileName(
+        parent, "Export labels as TIFF", suggestion, "TIFF (*.tif *.tiff)",
+        options=QFileDialog.Option.DontConfirmOverwrite,
+    )
+    if not path:
+        return None
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        path = path.with_name(path.name + ".tif")
+    return path
+
+
+def confirm_overwrite(parent: Optional[QWidget], path: Path) -> bool:
+    answer = QMessageBox.question(
+        parent, "Replace file?", f"{path.name} already exists in {path.parent}.\nReplace it?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
+
+
+def ask_model_file(parent: Optional[QWidget]) -> Optional[Path]:
+    path, _ = QFileDialog.getOpenFileName(
+        parent, "Load a napari-unet model", "", "napari-unet models (*.safetensors)"
+    )
+    return Path(path) if path else None
+
+
+def ask_model_name(parent: Optional[QWidget], suggestion: str) -> Optional[str]:
+    name, ok = QInputDialog.getText(parent, "Save model as", "Model name:", text=suggestion)
+    name = name.strip()
+    return name if ok and name else None

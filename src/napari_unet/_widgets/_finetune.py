@@ -1,0 +1,363 @@
+"""The Correct-and-fine-tune dock widget: edit counts, reviewed regions, fine-tuning rounds,
+model versions with Revert, and Save model as."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, Optional
+
+from napari.layers import Shapes
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import NapariUnetError
+from ..progress import CancelToken
+from ..registry import save_user_model, user_dir
+from ..model import SUFFIX
+from . import _dialogs
+from ._jobs import run_fine_tune, run_segment
+from ._layer_combo import LayerCombo
+from ._loss_plot import LossPlot
+from ._output import apply_result, current_plane, shapes_mask
+from ._qt import Jobs, ProgressRow, report_error, start_job, status_label
+from ._session import session_for, unwrap_viewer
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
+
+
+class FineTuneWidget(QWidget):
+    """Teach the model from corrected labels in a few seconds, then re-segment."""
+
+    def __init__(self, napari_viewer: Any, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.viewer = unwrap_viewer(napari_viewer)
+        self.session = session_for(napari_viewer)
+        self.worker = None
+        self._token: Optional[CancelToken] = None
+        self.last_result: Optional[dict] = None
+        self._pending_resegment: Optional[int] = None
+
+        self.labels_combo = LayerCombo(self.viewer, self._is_tracked)
+        self.counts = QLabel("0 pixels corrected")
+        self.counts.setWordWrap(True)
+        self.review_button = QPushButton("Mark view as reviewed")
+        self.review_button.setToolTip(
+            "Declare the labels of the plane in view correct as they are (or only inside the "
+            "shapes of the selected Shapes layer), so fine-tuning learns from them too")
+        self.budget = QDoubleSpinBox()
+        self.budget.setDecimals(0)
+        self.budget.setRange(1, 3600)
+        self.budget.setSingleStep(5)
+        self.budget.setValue(30)
+        self.budget.setSuffix(" s")
+        self.finetune_button = QPushButton("Fine-tune")
+        self.progress = ProgressRow()
+        self.loss_label = QLabel("Loss: -")
+        self.loss_plot = LossPlot()
+        self.status = status_label("Segment an image, correct some objects, then Fine-tune.")
+        self.versions_list = QListWidget()
+        self.versions_list.setMaximumHeight(90)
+        self.versions_list.setWordWrap(True)
+        self.revert_button = QPushButton("Revert to selected")
+        self.save_button = QPushButton("Save model as...")
+
+        form = QFormLayout()
+        form.addRow("Labels", self.labels_combo)
+        form.addRow("Time budget", self.budget)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.counts)
+        layout.addWidget(self.review_button)
+        layout.addWidget(self.finetune_button)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.loss_label)
+        layout.addWidget(self.loss_plot)
+        layout.addWidget(self.status)
+        layout.addWidget(QLabel("Model versions"))
+        layout.addWidget(self.versions_list)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.revert_button)
+        buttons.addWidget(self.save_button)
+        layout.addLayout(buttons)
+        layout.addStretch(1)
+
+        self.jobs = Jobs(self)
+        self.jobs.relay.report.connect(self._on_report)
+        self.jobs.relay.progress.connect(self.progress.set_progress)
+        self._count_timer = QTimer(self)
+        self._count_timer.setSingleShot(True)
+        self._count_timer.setInterval(150)
+        self._count_timer.timeout.connect(self.update_counts)
+
+        self.review_button.clicked.connect(self.mark_reviewed)
+        self.finetune_button.clicked.connect(self.fine_tune)
+        self.progress.cancel_button.clicked.connect(self.cancel)
+        self.revert_button.clicked.connect(self.revert)
+        self.save_button.clicked.connect(self.save_model)
+        self.labels_combo.currentIndexChanged.connect(lambda _i: self.update_counts())
+        self.session.corrections_changed.connect(self._corrections_changed)
+        self.session.versions_changed.connect(self.refresh_versions)
+        self.session.busy_changed.connect(self._busy_changed)
+        self.refresh_versions()
+        self.update_counts()
+
+    # ------------------------------------------------------------------ corrections
+    def _is_tracked(self, layer: Any) -> bool:
+        return self.session.link_for_labels(layer) is not None
+
+    def _corrections_changed(self, link: Any) -> None:
+        if link is not None and self.labels_combo.current() is not link.labels_layer:
+            self.labels_combo.refresh()
+        self._count_timer.start()
+
+    def link(self):
+        layer = self.labels_combo.current()
+        return None if layer is None else self.session.link_for_labels(layer)
+
+    def update_counts(self) -> None:
+        link = self.link()
+        stored = self.session.store.n_supervised
+        if link is None:
+            self.counts.setText("No labels from napari-unet yet: segment an image first.")
+            return
+        tracker = link.current_tracker()
+        text = f"{tracker.n_edited:,} pixels corrected"
+        if tracker.n_reviewed:
+            text += f", {tracker.n_reviewed:,} reviewed"
+        if stored:
+            text += f" ({stored:,} kept from earlier rounds)"
+        self.counts.setText(text)
+
+    def mark_reviewed(self) -> int:
+        """Mark the plane in view (or the selected Shapes layer's shapes) as reviewed."""
+        link = self.link()
+        if link is None:
+            show_error("segment an image first: there are no labels to review")
+            return 0
+        try:
+            active = self.viewer.layers.selection.active
+            if active is not None and isinstance(active, Shapes) and len(active.data):
+                plane = ()
+                if active.ndim < link.labels_layer.ndim:
+                    plane = current_plane(self.viewer, link.image_layer, link.image)
+                region = shapes_mask(active, link.labels_layer, plane)
+                where = f"the shapes of '{active.name}'"
+            else:
+                index = current_plane(self.viewer, link.image_layer, link.image)
+                region = index if index else ...
+                where = f"plane {index}" if index else "the whole image"
+        except ValueError as exc:
+            show_error(str(exc))
+            return 0
+        added = link.current_tracker().mark_reviewed(region)
+        self.status.setText(f"Marked {where} as reviewed ({added:,} pixels).")
+        self.session.corrections_changed.emit(link)
+        self.update_counts()
+        return added
+
+    # ------------------------------------------------------------------ fine-tuning
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def fine_tune(self) -> bool:
+        """Start a fine-tuning round on every correction of the session; False if refused."""
+        versions = self.session.versions
+        if versions.active is None:
+            show_error("segment an image first: there is no model to fine-tune")
+            return False
+        corrections = self.session.training_set()
+        if not corrections:
+            show_error("there are no corrections yet: paint or erase some labels, or mark a "
+                       "view as reviewed")
+            return False
+        if not self.session.begin("fine-tuning"):
+            show_info(f"napari-unet is busy ({self.session.busy}); wait or cancel it first")
+            return False
+        parent = versions.active
+        base = versions[parent]
+        self._token = self.jobs.new_token()
+        self.loss_plot.clear()
+        self.loss_label.setText("Loss: starting...")
+        n_pixels = sum(c.n_supervised for c in corrections)
+        self.status.setText(f"Fine-tuning {base.label} on {len(corrections)} plane(s), "
+                            f"{n_pixels:,} supervised pixels, for {self.budget.value():.0f} s...")
+        self.progress.running(True)
+        job = partial(run_fine_tune, base.model, corrections, float(self.budget.value()),
+                      name=f"{base.model.name}-tuned", on_report=self.jobs.report,
+                      cancel=self._token)
+        self.worker = start_job(job, on_returned=partial(self._tuned, parent),
+                                on_error=partial(self._failed, "Fine-tuning"),
+                                on_finished=self._training_finished)
+        return True
+
+    def _on_report(self, rep: Any) -> None:
+        self.loss_plot.add(rep.loss)
+        self.loss_label.setText(f"Loss: {rep.loss:.4f} (step {rep.step}, {rep.elapsed:.1f} s)")
+        self.progress.set_progress(int(rep.progress * 1000), 1000)
+
+    def _tuned(self, parent: int, model: Any) -> None:
+        rounds = model.config.provenance.get("fine_tune_rounds", [{}])
+        stats = dict(rounds[-1]) if rounds else {}
+        if self.loss_plot.values:
+            stats["final_loss"] = self.loss_plot.values[-1]
+        index = self.session.versions.add_round(model, parent, stats)
+        self.session.versions_changed.emit()
+        self._pending_resegment = index
+
+    def _training_finished(self) -> None:
+        self.worker = None
+        self._token = None
+        index, self._pending_resegment = self._pending_resegment, None
+        if index is None:
+            self.progress.running(False)
+            self.jobs.done()
+            self.session.end()
+            return
+        self._resegment(index)
+
+    def _resegment(self, version_index: int) -> None:
+        """Segment again, with the new model, what the corrections cover."""
+        plan = []
+        for link in self.session.links:
+            if link.labels_layer not in self.viewer.layers:
+                continue
+            tracker = link.current_tracker()
+            if not tracker.n_supervised:
+                continue
+            planes = None
+            if link.image.stack_axes and link.settings.scope == "plane":
+                planes = tracker.supervised_planes(link.n_stack)
+            plan.append((link, planes))
+        if not plan:
+            self._round_done(version_index, [])
+            return
+        model = self.session.versions[version_index].model
+        token = self._token = self.jobs.new_token()
+        progress = self.jobs.progress
+
+        def job():
+            return [run_segment(link.image, model, link.settings, planes, progress=progress,
+                                cancel=token) for link, planes in plan]
+
+        label = self.session.versions[version_index].label
+        self.status.setText(f"Segmenting again with {label}...")
+        self.worker = start_job(
+            job,
+            on_returned=lambda results: self._round_done(version_index, list(zip(plan, results))),
+            on_error=partial(self._failed, "Re-segmentation"), on_finished=self._all_finished)
+
+    def _round_done(self, version_index: int, results: list) -> None:
+        n = before = after = 0
+        for (link, _planes), result in results:
+            if link.labels_layer not in self.viewer.layers:
+                continue
+            report = apply_result(self.viewer, self.session, link.image_layer, link.image,
+                                  result, version_index, link.settings)
+            if report.n_supervised:
+                n += report.n_supervised
+                before += report.agree_before * report.n_supervised
+                after += report.agree_after * report.n_supervised
+        version = self.session.versions[version_index]
+        agree_before = before / n if n else float("nan")
+        agree_after = after / n if n else float("nan")
+        version.stats.update(agreement_before=agree_before, agreement_after=agree_after,
+                             pixels=n)
+        self.last_result = dict(version=version_index, pixels=n, before=agree_before,
+                                after=agree_after)
+        steps = version.stats.get("steps", "?")
+        self.status.setText(
+            f"{version.label}: {steps} steps. Agreement with your corrections on {n:,} pixels "
+            f"(labelled vs background): {_pct(agree_before)} before, {_pct(agree_after)} after."
+        )
+        self.refresh_versions()
+        self.update_counts()
+
+    def _all_finished(self) -> None:
+        self.worker = None
+        self._token = None
+        self.jobs.done()
+        self.progress.running(False)
+        self.session.end()
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.status.setText(report_error(exc, what) +
+                            (" The previous model stays active." if what == "Fine-tuning" else ""))
+
+    def cancel(self) -> None:
+        if self._token is not None:
+            self._token.cancel()
+            self.status.setText("Cancelling...")
+
+    def _busy_changed(self, what: str) -> None:
+        idle = not what
+        self.finetune_button.setEnabled(idle)
+        self.revert_button.setEnabled(idle)
+
+    # ------------------------------------------------------------------ versions
+    def refresh_versions(self) -> None:
+        versions = self.session.versions
+        self.versions_list.clear()
+        for i, version in enumerate(versions.versions):
+            text = version.label
+            agree = version.stats.get("agreement_after")
+            if agree is not None and not math.isnan(agree):
+                text += f"  (agreement {_pct(agree)})"
+            if version.saved_as:
+                text += f"  [saved as {version.saved_as}]"
+            if i == versions.active:
+                text = "● " + text
+            self.versions_list.addItem(text)
+        if versions.active is not None:
+            self.versions_list.setCurrentRow(versions.active)
+
+    def revert(self) -> bool:
+        """Make the selected version active again (Segment and Fine-tune then use it)."""
+        row = self.versions_list.currentRow()
+        if row < 0 or row >= len(self.session.versions):
+            return False
+        version = self.session.versions.activate(row)
+        self.session.versions_changed.emit()
+        self.status.setText(f"Active model: {version.label}. Press Segment to see its result.")
+        return True
+
+    def save_model(self) -> Optional[str]:
+        """Save the selected (default: active) version as a user model, listed in Segment."""
+        versions = self.session.versions
+        row = self.versions_list.currentRow()
+        if not 0 <= row < len(versions):
+            row = versions.active if versions.active is not None else -1
+        if row < 0:
+            show_error("there is no model to save yet")
+            return None
+        version = versions[row]
+        name = _dialogs.ask_model_name(self, version.model.name.replace(" ", "_"))
+        if name is None:
+            return None
+        exists = (user_dir() / f"{name}{SUFFIX}").exists()
+        if exists and not _dialogs.confirm_overwrite(self, user_dir() / f"{name}{SUFFIX}"):
+            return None
+        try:
+            model = version.model.copy(name)
+            path = save_user_model(model, name, overwrite=exists)
+        except NapariUnetError as exc:
+            show_error(str(exc))
+            return None
+        version.saved_as, version.source = name, path
+        self.session.versions_changed.emit()
+        self.status.setText(f"Saved {version.label} as '{name}' ({path}).")
+        show_info(f"Model saved as '{name}'")
+        return name

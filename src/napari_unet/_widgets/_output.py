@@ -1,0 +1,195 @@
+"""Deliver a segmentation to its Labels layer (napari objects, no Qt).
+
+The result goes to the labels layer of the image that launched the job, whatever layer
+is active when it ends; re-running updates that layer in place. Edits made since the
+previous segmentation are stored in the session first, so no correction is lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from napari.layers import Labels
+
+from ._image import META_KEY, LayerImage
+from ._jobs import SegmentResult, SegmentSettings
+from ._session import LabelsLink, Session
+from ._state import EditTracker, ModelVersion, agreement_counts
+
+
+def labels_name(image_layer: Any) -> str:
+    return f"{image_layer.name} labels"
+
+
+def labels_geometry(image_layer: Any, image: LayerImage) -> dict[str, Any]:
+    """Scale, translate and units of the labels: the image layer's, without a channel axis."""
+    axes = image.axes
+    own = axes.replace("C", "") if getattr(image_layer, "rgb", False) else axes
+    keep = [i for i, a in enumerate(own) if a != "C"]
+    if len(own) != image_layer.ndim:  # metadata disagreed with the layer: keep its last dims
+        keep = list(range(image_layer.ndim))[-len(image.label_shape):]
+    out = {
+        "scale": [float(image_layer.scale[i]) for i in keep],
+        "translate": [float(image_layer.translate[i]) for i in keep],
+    }
+    units = getattr(image_layer, "units", None)
+    if units is not None:
+        out["units"] = [units[i] for i in keep]
+    return out
+
+
+@dataclass
+class ApplyReport:
+    """What one delivery changed, for the widgets' status lines."""
+
+    labels_layer: Any
+    n_objects: int
+    n_supervised: int = 0
+    agree_before: float = float("nan")
+    agree_after: float = float("nan")
+
+
+def _find_labels_layer(viewer: Any, session: Session, image_layer: Any, image: LayerImage):
+    shape = tuple(image.label_shape)
+    link = session.link_for_image(image_layer)
+    if link is not None:
+        if link.labels_layer in viewer.layers and tuple(link.labels_layer.data.shape) == shape:
+            return link.labels_layer, link
+        session.remove_link(link)
+    name = labels_name(image_layer)
+    for layer in viewer.layers:
+        if layer.name == name and isinstance(layer, Labels) and tuple(layer.data.shape) == shape:
+            return layer, session.link_for_labels(layer)
+    return None, None
+
+
+def _metadata(layer: Any, image_layer: Any, image: LayerImage, version: ModelVersion,
+              settings: SegmentSettings) -> dict:
+    provenance = dict(version.model.config.provenance)
+    meta = dict(layer.metadata or {})
+    meta[META_KEY] = {
+        "kind": "labels",
+        "axes": image.layout.label_axes,
+        "model": version.label,
+        "model_name": version.model.name,
+        "model_provenance": provenance,
+        "settings": settings.to_dict(),
+        "source_layer": image_layer.name,
+        "source": (image_layer.metadata or {}).get(META_KEY, {}).get("source"),
+    }
+    return meta
+
+
+def _agreement_counts(tracker: EditTracker, corrected: np.ndarray, new: np.ndarray,
+                      region: Any) -> tuple[int, int, int]:
+    """Supervised pixels in ``region``, and how many the old and new labels get right."""
+    mask = tracker.mask[region]
+    n, before = agreement_counts(tracker.baseline[region], corrected[region], mask)
+    _, after = agreement_counts(new, corrected[region], mask)
+    return n, before, after
+
+
+def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerImage,
+                 result: SegmentResult, version_index: int,
+                 settings: SegmentSettings) -> ApplyReport:
+    """Write ``result`` into the image's labels layer (creating it on first use)."""
+    version = session.versions[version_index]
+    layer, link = _find_labels_layer(viewer, session, image_layer, image)
+    shape = tuple(image.label_shape)
+    if layer is None:
+        layer = viewer.add_labels(np.zeros(shape, np.uint32), name=labels_name(image_layer),
+                                  **labels_geometry(image_layer, image))
+    data = layer.data
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint32):
+        data = np.asarray(data).astype(np.uint32)
+    else:
+        data = data.copy()
+    if link is None:
+        link = session.add_link(LabelsLink(image_layer, layer, image, EditTracker(data), settings))
+    tracker = link.current_tracker()
+    counts = np.zeros(3, dtype=np.int64)
+    if result.planes is None:
+        new = np.asarray(result.labels).astype(np.uint32)
+        counts += _agreement_counts(tracker, data, new, ...)
+        session.archive(link)
+        tracker.rebase(new)
+        data = new
+        n_objects = int(len(np.unique(new)) - (1 if (new == 0).any() else 0))
+    else:
+        planes = list(result.planes)
+        session.archive(link, planes)
+        n_objects = 0
+        for index in planes:
+            plane = np.asarray(result.labels[index]).astype(np.int64)
+            counts += _agreement_counts(tracker, data, plane, index)
+            offset = int(data.max())  # ids stay unique over the stack
+            plane = np.where(plane > 0, plane + offset, 0).astype(np.uint32)
+            data[index] = plane
+            tracker.rebase(plane, index)
+            n_objects += int(len(np.unique(plane)) - (1 if (plane == 0).any() else 0))
+    link.image, link.settings, link.version = image, settings, version_index
+    link.stale = False
+    layer.metadata = _metadata(layer, image_layer, image, version, settings)
+    layer.data = data
+    link.stale = False
+    session.corrections_changed.emit(link)
+    n, before, after = (int(c) for c in counts)
+    return ApplyReport(layer, n_objects, n, before / n if n else float("nan"),
+                       after / n if n else float("nan"))
+
+
+def current_plane(viewer: Any, image_layer: Any, image: LayerImage) -> tuple[int, ...]:
+    """Stack index of the plane in view, in the image's stack axes; () for a 2D image.
+
+    Refuses when the displayed axes are not the image's Y and X (a rolled or 3D view).
+    """
+    n_stack = len(image.stack_axes)
+    if n_stack == 0:
+        return ()
+    layer_ndim = image_layer.ndim
+    displayed = [d - (viewer.dims.ndim - layer_ndim) for d in viewer.dims.displayed]
+    yx = [i for i, a in enumerate(image.axes.replace("C", "") if image_layer.rgb
+                                  else image.axes) if a in "YX"]
+    if viewer.dims.ndisplay != 2 or sorted(displayed) != sorted(yx):
+        raise ValueError(
+            "'current plane' needs a 2D view of the image's Y and X axes; switch to 2D "
+            "(and reset rolled dimensions) or segment the whole stack"
+        )
+    point = image_layer.world_to_data(viewer.dims.point)
+    own = image.axes.replace("C", "") if image_layer.rgb else image.axes
+    index = []
+    for i, axis in enumerate(own):
+        if axis in "TZ":
+            size = image_layer.data.shape[i]
+            index.append(int(min(max(round(float(point[i])), 0), size - 1)))
+    return tuple(index)
+
+
+def shapes_mask(shapes_layer: Any, labels_layer: Any,
+                plane: tuple[int, ...] = ()) -> np.ndarray:
+    """Pixels of ``labels_layer`` inside the shapes (rectangles, polygons) of a Shapes layer.
+
+    Vertices go through world coordinates, so the two layers may have different scales.
+    Each shape is filled on the plane of its first vertex; a 2D Shapes layer over a stack
+    uses ``plane`` (the plane in view).
+    """
+    from skimage.draw import polygon
+
+    shape = tuple(labels_layer.data.shape)
+    mask = np.zeros(shape, dtype=bool)
+    n_lead = len(shape) - 2
+    for vertices in shapes_layer.data:
+        vertices = np.asarray(vertices, dtype=float)
+        world = np.array([shapes_layer.data_to_world(v) for v in vertices])
+        coords = np.array([labels_layer.world_to_data(w) for w in world])
+        if shapes_layer.ndim >= len(shape):
+            lead = [int(round(c)) for c in coords[0, :n_lead]]
+        else:
+            lead = list(plane) if len(plane) == n_lead else [0] * n_lead
+        if any(not 0 <= c < s for c, s in zip(lead, shape[:n_lead])):
+            continue
+        rr, cc = polygon(coords[:, -2], coords[:, -1], shape[-2:])
+        mask[tuple(lead) + (rr, cc)] = True
+    return mask

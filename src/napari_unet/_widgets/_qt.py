@@ -1,0 +1,104 @@
+"""Small Qt helpers shared by the widgets: a worker launcher, a progress row, messages."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
+
+from ..errors import Cancelled
+from ..progress import CancelToken
+
+
+class Relay(QObject):
+    """Carries progress from a worker thread to the GUI thread (queued signal delivery)."""
+
+    progress = Signal(int, int)
+    report = Signal(object)
+
+
+class Jobs:
+    """A widget's link to its worker: progress relay and cancel tokens.
+
+    The relay has no Qt parent, so it is not deleted with the widget: a worker that is
+    still running when its dock widget or the viewer closes reports into a live object
+    (and is cancelled), instead of into freed memory.
+    """
+
+    def __init__(self, widget: QWidget) -> None:
+        self.relay = Relay()
+        self.tokens: list[CancelToken] = []
+        widget.destroyed.connect(self.cancel_all)
+
+    def new_token(self) -> CancelToken:
+        token = CancelToken()
+        self.tokens.append(token)
+        return token
+
+    def progress(self, done: int, total: int) -> None:
+        self.relay.progress.emit(done, total)
+
+    def report(self, item: Any) -> None:
+        self.relay.report.emit(item)
+
+    def cancel_all(self, *_: Any) -> None:
+        for token in self.tokens:
+            token.cancel()
+
+    def done(self) -> None:
+        self.tokens.clear()
+
+
+def start_job(func: Callable[..., Any], *, on_returned: Callable[[Any], None],
+              on_error: Callable[[BaseException], None], on_finished: Callable[[], None],
+              relay: Optional[Relay] = None):
+    """Run ``func`` in a napari thread worker; errors go to ``on_error``, not a traceback."""
+    worker = create_worker(func, _start_thread=False, _ignore_errors=True)
+    worker.returned.connect(on_returned)
+    worker.errored.connect(on_error)
+    worker.finished.connect(on_finished)
+    worker.start()
+    return worker
+
+
+def report_error(exc: BaseException, what: str) -> str:
+    """Show a failure as a notification; returns the status line for the widget."""
+    if isinstance(exc, Cancelled):
+        show_info(f"{what} cancelled; nothing was changed")
+        return f"{what} cancelled."
+    show_error(f"{what} failed: {exc}")
+    return f"{what} failed: {exc}"
+
+
+class ProgressRow(QWidget):
+    """A progress bar with a Cancel button next to it."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setValue(0)
+        self.bar.setTextVisible(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        layout.addWidget(self.bar, 1)
+        layout.addWidget(self.cancel_button)
+
+    def set_progress(self, done: int, total: int) -> None:
+        self.bar.setValue(int(1000 * done / total) if total else 0)
+
+    def running(self, on: bool) -> None:
+        self.cancel_button.setEnabled(on)
+        if on:
+            self.bar.setValue(0)
+
+
+def status_label(text: str = "") -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    return label

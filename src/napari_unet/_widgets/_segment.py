@@ -1,0 +1,350 @@
+"""The Segment dock widget: image + model + settings in, a Labels layer out."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any, Optional
+
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._writer import labels_to_tiff
+from ..axes import fitted_channels
+from ..device import DEVICE_CHOICES
+from ..errors import NapariUnetError
+from ..model import Model, load_model_file
+from ..progress import CancelToken
+from ..registry import list_models
+from . import _dialogs
+from ._image import layer_image
+from ._jobs import SegmentResult, SegmentSettings, run_segment
+from ._layer_combo import LayerCombo
+from ._output import apply_result, current_plane, labels_name
+from ._qt import Jobs, ProgressRow, report_error, start_job, status_label
+from ._session import session_for, unwrap_viewer
+
+LOAD_FILE = "Load file..."
+
+
+def _is_image(layer: Any) -> bool:
+    return isinstance(layer, Image)
+
+
+class SegmentWidget(QWidget):
+    """Segment an image layer with a U-Net; results go to "<image> labels"."""
+
+    def __init__(self, napari_viewer: Any, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.viewer = unwrap_viewer(napari_viewer)
+        self.session = session_for(napari_viewer)
+        self.worker = None
+        self._token: Optional[CancelToken] = None
+        self._rebuilding = False
+        self.last_report = None
+
+        self.image_combo = LayerCombo(self.viewer, _is_image)
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip("Shipped models, your saved models, and this session's "
+                                    "fine-tuned versions")
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(list(DEVICE_CHOICES))
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Model", self.model_combo)
+        form.addRow("Device", self.device_combo)
+
+        self.advanced = QToolButton()
+        self.advanced.setText("Advanced")
+        self.advanced.setCheckable(True)
+        self.advanced.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced.setArrowType(Qt.ArrowType.RightArrow)
+        self.advanced.setAutoRaise(True)
+        self.advanced_box = QWidget()
+        adv = QFormLayout(self.advanced_box)
+        adv.setContentsMargins(12, 0, 0, 0)
+        self.tile_size = QSpinBox()
+        self.tile_size.setRange(0, 4096)
+        self.tile_size.setSingleStep(32)
+        self.tile_size.setSpecialValueText("default")
+        self.tile_size.setToolTip("Tile side in pixels (smaller tiles use less memory)")
+        self.seed_threshold = QDoubleSpinBox()
+        self.seed_threshold.setDecimals(2)
+        self.seed_threshold.setRange(0.0, 0.99)
+        self.seed_threshold.setSingleStep(0.05)
+        self.seed_threshold.setSpecialValueText("model")
+        self.seed_threshold.setToolTip("Interior probability that starts an object; lower finds "
+                                       "more objects, higher splits fewer")
+        self.min_size = QSpinBox()
+        self.min_size.setRange(-1, 1_000_000)
+        self.min_size.setSpecialValueText("model")
+        self.min_size.setValue(-1)
+        self.min_size.setToolTip("Objects smaller than this many pixels are dropped")
+        self.scope = QComboBox()
+        self.scope.addItems(["Whole stack", "Current plane"])
+        self.stitch_3d = QCheckBox("Join objects across Z planes (3D)")
+        adv.addRow("Tile size", self.tile_size)
+        adv.addRow("Seed threshold", self.seed_threshold)
+        adv.addRow("Min size", self.min_size)
+        adv.addRow("Stacks", self.scope)
+        adv.addRow(self.stitch_3d)
+        self.advanced.toggled.connect(self._show_advanced)
+        self._show_advanced(False)
+
+        self.segment_button = QPushButton("Segment")
+        self.progress = ProgressRow()
+        self.status = status_label("Pick an image and a model, then Segment.")
+        self.export_button = QPushButton("Export labels...")
+        self.export_button.setToolTip("Save the labels of the selected image as a TIFF with "
+                                      "pixel size and model provenance")
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.advanced)
+        layout.addWidget(self.advanced_box)
+        layout.addWidget(self.segment_button)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.export_button)
+        layout.addStretch(1)
+
+        self.jobs = Jobs(self)
+        self.jobs.relay.progress.connect(self.progress.set_progress)
+        self.segment_button.clicked.connect(self.segment)
+        self.progress.cancel_button.clicked.connect(self.cancel)
+        self.export_button.clicked.connect(self.export)
+        self.model_combo.activated.connect(self._model_chosen)
+        self.session.versions_changed.connect(self.refresh_models)
+        self.session.busy_changed.connect(self._busy_changed)
+        self.refresh_models()
+
+    # ------------------------------------------------------------------ models
+    def _show_advanced(self, on: bool) -> None:
+        self.advanced_box.setVisible(on)
+        self.advanced.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+
+    def refresh_models(self) -> None:
+        """List shipped and user models, unsaved session versions, and "Load file..."."""
+        self._rebuilding = True
+        versions = self.session.versions
+        active = versions.active
+        self.model_combo.clear()
+        select = None
+        seen = set()
+        for entry in list_models():
+            index = versions.find_source(entry.path)
+            label = entry.name + ("" if entry.shipped else " (user)")
+            self.model_combo.addItem(label, ("file", entry.path))
+            if index is not None:
+                seen.add(index)
+                if index == active:
+                    select = self.model_combo.count() - 1
+        for i, version in enumerate(versions.versions):
+            if i in seen:
+                continue
+            suffix = "" if version.source else " (unsaved)"
+            self.model_combo.addItem(version.label + suffix, ("version", i))
+            if i == active:
+                select = self.model_combo.count() - 1
+        self.model_combo.addItem(LOAD_FILE, ("load", None))
+        if select is not None:
+            self.model_combo.setCurrentIndex(select)
+        elif self.model_combo.count() > 1:
+            names = [self.model_combo.itemText(i) for i in range(self.model_combo.count())]
+            self.model_combo.setCurrentIndex(names.index("nuclei") if "nuclei" in names else 0)
+        self._rebuilding = False
+        self._show_model_defaults()
+
+    def _show_model_defaults(self) -> None:
+        """Show the active model's own post-processing values as the "default" choices."""
+        model = self.session.versions.active_model
+        if model is None:
+            self.seed_threshold.setSpecialValueText("model")
+            self.min_size.setSpecialValueText("model")
+            return
+        post = model.config.postprocess
+        self.seed_threshold.setSpecialValueText(f"model {post.seed_threshold:.2f}")
+        self.min_size.setSpecialValueText(f"model {post.min_size}")
+
+    def _model_chosen(self, row: int) -> None:
+        kind, value = self.model_combo.itemData(row) or (None, None)
+        if kind == "load":
+            path = _dialogs.ask_model_file(self)
+            if path is None:
+                self.refresh_models()
+                return
+            self.load_model_file(path)
+        elif kind == "version":
+            self.session.versions.activate(value)
+            self.session.versions_changed.emit()
+
+    def load_model_file(self, path: Path) -> Optional[int]:
+        """Load a .safetensors model into the session and select it."""
+        try:
+            model = load_model_file(path)
+        except NapariUnetError as exc:
+            show_error(str(exc))
+            self.refresh_models()
+            return None
+        index = self.session.versions.add_base(model, source=Path(path), label=model.name)
+        self.session.versions_changed.emit()
+        return index
+
+    def add_model(self, model: Model, label: Optional[str] = None) -> int:
+        """Make an in-memory model available and active (for scripts and tests)."""
+        index = self.session.versions.add_base(model, label=label or model.name)
+        self.session.versions_changed.emit()
+        return index
+
+    def _selected_version(self) -> int:
+        """The selected model as a session version, loading it from disk on first use."""
+        kind, value = self.model_combo.currentData() or (None, None)
+        versions = self.session.versions
+        if kind == "version":
+            return int(value)
+        if kind == "file":
+            index = versions.find_source(Path(value))
+            if index is None:
+                model = load_model_file(value)
+                index = versions.add_base(model, source=Path(value), label=model.name,
+                                          activate=False)
+            return index
+        raise NapariUnetError("no model is selected: choose a model or 'Load file...' first")
+
+    # ------------------------------------------------------------------ settings
+    def settings(self) -> SegmentSettings:
+        return SegmentSettings(
+            device=self.device_combo.currentText(),
+            tile_size=max(self.tile_size.value(), 32) if self.tile_size.value() else None,
+            seed_threshold=self.seed_threshold.value() or None,
+            min_size=None if self.min_size.value() < 0 else self.min_size.value(),
+            scope="plane" if self.scope.currentIndex() == 1 else "stack",
+            stitch_3d=self.stitch_3d.isChecked(),
+        )
+
+    # ------------------------------------------------------------------ running
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def segment(self) -> bool:
+        """Start segmenting the selected image; False when refused (busy or bad input)."""
+        if not self.session.begin("segmentation"):
+            show_info(f"napari-unet is busy ({self.session.busy}); wait or cancel it first")
+            return False
+        try:
+            image_layer = self.image_combo.current()
+            if image_layer is None:
+                raise NapariUnetError("there is no image layer: open an image or a sample first")
+            version_index = self._selected_version()
+            self.session.versions.activate(version_index)
+            model = self.session.versions[version_index].model
+            image = layer_image(image_layer.data, image_layer.rgb, image_layer.metadata)
+            model.check_channels(fitted_channels(image.layout.n_channels, model.in_channels))
+            settings = self.settings()
+            planes = None
+            if settings.scope == "plane" and image.stack_axes:
+                planes = [current_plane(self.viewer, image_layer, image)]
+        except (NapariUnetError, ValueError) as exc:
+            self.session.end()
+            show_error(str(exc))
+            self.status.setText(str(exc))
+            return False
+        self.session.versions_changed.emit()
+        self._token = self.jobs.new_token()
+        job = partial(run_segment, image, model, settings, planes,
+                      progress=self.jobs.progress, cancel=self._token)
+        where = f"plane {planes[0]}" if planes else "all planes" if image.stack_axes else ""
+        self.status.setText(f"Segmenting {image_layer.name} {where} with "
+                            f"{self.session.versions[version_index].label}...")
+        self.progress.running(True)
+        self.worker = start_job(
+            job,
+            on_returned=partial(self._deliver, image_layer, image, version_index, settings),
+            on_error=self._failed, on_finished=self._finished,
+        )
+        return True
+
+    def cancel(self) -> None:
+        if self._token is not None:
+            self._token.cancel()
+            self.status.setText("Cancelling...")
+
+    def _deliver(self, image_layer: Any, image, version_index: int, settings: SegmentSettings,
+                 result: SegmentResult) -> None:
+        if image_layer not in self.viewer.layers:
+            self.status.setText(f"{image_layer.name} was closed; the result was dropped.")
+            return
+        try:
+            report = apply_result(self.viewer, self.session, image_layer, image, result,
+                                  version_index, settings)
+        except (NapariUnetError, ValueError) as exc:
+            self._failed(exc)
+            return
+        self.last_report = report
+        self.progress.set_progress(1, 1)
+        self.status.setText(f"{report.n_objects} objects in {report.labels_layer.name}. "
+                            "Correct them with the brush/eraser, then fine-tune.")
+
+    def _failed(self, exc: BaseException) -> None:
+        self.status.setText(report_error(exc, "Segmentation"))
+
+    def _finished(self) -> None:
+        self.worker = None
+        self._token = None
+        self.jobs.done()
+        self.progress.running(False)
+        self.session.end()
+
+    def _busy_changed(self, what: str) -> None:
+        self.segment_button.setEnabled(not what)
+
+    # ------------------------------------------------------------------ export
+    def labels_layer(self) -> Optional[Any]:
+        """The labels of the selected image, else the active Labels layer."""
+        image_layer = self.image_combo.current()
+        if image_layer is not None:
+            link = self.session.link_for_image(image_layer)
+            if link is not None and link.labels_layer in self.viewer.layers:
+                return link.labels_layer
+            name = labels_name(image_layer)
+            if name in self.viewer.layers:
+                return self.viewer.layers[name]
+        active = self.viewer.layers.selection.active
+        return active if active is not None and isinstance(active, Labels) else None
+
+    def export(self) -> Optional[Path]:
+        """Ask for a path (and before replacing a file), then write the labels TIFF."""
+        layer = self.labels_layer()
+        if layer is None:
+            show_error("there are no labels to export: segment an image first")
+            return None
+        path = _dialogs.ask_save_path(self, f"{layer.name.replace(' ', '_')}.tif")
+        if path is None:
+            return None
+        if path.exists() and not _dialogs.confirm_overwrite(self, path):
+            self.status.setText(f"Not exported: {path.name} was kept.")
+            return None
+        try:
+            written = labels_to_tiff(path, layer.data, scale=layer.scale, units=layer.units,
+                                     metadata=layer.metadata, overwrite=True)
+        except (NapariUnetError, ValueError, OSError) as exc:
+            show_error(f"Export failed: {exc}")
+            self.status.setText(f"Export failed: {exc}")
+            return None
+        self.status.setText(f"Exported {layer.name} to {written}.")
+        show_info(f"Labels saved to {written}")
+        return written

@@ -1,0 +1,240 @@
+"""One interactive session per viewer: labels layers made by the plugin, their edit
+trackers, stored corrections, model versions and the one job allowed at a time.
+
+Qt-free: napari layers are plain Python objects here, their events are psygnal/napari
+events, and the session's own notifications are psygnal signals. The Segment and
+Fine-tune widgets of one viewer share its session (no process-wide state).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+from psygnal import Signal
+
+from ._image import LayerImage
+from ._jobs import SegmentSettings
+from ._state import Correction, CorrectionStore, EditTracker, ModelVersions
+
+
+def plane_name(layer_name: str, index: tuple[int, ...]) -> str:
+    return layer_name + ("[" + ",".join(map(str, index)) + "]" if index else "")
+
+
+def merge_corrections(old: Correction, new: Correction) -> Correction:
+    """The same plane corrected twice: newer labels win where they are supervised.
+
+    Ids of the newer labels are shifted past the older ones so objects never merge.
+    """
+    offset = int(old.labels.max()) if old.labels.size else 0
+    new_labels = np.where(new.labels > 0, new.labels.astype(np.int64) + offset, 0)
+    labels = np.where(new.mask, new_labels, np.where(old.mask, old.labels, 0))
+    return Correction(new.name, new.image, labels.astype(np.uint32), old.mask | new.mask)
+
+
+@dataclass(eq=False)
+class LabelsLink:
+    """A Labels layer the plugin wrote, with the image it came from and its edit tracker."""
+
+    image_layer: Any
+    labels_layer: Any
+    image: LayerImage
+    tracker: EditTracker
+    settings: SegmentSettings
+    version: Optional[int] = None
+    stale: bool = False
+    _callbacks: list = field(default_factory=list)
+
+    @property
+    def n_stack(self) -> int:
+        return len(self.image.stack_axes)
+
+    def current_tracker(self) -> EditTracker:
+        """The tracker, re-diffed against the layer's data if an undo/redo may have happened."""
+        if self.stale:
+            data = np.asarray(self.labels_layer.data)
+            if data.shape == self.tracker.shape:
+                self.tracker.refresh(data)
+            self.stale = False
+        return self.tracker
+
+    def corrections(self, planes: Optional[list[tuple[int, ...]]] = None) -> list[Correction]:
+        """Supervised planes of this layer (all, or those in ``planes``) as (C, Y, X)
+        corrections for fine-tuning."""
+        tracker = self.current_tracker()
+        data = np.asarray(self.labels_layer.data)
+        wanted = None if planes is None else {tuple(p) for p in planes}
+        out = []
+        for index in tracker.supervised_planes(self.n_stack):
+            if wanted is not None and index not in wanted:
+                continue
+            out.append(Correction(
+                plane_name(self.image_layer.name, index),
+                self.image.plane_cyx(index),
+                np.array(data[index], dtype=np.uint32, copy=True),
+                tracker.mask[index].copy(),
+            ))
+        return out
+
+
+class Session:
+    """State shared by the plugin's widgets in one viewer."""
+
+    #: Model versions or the active version changed.
+    versions_changed = Signal()
+    #: A job started or ended (argument: the job's name, or "" when idle).
+    busy_changed = Signal(str)
+    #: The edit mask of a labels layer may have changed (argument: the LabelsLink).
+    corrections_changed = Signal(object)
+
+    def __init__(self) -> None:
+        self.versions = ModelVersions()
+        self.store = CorrectionStore()
+        self.links: list[LabelsLink] = []
+        self.busy = ""
+
+    # ------------------------------------------------------------------ jobs
+    def begin(self, what: str) -> bool:
+        """Claim the session for a job; False when another one runs (the click is refused)."""
+        if self.busy:
+            return False
+        self.busy = what
+        self.busy_changed.emit(what)
+        return True
+
+    def end(self) -> None:
+        self.busy = ""
+        self.busy_changed.emit("")
+
+    # ------------------------------------------------------------------ links
+    def link_for_labels(self, labels_layer: Any) -> Optional[LabelsLink]:
+        for link in self.links:
+            if link.labels_layer is labels_layer:
+                return link
+        return None
+
+    def link_for_image(self, image_layer: Any) -> Optional[LabelsLink]:
+        for link in self.links:
+            if link.image_layer is image_layer:
+                return link
+        return None
+
+    def add_link(self, link: LabelsLink) -> LabelsLink:
+        """Start tracking edits of ``link.labels_layer`` (paint, data and refresh events)."""
+        old = self.link_for_labels(link.labels_layer)
+        if old is not None:
+            self.remove_link(old)
+        self.links.append(link)
+        ref = weakref.ref(link)
+        events = link.labels_layer.events
+
+        def on_paint(event) -> None:
+            link_ = ref()
+            if link_ is None:
+                return
+            atoms = getattr(event, "value", None)
+            if atoms is None or not link_.tracker.apply_paint_atoms(atoms):
+                link_.stale = True
+            self.corrections_changed.emit(link_)
+
+        def on_data(event=None) -> None:
+            link_ = ref()
+            if link_ is None:
+                return
+            data = link_.labels_layer.data
+            if tuple(data.shape) != link_.tracker.shape:
+                # Replaced by something of another shape: start over from it.
+                link_.tracker = EditTracker(np.asarray(data))
+            link_.stale = True
+            self.corrections_changed.emit(link_)
+
+        def on_refresh(event=None) -> None:
+            link_ = ref()
+            if link_ is not None:
+                link_.stale = True  # maybe an undo/redo: re-diff lazily
+                self.corrections_changed.emit(link_)
+
+        for emitter, callback in ((events.paint, on_paint), (events.data, on_data),
+                                  (events.set_data, on_refresh)):
+            emitter.connect(callback)
+            link._callbacks.append((emitter, callback))
+        return link
+
+    def remove_link(self, link: LabelsLink) -> None:
+        for emitter, callback in link._callbacks:
+            try:
+                emitter.disconnect(callback)
+            except (TypeError, ValueError, RuntimeError):  # pragma: no cover - already gone
+                pass
+        link._callbacks.clear()
+        if link in self.links:
+            self.links.remove(link)
+
+    def forget_layer(self, layer: Any) -> None:
+        """A layer left the viewer: stop tracking it (its stored corrections stay)."""
+        for link in list(self.links):
+            if link.labels_layer is layer or link.image_layer is layer:
+                self.archive(link)
+                self.remove_link(link)
+        self.corrections_changed.emit(None)
+
+    # ------------------------------------------------------------------ corrections
+    def archive(self, link: LabelsLink, planes: Optional[list[tuple[int, ...]]] = None) -> int:
+        """Keep the supervised planes of ``link`` (all, or only ``planes``) for later rounds."""
+        count = 0
+        for correction in link.corrections(planes):
+            self._store_merge(correction)
+            count += correction.n_supervised
+        return count
+
+    def _store_merge(self, correction: Correction) -> None:
+        old = next((c for c in self.store if c.name == correction.name), None)
+        self.store.add(merge_corrections(old, correction) if old is not None else correction)
+
+    def training_set(self) -> list[Correction]:
+        """Stored corrections merged with the live edits of every tracked layer."""
+        merged = {c.name: c for c in self.store}
+        for link in self.links:
+            for correction in link.corrections():
+                old = merged.get(correction.name)
+                merged[correction.name] = (merge_corrections(old, correction)
+                                           if old is not None else correction)
+        return [c for c in merged.values() if c.n_supervised]
+
+    def n_live_supervised(self) -> int:
+        return sum(link.current_tracker().n_supervised for link in self.links)
+
+
+_KEEP: dict[int, tuple[Any, Session]] = {}
+
+
+def unwrap_viewer(viewer: Any) -> Any:
+    """The viewer itself, not napari's plugin proxy around it.
+
+    napari hands dock widgets a ``PublicOnlyProxy`` that wraps every attribute access in a
+    new proxy, so layer identity (``is``) — which is how results find the layer that
+    launched them — would not hold. The widgets use public API only.
+    """
+    return getattr(viewer, "__wrapped__", viewer)
+
+
+def session_for(viewer: Any) -> Session:
+    """The session of ``viewer``, created on first use and dropped with the viewer."""
+    viewer = unwrap_viewer(viewer)
+    key = id(viewer)
+    held = _KEEP.get(key)
+    if held is not None and held[0]() is viewer:
+        return held[1]
+    session = Session()
+    try:
+        ref = weakref.ref(viewer, lambda _r, key=key: _KEEP.pop(key, None))
+    except TypeError:  # pragma: no cover - a viewer that cannot be weakly referenced
+        ref = (lambda v=viewer: v)
+    _KEEP[key] = (ref, session)
+    layers = getattr(viewer, "layers", None)
+    if layers is not None:
+        layers.events.removed.connect(lambda event: session.forget_layer(event.value))
+    return session

@@ -1,0 +1,87 @@
+"""napari writer: a Labels layer to a compressed, calibrated TIFF (Fiji and napari open it).
+
+Writing goes through :func:`napari_unet.tiff_io.write_labels`, which is atomic: a failed
+or interrupted save leaves any previous file untouched. napari's save dialog asks before
+replacing a file, so the napari hook replaces; :func:`labels_to_tiff` refuses by default.
+No Qt here.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .tiff_io import write_labels
+
+META_KEY = "napari_unet"
+_DEFAULT_AXES = {2: "YX", 3: "ZYX", 4: "TZYX"}
+_UNIT_NAMES = {
+    "micrometer": "um", "micron": "um", "um": "um", "µm": "um",
+    "nanometer": "nm", "nm": "nm", "millimeter": "mm", "mm": "mm",
+    "centimeter": "cm", "cm": "cm", "meter": "m", "m": "m", "pixel": "pixel",
+}
+
+
+def label_axes(ndim: int, metadata: Optional[Mapping[str, Any]]) -> str:
+    """The labels' axes: as recorded by napari-unet, else napari's default for ``ndim``."""
+    meta = (metadata or {}).get(META_KEY, {}) if isinstance(metadata, Mapping) else {}
+    axes = meta.get("axes") if isinstance(meta, Mapping) else None
+    if isinstance(axes, str):
+        axes = axes.replace("C", "")
+        if len(axes) == ndim:
+            return axes
+    if ndim not in _DEFAULT_AXES:
+        raise ValueError(f"cannot write {ndim}D labels; napari-unet writes 2D to 4D (TZYX) labels")
+    return _DEFAULT_AXES[ndim]
+
+
+def _unit_name(units: Optional[Sequence[Any]], axes: str) -> str:
+    """One unit for the Z/Y/X axes (napari keeps pint units per axis)."""
+    if not units:
+        return "pixel"
+    names = {str(u).strip().lower() for a, u in zip(axes, units) if a in "ZYX"}
+    names = {_UNIT_NAMES.get(n, n) for n in names}
+    if len(names) == 1:
+        name = names.pop()
+        if name in _UNIT_NAMES.values():
+            return name
+    return "pixel"
+
+
+def provenance(metadata: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """The JSON provenance to store in the file: napari-unet's facts about the layer."""
+    meta = (metadata or {}).get(META_KEY, {}) if isinstance(metadata, Mapping) else {}
+    out: dict[str, Any] = {"kind": "labels", "software": "napari-unet"}
+    for key in ("model", "model_name", "model_provenance", "settings", "source_layer", "source"):
+        if isinstance(meta, Mapping) and meta.get(key) is not None:
+            out[key] = meta[key]
+    return out
+
+
+def labels_to_tiff(path: str | Path, data: Any, *, scale: Optional[Sequence[float]] = None,
+                   units: Optional[Sequence[Any]] = None,
+                   metadata: Optional[Mapping[str, Any]] = None,
+                   overwrite: bool = False) -> Path:
+    """Write labels with their pixel size (from the layer scale) and model provenance."""
+    data = np.asarray(data)
+    axes = label_axes(data.ndim, metadata)
+    pixel_size = None
+    if scale is not None and len(scale) == data.ndim:
+        values = [float(s) for a, s in zip(axes, scale) if a in "ZYX"]
+        if all(math.isfinite(v) and v > 0 for v in values):
+            pixel_size = values
+    unit = _unit_name(units, axes)
+    return write_labels(path, data, axes=axes, pixel_size=pixel_size, unit=unit,
+                        metadata=provenance(metadata), overwrite=overwrite)
+
+
+def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:
+    """npe2 single-layer writer for Labels layers (.tif/.tiff)."""
+    if not str(path).lower().endswith((".tif", ".tiff")):
+        path = f"{path}.tif"
+    written = labels_to_tiff(path, data, scale=meta.get("scale"), units=meta.get("units"),
+                             metadata=meta.get("metadata"), overwrite=True)
+    return [str(written)]

@@ -1,0 +1,456 @@
+"""The napari widgets, driven like a user would: real viewer, real buttons, real workers.
+
+Runs under Xvfb (pytest-xvfb starts it). The first section tests the Qt-free state
+classes without a viewer; the rest clicks through Segment, corrections, Fine-tune, model
+versions, export, cancellation, stacks and multichannel images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tifffile
+
+import napari_unet
+from napari_unet.errors import InvalidImageError
+from napari_unet.sample_data import load_sample
+from napari_unet.tiff_io import read_image
+from napari_unet._widgets._image import layer_axes, layer_image
+from napari_unet._widgets._session import merge_corrections
+from napari_unet._widgets._state import (
+    Correction,
+    EditTracker,
+    ModelVersions,
+    foreground_agreement,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """A small, untrained U-Net: fast enough for GUI tests, honest about what it learns."""
+    cfg = napari_unet.config.preset("default")
+    cfg.network.base = 8
+    cfg.network.depth = 3
+    return napari_unet.Model.create(cfg, name="tiny", seed=0)
+
+
+@pytest.fixture
+def user_models(tmp_path, monkeypatch):
+    """An empty user model folder, so tests never see (or write) the real one."""
+    folder = tmp_path / "models"
+    monkeypatch.setenv("NAPARI_UNET_MODEL_DIR", str(folder))
+    return folder
+
+
+# --------------------------------------------------------------------------- Qt-free state
+
+
+def test_edit_tracker_counts_changes_against_the_baseline():
+    base = np.zeros((2, 6, 6), np.uint32)
+    base[:, 1:3, 1:3] = 4
+    t = EditTracker(base)
+    # a data_setitem-style atom: (indices, old, new)
+    idx = (np.array([0, 0, 0]), np.array([1, 1, 5]), np.array([1, 2, 5]))
+    assert t.apply_paint_atoms([(idx, base[idx], 9)])
+    assert t.n_edited == 3
+    # painting a pixel back to its predicted label un-marks it
+    assert t.apply_paint_atoms([((np.array([0]), np.array([1]), np.array([1])), [9], 4)])
+    assert t.n_edited == 2
+
+    class Atom:  # the shape of napari 0.9's _MaskedPaintAtom
+        def __init__(self, slice_key, mask, new_value):
+            self.slice_key, self.mask, self.new_value = slice_key, mask, new_value
+            self.old_values = None
+
+    key = (slice(1, 2), slice(0, 3), slice(0, 3))
+    mask = np.zeros((1, 3, 3), bool)
+    mask[0, 0, :] = True
+    assert t.apply_paint_atoms([Atom(key, mask, 7)])
+    assert t.edited[1, 0, :3].all() and t.n_edited == 5
+    assert t.apply_paint_atoms([Atom((slice(1, 2), slice(4, 6), slice(4, 6)), None, 3)])
+    assert t.n_edited == 9
+    assert not t.apply_paint_atoms([object()])  # unknown payload: caller must re-diff
+
+    current = base.copy()
+    current[1, 5, 5] = 2
+    t.refresh(current)  # e.g. after an undo
+    assert t.n_edited == 1 and t.edited[1, 5, 5]
+    assert t.mark_reviewed((0,)) == 36
+    assert t.n_supervised == 37 and t.n_reviewed == 36
+    assert t.supervised_planes(1) == [(0,), (1,)]
+    t.rebase(current[1], (1,))
+    assert t.n_edited == 0 and t.supervised_planes(1) == [(0,)]
+
+
+def test_foreground_agreement_and_merge():
+    corrected = np.array([[0, 1], [2, 2]])
+    mask = np.array([[True, True], [False, True]])
+    assert foreground_agreement(np.array([[0, 0], [0, 5]]), corrected, mask) == pytest.approx(2 / 3)
+    assert math.isnan(foreground_agreement(corrected, corrected, np.zeros((2, 2), bool)))
+    img = np.zeros((1, 2, 2))
+    old = Correction("a", img, np.array([[1, 0], [0, 0]]), np.array([[True, True], [False, False]]))
+    new = Correction("a", img, np.array([[0, 0], [0, 1]]),
+                     np.array([[False, False], [False, True]]))
+    merged = merge_corrections(old, new)
+    assert merged.mask.sum() == 3
+    assert merged.labels[0, 0] == 1 and merged.labels[1, 1] == 2  # ids never collide
+
+
+def test_model_versions_rounds_and_revert(tiny_model):
+    versions = ModelVersions()
+    base = versions.add_base(tiny_model, label="tiny")
+    r1 = versions.add_round(tiny_model.copy(), base, {"steps": 3})
+    r2 = versions.add_round(tiny_model.copy(), r1)
+    assert [v.label for v in versions.versions] == ["tiny", "tiny · round 1", "tiny · round 2"]
+    assert versions.active == r2 and list(versions.lineage(r2)) == [0, 1, 2]
+    versions.activate(base)
+    assert versions.active_model is tiny_model
+
+
+def test_layer_axes_and_gray_conversion():
+    assert layer_axes((5, 10, 12), False, None) == "ZYX"
+    assert layer_axes((2, 5, 10, 12), False, None) == "TZYX"
+    assert layer_axes((10, 12, 3), True, None) == "YXC"
+    assert layer_axes((2, 10, 12), False, {"napari_unet": {"axes": "CYX"}}) == "CYX"
+    with pytest.raises(InvalidImageError):
+        layer_axes((10,), False, None)
+    rgb = np.zeros((10, 12, 3), np.uint8)
+    rgb[..., 0] = 30
+    image = layer_image(rgb, True, None)
+    assert image.axes == "YXC" and image.label_shape == (10, 12)
+
+
+# --------------------------------------------------------------------------- viewer tests
+
+
+@pytest.fixture
+def nuclei_crop():
+    return np.asarray(load_sample("nuclei_fluo").data)[:128, :128]
+
+
+@pytest.fixture
+def ui(make_napari_viewer, tiny_model, user_models):
+    """A viewer with both dock widgets and the tiny model selected."""
+    from napari_unet._widgets import FineTuneWidget, SegmentWidget
+
+    viewer = make_napari_viewer()
+    seg = SegmentWidget(viewer)
+    fine = FineTuneWidget(viewer)
+    viewer.window.add_dock_widget(seg, name="Segment")
+    viewer.window.add_dock_widget(fine, name="Fine-tune")
+    seg.add_model(tiny_model, label="tiny")
+    return viewer, seg, fine
+
+
+def click(qtbot, button):
+    from qtpy.QtCore import Qt
+
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def counts_are(fine, n) -> bool:
+    """The Fine-tune widget shows exactly ``n`` corrected pixels."""
+    return fine.counts.text().startswith(f"{n:,} pixels corrected")
+
+
+def wait_idle(qtbot, widget, timeout=30_000):
+    qtbot.waitUntil(lambda: not widget.running and not widget.session.busy, timeout=timeout)
+
+
+def test_segment_correct_finetune_save_revert(qtbot, ui, nuclei_crop, user_models):
+    viewer, seg, fine = ui
+    image = viewer.add_image(nuclei_crop, name="nuclei", scale=(0.5, 0.5), translate=(10, 20))
+    seg.image_combo.select(image)
+    seg.advanced.setChecked(True)
+    seg.seed_threshold.setValue(0.5)  # robust to a slow machine (fewer training steps)
+    click(qtbot, seg.segment_button)
+    assert not seg.segment_button.isEnabled()  # disabled while running
+    wait_idle(qtbot, seg)
+    labels = viewer.layers["nuclei labels"]
+    assert labels.data.shape == nuclei_crop.shape
+    np.testing.assert_allclose(labels.scale, image.scale)
+    np.testing.assert_allclose(labels.translate, image.translate)
+    assert labels.metadata["napari_unet"]["model"] == "tiny"
+    assert labels.metadata["napari_unet"]["settings"]["seed_threshold"] == 0.5
+    assert seg.segment_button.isEnabled()
+
+    # Re-running updates the same layer instead of adding another.
+    n_layers = len(viewer.layers)
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    assert len(viewer.layers) == n_layers and viewer.layers["nuclei labels"] is labels
+    predicted = np.array(labels.data)
+
+    # A big correction: a disc painted as one object with napari's brush.
+    labels.brush_size = 60
+    labels.paint((64, 64), 1)
+    painted = labels.data != predicted
+    assert painted.sum() > 2000
+    fine.labels_combo.select(labels)
+    qtbot.waitUntil(lambda: counts_are(fine, painted.sum()), timeout=3000)
+    link = seg.session.link_for_labels(labels)
+    np.testing.assert_array_equal(link.current_tracker().edited, painted)
+    before_cover = float((predicted[painted] > 0).mean())
+
+    fine.budget.setValue(3)
+    click(qtbot, fine.finetune_button)
+    assert not seg.segment_button.isEnabled() and not fine.finetune_button.isEnabled()
+    assert not seg.segment()  # a second job is refused while fine-tuning
+    wait_idle(qtbot, fine, timeout=40_000)
+    assert "Loss:" in fine.loss_label.text() and len(fine.loss_plot.values) >= 3
+    versions = seg.session.versions
+    assert len(versions) == 2 and versions.active == 1
+    # The labels were re-segmented with the tuned model: the disc is now (mostly) labelled.
+    after_cover = float((labels.data[painted] > 0).mean())
+    assert after_cover > before_cover + 0.3, (before_cover, after_cover)
+    result = fine.last_result
+    assert result["pixels"] == painted.sum()
+    assert result["after"] > result["before"]
+    assert "before" in fine.status.text() and "after" in fine.status.text()
+    assert labels.metadata["napari_unet"]["model"] == versions[1].label
+    assert link.current_tracker().n_edited == 0  # fresh segmentation: nothing edited yet
+    assert seg.session.store.n_supervised == painted.sum()  # the correction is kept
+    assert "round 1" in seg.model_combo.currentText()
+
+    # Save model as... -> a user model listed in the Segment widget.
+    from napari_unet._widgets import _dialogs
+
+    fine.versions_list.setCurrentRow(1)
+    original = _dialogs.ask_model_name
+    _dialogs.ask_model_name = lambda parent, suggestion: "my-tuned"
+    try:
+        click(qtbot, fine.save_button)
+    finally:
+        _dialogs.ask_model_name = original
+    assert (user_models / "my-tuned.safetensors").is_file()
+    assert any(e.name == "my-tuned" for e in napari_unet.list_models())
+    items = [seg.model_combo.itemText(i) for i in range(seg.model_combo.count())]
+    assert "my-tuned (user)" in items and seg.model_combo.currentText() == "my-tuned (user)"
+    reloaded = napari_unet.load_model("my-tuned")
+    tuned_state = versions[1].model.network.state_dict().values()
+    for a, b in zip(reloaded.network.state_dict().values(), tuned_state):
+        np.testing.assert_allclose(a.numpy(), b.numpy())
+
+    # Revert to the base model: Segment follows.
+    fine.versions_list.setCurrentRow(0)
+    click(qtbot, fine.revert_button)
+    assert versions.active == 0 and seg.model_combo.currentText().startswith("tiny")
+
+
+def test_review_rectangle_and_export_calibrated_tiff(qtbot, ui, nuclei_crop, tmp_path,
+                                                                 monkeypatch):
+    from napari_unet._widgets import _dialogs
+
+    viewer, seg, fine = ui
+    viewer.add_image(nuclei_crop, name="nuc", scale=(0.25, 0.25), units=("um", "um"))
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    labels = viewer.layers["nuc labels"]
+    labels.data_setitem((np.array([5, 5, 6]), np.array([5, 6, 5])), 3)
+    # A reviewed rectangle drawn in a Shapes layer of another scale lands on the right pixels.
+    shapes = viewer.add_shapes([[[5, 5], [5, 20], [15, 20], [15, 5]]], shape_type="rectangle",
+                               scale=(0.5, 0.5))
+    viewer.layers.selection.active = shapes
+    click(qtbot, fine.review_button)
+    reviewed = seg.session.link_for_labels(labels).current_tracker().reviewed
+    rows, cols = np.nonzero(reviewed)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10, 30, 10, 40)
+    assert reviewed.sum() == 21 * 31  # as napari.layers.Shapes.to_masks rasterises it
+    out = tmp_path / "exported.tif"
+    monkeypatch.setattr(_dialogs, "ask_save_path", lambda parent, suggestion: out)
+    asked = []
+    monkeypatch.setattr(_dialogs, "confirm_overwrite",
+                        lambda parent, path: asked.append(path) or False)
+    click(qtbot, seg.export_button)
+    back = read_image(out)
+    np.testing.assert_array_equal(back.data, labels.data)
+    assert back.pixel_size == pytest.approx((0.25, 0.25)) and back.unit == "um"
+    assert back.metadata["model"] == "tiny" and back.metadata["kind"] == "labels"
+    assert not asked
+    # Exporting again asks; answering No keeps the old file.
+    labels.data_setitem((np.array([0]), np.array([0])), 9)
+    click(qtbot, seg.export_button)
+    assert asked == [out] and "kept" in seg.status.text()
+    assert read_image(out).data[0, 0] == 0
+    monkeypatch.setattr(_dialogs, "confirm_overwrite", lambda parent, path: True)
+    click(qtbot, seg.export_button)
+    assert read_image(out).data[0, 0] == 9
+
+
+def test_cancel_segmentation_midway(qtbot, ui):
+    viewer, seg, _ = ui
+    big = np.asarray(load_sample("nuclei_fluo").data)
+    viewer.add_image(big, name="big")
+    seg.advanced.setChecked(True)
+    seg.tile_size.setValue(32)  # hundreds of tiles
+    click(qtbot, seg.segment_button)
+    qtbot.waitUntil(lambda: seg.progress.bar.value() > 0, timeout=10_000)
+    assert seg.progress.cancel_button.isEnabled()
+    click(qtbot, seg.progress.cancel_button)
+    wait_idle(qtbot, seg)
+    assert seg.progress.bar.value() < 1000
+    assert "big labels" not in viewer.layers
+    assert "cancelled" in seg.status.text()
+    assert seg.segment_button.isEnabled() and not seg.progress.cancel_button.isEnabled()
+
+
+def test_cancel_finetune_keeps_previous_model(qtbot, ui, nuclei_crop):
+    viewer, seg, fine = ui
+    viewer.add_image(nuclei_crop, name="nuc")
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    labels = viewer.layers["nuc labels"]
+    predicted = np.array(labels.data)
+    labels.brush_size = 30
+    labels.paint((40, 40), 2)
+    before = np.array(labels.data)
+    n_painted = int((before != predicted).sum())
+    fine.budget.setValue(120)
+    click(qtbot, fine.finetune_button)
+    qtbot.waitUntil(lambda: len(fine.loss_plot.values) >= 1, timeout=20_000)
+    click(qtbot, fine.progress.cancel_button)
+    wait_idle(qtbot, fine, timeout=15_000)
+    assert len(seg.session.versions) == 1 and seg.session.versions.active == 0
+    np.testing.assert_array_equal(labels.data, before)
+    assert "cancelled" in fine.status.text() and "previous model" in fine.status.text()
+    assert fine.finetune_button.isEnabled()
+    # The corrections survive the cancel, and the removal of their layer.
+    assert seg.session.link_for_labels(labels).current_tracker().n_edited == n_painted > 0
+    viewer.layers.remove(labels)
+    assert seg.session.link_for_labels(labels) is None
+    assert seg.session.store.n_supervised == n_painted
+
+
+def test_3d_stack_planes_review_and_undo(qtbot, ui, shared_data):
+    viewer, seg, fine = ui
+    stack = read_image(shared_data / "qcanet_mouse_embryo_3d/test/images/16_cell_stage.tif")
+    crop = np.asarray(stack.data)[20:26, :96, :96]
+    viewer.add_image(crop, name="embryo", scale=(2.18, 1.0, 1.0))
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    labels = viewer.layers["embryo labels"]
+    assert labels.data.shape == crop.shape
+    np.testing.assert_allclose(labels.scale, (2.18, 1.0, 1.0))
+
+    # Corrections on plane 3 only; the edit mask follows, undo included.
+    viewer.dims.set_current_step(0, 3)
+    fine.labels_combo.select(labels)
+    labels.brush_size = 20
+    labels.paint((3, 48, 48), 5)
+    link = seg.session.link_for_labels(labels)
+    # The paint event alone (before any re-diff) marks exactly the changed pixels.
+    np.testing.assert_array_equal(link.tracker.edited, labels.data != link.tracker.baseline)
+    tracker = link.current_tracker()
+    assert tracker.supervised_planes(1) == [(3,)]
+    n_painted = tracker.n_edited
+    assert n_painted > 200
+    qtbot.waitUntil(lambda: counts_are(fine, n_painted), timeout=3000)
+    labels.undo()
+    qtbot.waitUntil(lambda: counts_are(fine, 0), timeout=3000)
+    labels.redo()
+    qtbot.waitUntil(lambda: counts_are(fine, n_painted), timeout=3000)
+
+    # Mark the plane in view as reviewed.
+    click(qtbot, fine.review_button)
+    assert link.current_tracker().reviewed[3].all() and not link.current_tracker().reviewed[2].any()
+    assert "reviewed" in fine.counts.text()
+
+    # Current-plane segmentation replaces only that plane and keeps the correction.
+    seg.advanced.setChecked(True)
+    seg.scope.setCurrentIndex(1)
+    other_planes = np.delete(np.array(labels.data), 3, axis=0)
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    np.testing.assert_array_equal(np.delete(labels.data, 3, axis=0), other_planes)
+    assert seg.session.store.n_supervised == 96 * 96
+    assert link.current_tracker().n_supervised == 0
+    assert labels.metadata["napari_unet"]["settings"]["scope"] == "plane"
+
+    # Whole stack with 3D stitching still gives one labels layer with the image's shape.
+    seg.scope.setCurrentIndex(0)
+    seg.stitch_3d.setChecked(True)
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    assert viewer.layers["embryo labels"] is labels and labels.data.shape == crop.shape
+
+
+def test_multichannel_and_rgb_images(qtbot, ui, nuclei_crop, tmp_path, tiny_model):
+    viewer, seg, _ = ui
+    em = np.asarray(load_sample("em_membrane").data)[:128, :128]
+    path = tmp_path / "two_channels.tif"
+    tifffile.imwrite(path, np.stack([nuclei_crop, em]), imagej=True,
+                     metadata={"axes": "CYX", "unit": "um"}, resolution=(1 / 0.4, 1 / 0.4))
+    layers = viewer.open(path, plugin="napari-unet")
+    assert [layer.name for layer in layers] == ["two_channels ch0", "two_channels ch1"]
+    seg.image_combo.select(layers[1])
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    labels = viewer.layers["two_channels ch1 labels"]
+    assert labels.data.shape == (128, 128)
+    np.testing.assert_allclose(labels.scale, (0.4, 0.4))
+
+    rgb = np.stack([nuclei_crop] * 3, axis=-1)
+    rgb_layer = viewer.add_image(rgb, name="colour", rgb=True, scale=(2, 2))
+    seg.image_combo.select(rgb_layer)
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    assert viewer.layers["colour labels"].data.shape == (128, 128)
+    np.testing.assert_allclose(viewer.layers["colour labels"].scale, (2, 2))
+
+    # A model that takes two channels refuses a one-channel image, and the widget recovers.
+    cfg = napari_unet.config.preset("default", in_channels=2)
+    cfg.network.base, cfg.network.depth = 8, 3
+    seg.add_model(napari_unet.Model.create(cfg, name="two-channel", seed=0))
+    seg.image_combo.select(layers[0])
+    click(qtbot, seg.segment_button)
+    assert "expects 2 channel" in seg.status.text()
+    assert not seg.session.busy and seg.segment_button.isEnabled()
+
+
+def test_widgets_open_from_the_plugin_menu_and_share_a_session(qtbot, make_napari_viewer,
+                                                               tiny_model, user_models,
+                                                               nuclei_crop):
+    from napari_unet._widgets import FineTuneWidget, SegmentWidget
+
+    viewer = make_napari_viewer()
+    _, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _, fine = viewer.window.add_plugin_dock_widget("napari-unet", "Correct and fine-tune")
+    assert isinstance(seg, SegmentWidget) and isinstance(fine, FineTuneWidget)
+    assert seg.session is fine.session
+    assert seg.model_combo.itemText(seg.model_combo.count() - 1) == "Load file..."
+    # Through napari's plugin proxy, results still reach the layer that launched them.
+    seg.add_model(tiny_model)
+    image = viewer.add_image(nuclei_crop[:64, :64], name="small")
+    viewer.add_image(nuclei_crop[:32, :32], name="other")  # now the active layer
+    seg.image_combo.select(image)
+    click(qtbot, seg.segment_button)
+    seg.image_combo.select(viewer.layers["other"])  # changing the selection mid-job...
+    wait_idle(qtbot, seg)
+    assert viewer.layers["small labels"].data.shape == (64, 64)  # ...does not redirect it
+    assert "other labels" not in viewer.layers
+    assert fine.labels_combo.current() is viewer.layers["small labels"]
+    # A second viewer gets its own session.
+    other = SegmentWidget(make_napari_viewer())
+    assert other.session is not seg.session
+
+
+def test_load_model_file_entry(qtbot, ui, tmp_path, tiny_model, monkeypatch):
+    from napari_unet._widgets import _dialogs
+
+    _, seg, _ = ui
+    good = tiny_model.copy("from-disk").save(tmp_path / "from-disk.safetensors")
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a model")
+    load_row = seg.model_combo.count() - 1
+    assert seg.model_combo.itemText(load_row) == "Load file..."
+    monkeypatch.setattr(_dialogs, "ask_model_file", lambda parent: bad)
+    seg.model_combo.setCurrentIndex(load_row)
+    seg.model_combo.activated.emit(load_row)
+    assert seg.model_combo.currentText() == "tiny (unsaved)"  # refused, selection restored
+    monkeypatch.setattr(_dialogs, "ask_model_file", lambda parent: good)
+    seg.model_combo.setCurrentIndex(seg.model_combo.count() - 1)
+    seg.model_combo.activated.emit(seg.model_combo.count() - 1)
+    assert seg.model_combo.currentText() == "from-disk"
+    assert seg.session.versions.active_version.source == good
