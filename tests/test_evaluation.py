@@ -65,6 +65,10 @@ def test_write_csv_rows_overall_and_no_overwrite(result, tmp_path: Path) -> None
     overall = rows[-1]
     assert int(overall["n_true"]) == 59 and int(overall["n_images"]) == 2
     assert float(overall["mean_accuracy"]) == pytest.approx(result.summary["mean_accuracy"])
+    first = result.summary["per_threshold"][0]
+    assert float(overall["acc@0.5"]) == pytest.approx(first["accuracy"])
+    assert float(overall["f1@0.5"]) == pytest.approx(first["f1"])
+    assert float(overall["fg_iou"]) == pytest.approx(result.summary["mean_foreground_iou"])
     assert float(rows[0]["acc@0.5"]) == pytest.approx(result.rows[0]["acc@0.5"])
 
     before = path.read_bytes()

@@ -29,10 +29,23 @@ class Evaluation:
     summary: dict[str, Any]
     scores: list[ImageScores] = field(default_factory=list)
 
+    def overall_row(self) -> dict[str, Any]:
+        """The summary in the per-image columns: scores from counts summed over images."""
+        row: dict[str, Any] = {"image": "overall"}
+        for key, value in self.summary.items():
+            if key == "per_threshold":
+                for t in value:
+                    row[f"acc@{t['threshold']:g}"] = t["accuracy"]
+                    row[f"f1@{t['threshold']:g}"] = t["f1"]
+            elif key == "mean_foreground_iou":
+                row["fg_iou"] = value
+            elif not isinstance(value, (dict, list)):
+                row[key] = value
+        return row
+
     def write_csv(self, path: str | Path, overwrite: bool = False) -> Path:
         """Per-image rows plus an ``overall`` row, written atomically."""
-        rows = self.rows + [{"image": "overall", **{k: v for k, v in self.summary.items()
-                                                     if not isinstance(v, (dict, list))}}]
+        rows = self.rows + [self.overall_row()]
         columns = list(dict.fromkeys(k for row in rows for k in row))
 
         def write(tmp: Path) -> None:
