@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup.sh
-.venv/bin/napari-unet segment src/napari_unet/samples/nuclei_fluo.tif \
+.venv/bin/napari-unet segment src/napari_unet/samples/nuclei_fluo.tif --overwrite \
     --model nuclei --out out/demo --overlay
 echo
 echo "demo: outputs are in $(pwd)/out/demo:"

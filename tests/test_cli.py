@@ -149,3 +149,44 @@ def test_installed_console_script() -> None:
     run = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == f"napari-unet {__version__}"
+
+
+def test_colliding_outputs_are_refused_before_any_work(trained: Path, shared_data,
+                                                       tmp_path: Path, capsys) -> None:
+    image = shared_data / "dsb2018_fluo" / "test" / "images" / f"{DSB_TEST[0]}.png"
+    other = tmp_path / "elsewhere" / image.name
+    other.parent.mkdir()
+    other.symlink_to(image)
+    out = tmp_path / "out"
+    code = main(["segment", str(image), str(other), "--model", str(trained), "--out", str(out)])
+    assert code == 2
+    assert "both write" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_device_is_one_line(trained: Path, shared_data, tmp_path: Path, monkeypatch,
+                                    capsys) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    image = shared_data / "dsb2018_fluo" / "test" / "images" / f"{DSB_TEST[0]}.png"
+    code = main(["segment", str(image), "--model", str(trained), "--out", str(tmp_path),
+                 "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no CUDA GPU" in err and "Traceback" not in err
+
+
+def test_train_out_without_suffix_is_checked_as_saved(trained: Path, shared_data,
+                                                      tmp_path: Path, capsys) -> None:
+    existing = tmp_path / "m.v2.safetensors"
+    existing.write_bytes(b"keep me")
+    data = pair_folder(tmp_path / "data", shared_data, DSB_TRAIN[:2])
+    code = main(["train", str(data), "--out", str(tmp_path / "m.v2"), "--steps", "1"])
+    assert code == 2 and "exists" in capsys.readouterr().err
+    assert existing.read_bytes() == b"keep me"
+
+
+def test_patch_size_must_fit_the_network(shared_data, tmp_path: Path, capsys) -> None:
+    data = pair_folder(tmp_path / "data", shared_data, DSB_TRAIN[:2])
+    code = main(["train", str(data), "--out", str(tmp_path / "m"), "--steps", "1",
+                 "--patch-size", "100", "--val-fraction", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "multiple of 16" in err and "Traceback" not in err

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+
+from napari_unet.segment import prepare_image
 import pytest
 import torch
 
@@ -114,6 +116,19 @@ def test_stack_uses_only_planes_with_marked_pixels(shared_data) -> None:
     rounds = tuned.config.provenance["fine_tune_rounds"]
     assert rounds[0]["planes"] == 2
     assert rounds[0]["supervised_pixels"] == 20 * 20 + 64 * 64
+
+
+def test_stack_planes_share_the_stack_normalisation(shared_data) -> None:
+    stack = qcanet_stack(shared_data)[20:24, 28:92, 29:93]
+    labels = np.zeros(stack.shape, np.uint16)
+    mask = np.zeros(stack.shape, bool)
+    mask[0] = True
+    model = small_model()
+    (sample,) = correction_samples(model, stack, labels, mask)
+    alone = correction_samples(model, stack[0], labels[0], mask[0])[0]
+    whole = prepare_image(stack, model, "ZYX")
+    np.testing.assert_allclose(sample.image, whole.plane((0,)), rtol=1e-6)
+    assert not np.allclose(sample.image, alone.image)  # the plane's own percentiles differ
 
 
 def test_several_images_in_one_round(pair) -> None:

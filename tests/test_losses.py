@@ -31,8 +31,19 @@ def test_instance_loss_is_lower_for_the_right_answer() -> None:
     _, target, weight = _data()
     right = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 10
     assert instance_loss(right, target, weight) < 0.1 < instance_loss(-right, target, weight)
-    boundary_heavy = instance_loss(-right, target, weight, boundary_weight=5.0)
-    assert torch.isfinite(boundary_heavy)
+
+
+def test_boundary_weight_raises_the_cost_of_boundary_mistakes() -> None:
+    _, target, weight = _data()
+    right = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 10
+    # Right everywhere except on the boundary class (2), where the logits are wrong.
+    on_boundary = (target == 2).unsqueeze(1)
+    assert (on_boundary.squeeze(1) & (weight > 0)).any()
+    logits = torch.where(on_boundary, -right, right)
+    losses = [instance_loss(logits, target, weight, boundary_weight=w).item()
+              for w in (0.5, 1.0, 2.0, 5.0)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses == sorted(losses) and len(set(losses)) == len(losses)  # strictly increasing
 
 
 def test_semantic_loss_ignores_zero_weight_pixels() -> None:

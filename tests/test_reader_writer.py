@@ -149,6 +149,21 @@ def test_writer_is_atomic_and_labels_to_tiff_refuses_to_replace(tmp_path):
     assert read_image(out).data.max() == 2
 
 
+def test_labels_to_tiff_units_use_the_tiff_io_unit_table(tmp_path):
+    from napari_unet._writer import _unit_name
+
+    labels = np.ones((4, 4), np.uint8)
+    out = labels_to_tiff(tmp_path / "nm.tif", labels, scale=(5.0, 5.0),
+                         units=("nanometer", "nm"))  # pint's name and the symbol
+    back = read_image(out)
+    assert back.unit == "um" and back.pixel_size == pytest.approx((0.005, 0.005))
+    from napari_unet.tiff_io import _LENGTH_UNITS
+
+    assert _LENGTH_UNITS[_unit_name(["micrometre", "µm"], "YX")] == ("um", 1.0)  # one unit
+    assert _unit_name(["um", "nm"], "YX") == "pixel"  # mixed units cannot be expressed
+    assert _unit_name(["second", "furlong", "furlong"], "TYX") == "pixel"
+
+
 def test_sample_data(make_napari_viewer):
     viewer = make_napari_viewer()
     layers = viewer.open_sample("napari-unet", "embryo_3d")

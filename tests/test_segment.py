@@ -107,6 +107,14 @@ def test_tzyx(embryo, model) -> None:
     assert len(_ids(stitched)) <= len(_ids(labels))
 
 
+def test_stitching_keeps_ids_unique_after_an_empty_time_point(embryo, model) -> None:
+    crop = embryo[:, :32, :48]
+    tzyx = np.stack([crop, np.zeros_like(crop), crop])
+    stitched = segment(tzyx, model, axes="TZYX", device="cpu", stitch_3d=True)
+    assert _ids(stitched[0]) and not _ids(stitched[1])
+    assert not (_ids(stitched[0]) & _ids(stitched[2]))
+
+
 def test_axes_order_follows_the_image(embryo, model) -> None:
     yxz = np.moveaxis(embryo, 0, -1)
     labels = segment(yxz, model, axes="YXZ", device="cpu")

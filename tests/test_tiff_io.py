@@ -365,3 +365,11 @@ def test_read_labels_rejects_non_labels(tmp_path):
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((4, 4, 3), np.uint8), photometric="rgb")
     with pytest.raises(InvalidLabelsError, match="channel"):
         read_labels(tmp_path / "rgb.tif")
+
+
+def test_inch_calibration_is_written_in_micrometres(tmp_path) -> None:
+    path = write_labels(tmp_path / "inch.tif", np.ones((4, 4), np.uint8), axes="YX",
+                        pixel_size=(0.001, 0.002), unit="inch")
+    back = read_image(path)
+    assert back.unit == "um"
+    assert back.pixel_size == pytest.approx((25.4, 50.8))

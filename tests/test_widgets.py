@@ -8,6 +8,8 @@ versions, export, cancellation, stacks and multichannel images.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,12 +20,13 @@ from napari_unet.errors import InvalidImageError
 from napari_unet.sample_data import load_sample
 from napari_unet.tiff_io import read_image
 from napari_unet._widgets._image import layer_axes, layer_image
-from napari_unet._widgets._session import merge_corrections
 from napari_unet._widgets._state import (
     Correction,
+    CorrectionStore,
     EditTracker,
     ModelVersions,
     foreground_agreement,
+    merge_corrections,
 )
 
 
@@ -89,13 +92,27 @@ def test_foreground_agreement_and_merge():
     mask = np.array([[True, True], [False, True]])
     assert foreground_agreement(np.array([[0, 0], [0, 5]]), corrected, mask) == pytest.approx(2 / 3)
     assert math.isnan(foreground_agreement(corrected, corrected, np.zeros((2, 2), bool)))
-    img = np.zeros((1, 2, 2))
-    old = Correction("a", img, np.array([[1, 0], [0, 0]]), np.array([[True, True], [False, False]]))
-    new = Correction("a", img, np.array([[0, 0], [0, 1]]),
-                     np.array([[False, False], [False, True]]))
-    merged = merge_corrections(old, new)
-    assert merged.mask.sum() == 3
-    assert merged.labels[0, 0] == 1 and merged.labels[1, 1] == 2  # ids never collide
+    # One object corrected partly in an older and partly in a newer round: each round keeps
+    # its own labels (no id shift, so no false boundary through the object); newer wins.
+    img = np.zeros((1, 2, 3))
+    obj = np.array([[1, 1, 1], [0, 0, 0]])
+    old = Correction("a", img, obj, np.array([[True, True, False], [True, False, False]]))
+    new = Correction("a", img, obj.copy(), np.array([[False, True, True], [False, False, False]]))
+    rounds = merge_corrections([old], new)
+    assert len(rounds) == 2 and rounds[1] is new
+    assert rounds[0].labels is obj and rounds[0].labels[0].tolist() == [1, 1, 1]
+    assert rounds[0].mask.tolist() == [[True, False, False], [True, False, False]]
+    assert not (rounds[0].mask & rounds[1].mask).any()
+    assert old.mask.sum() == 3  # the stored older round itself is not modified
+    covering = Correction("a", img, obj, np.ones((2, 3), bool))
+    result = merge_corrections(rounds, covering)
+    assert len(result) == 1 and result[0] is covering  # fully overridden rounds go
+    store = CorrectionStore()
+    store.add(old)
+    store.add(new)
+    assert len(store) == 2 and store.n_supervised == 4
+    store.add(covering)
+    assert len(store) == 1 and next(iter(store)) is covering and store.n_supervised == 6
 
 
 def test_model_versions_rounds_and_revert(tiny_model):
@@ -107,6 +124,15 @@ def test_model_versions_rounds_and_revert(tiny_model):
     assert versions.active == r2 and list(versions.lineage(r2)) == [0, 1, 2]
     versions.activate(base)
     assert versions.active_model is tiny_model
+
+
+def test_qt_free_modules_import_without_qt():
+    code = ("import sys; import napari_unet._widgets._state, napari_unet._widgets._session, "
+            "napari_unet._widgets._image, napari_unet._widgets._jobs; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'napari'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_layer_axes_and_gray_conversion():
@@ -133,7 +159,8 @@ def nuclei_crop():
 @pytest.fixture
 def ui(make_napari_viewer, tiny_model, user_models):
     """A viewer with both dock widgets and the tiny model selected."""
-    from napari_unet._widgets import FineTuneWidget, SegmentWidget
+    from napari_unet._widgets._finetune import FineTuneWidget
+    from napari_unet._widgets._segment import SegmentWidget
 
     viewer = make_napari_viewer()
     seg = SegmentWidget(viewer)
@@ -296,6 +323,24 @@ def test_cancel_segmentation_midway(qtbot, ui):
     assert seg.segment_button.isEnabled() and not seg.progress.cancel_button.isEnabled()
 
 
+def test_failed_resegment_delivery_is_reported(ui, monkeypatch):
+    from types import SimpleNamespace
+
+    from napari_unet._widgets import _finetune
+
+    viewer, _, fine = ui
+    layer = viewer.add_labels(np.zeros((8, 8), np.uint32), name="x labels")
+    link = SimpleNamespace(labels_layer=layer, image_layer=None, image=None, settings=None)
+
+    def refuse(*_args, **_kwargs):
+        raise ValueError("the labels changed shape")
+
+    monkeypatch.setattr(_finetune, "apply_result", refuse)
+    fine.status.setText("Segmenting again with tiny · round 1...")
+    fine._round_done(0, [((link, None), object())])  # raises nothing: reported instead
+    assert fine.status.text() == "Re-segmentation failed: the labels changed shape"
+
+
 def test_cancel_finetune_keeps_previous_model(qtbot, ui, nuclei_crop):
     viewer, seg, fine = ui
     viewer.add_image(nuclei_crop, name="nuc")
@@ -412,7 +457,8 @@ def test_multichannel_and_rgb_images(qtbot, ui, nuclei_crop, tmp_path, tiny_mode
 def test_widgets_open_from_the_plugin_menu_and_share_a_session(qtbot, make_napari_viewer,
                                                                tiny_model, user_models,
                                                                nuclei_crop):
-    from napari_unet._widgets import FineTuneWidget, SegmentWidget
+    from napari_unet._widgets._finetune import FineTuneWidget
+    from napari_unet._widgets._segment import SegmentWidget
 
     viewer = make_napari_viewer()
     _, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")

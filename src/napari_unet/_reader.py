@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 from .errors import NapariUnetError
 from .tiff_io import ImageData, read_image
 
+#: Key under which napari-unet keeps its own facts in a layer's ``metadata``.
 META_KEY = "napari_unet"
 SUFFIXES = (".tif", ".tiff")
 #: Units napari (pint) understands, by napari-unet's unit names.
@@ -93,4 +94,4 @@ def image_layer_data(image: ImageData, name: str) -> list[tuple]:
     return [(image.data, kwargs, "image")]
 
 
-__all__ = ["get_reader", "read_layers", "image_layer_data", "NapariUnetError"]
+__all__ = ["META_KEY", "get_reader", "read_layers", "image_layer_data", "NapariUnetError"]

@@ -14,15 +14,10 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .tiff_io import write_labels
+from ._reader import META_KEY
+from .tiff_io import _LENGTH_UNITS, _unit_key, write_labels
 
-META_KEY = "napari_unet"
 _DEFAULT_AXES = {2: "YX", 3: "ZYX", 4: "TZYX"}
-_UNIT_NAMES = {
-    "micrometer": "um", "micron": "um", "um": "um", "µm": "um",
-    "nanometer": "nm", "nm": "nm", "millimeter": "mm", "mm": "mm",
-    "centimeter": "cm", "cm": "cm", "meter": "m", "m": "m", "pixel": "pixel",
-}
 
 
 def label_axes(ndim: int, metadata: Optional[Mapping[str, Any]]) -> str:
@@ -39,16 +34,13 @@ def label_axes(ndim: int, metadata: Optional[Mapping[str, Any]]) -> str:
 
 
 def _unit_name(units: Optional[Sequence[Any]], axes: str) -> str:
-    """One unit for the Z/Y/X axes (napari keeps pint units per axis)."""
+    """One unit for the Z/Y/X axes (napari keeps pint units per axis), spelled as
+    :data:`napari_unet.tiff_io._LENGTH_UNITS` knows it; "pixel" if unknown or mixed."""
     if not units:
         return "pixel"
-    names = {str(u).strip().lower() for a, u in zip(axes, units) if a in "ZYX"}
-    names = {_UNIT_NAMES.get(n, n) for n in names}
-    if len(names) == 1:
-        name = names.pop()
-        if name in _UNIT_NAMES.values():
-            return name
-    return "pixel"
+    keys = {_unit_key(str(u)) for a, u in zip(axes, units) if a in "ZYX"}
+    same = {"pixel" if k == "pixel" else _LENGTH_UNITS.get(k) for k in keys}
+    return min(keys) if len(same) == 1 and None not in same else "pixel"
 
 
 def provenance(metadata: Optional[Mapping[str, Any]]) -> dict[str, Any]:

@@ -22,12 +22,12 @@ from .config import PostprocessConfig
 from .device import DEVICE_CHOICES
 from .errors import Cancelled, NapariUnetError, OutputWriteError
 from .evaluation import evaluate
-from .model import Model
+from .model import SUFFIX, Model, model_path
 from .overlay import write_overlay
 from .finetune import FINE_TUNE_CONFIG, fine_tune
-from .registry import list_models, load_model, save_user_model
+from .registry import list_models, load_model, save_user_model, user_dir
 from .segment import segment, with_postprocess
-from .tiff_io import read_image, write_labels
+from .tiff_io import image_stem, read_image, read_labels, write_labels
 from .training import TrainConfig, train
 
 
@@ -48,6 +48,26 @@ class _Bar:
         self.bar.close()
 
 
+def _permille_bar(desc: str) -> tqdm:
+    """A bar for work measured as a fraction (training stops on steps or on time)."""
+    return tqdm(total=1000, desc=desc, unit="‰", leave=False, disable=None)
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for integers >= ``minimum`` (0 tiles or steps make no sense)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+
+
 def _postprocess_args(model: Model, args: argparse.Namespace) -> PostprocessConfig:
     changes = {k: v for k, v in {
         "seed_threshold": args.seed_threshold,
@@ -57,8 +77,11 @@ def _postprocess_args(model: Model, args: argparse.Namespace) -> PostprocessConf
     return with_postprocess(model, **changes)
 
 
-def _preview_plane(image: np.ndarray, axes: str, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The middle plane of a stack (first channel) and its labels, for the PNG overlay."""
+def _preview_plane(image, axes: str, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The middle plane of a stack (first channel) and its labels, for the PNG overlay.
+
+    Only that plane is read, so a lazily loaded stack is never pulled into memory whole.
+    """
     keep = [a for a in axes if a in "YX"]
     index = []
     for a, n in zip(axes, image.shape):
@@ -69,39 +92,67 @@ def _preview_plane(image: np.ndarray, axes: str, labels: np.ndarray) -> tuple[np
     return plane, labels
 
 
+def _segment_targets(inputs: Sequence[str], out_dir: Path, overlay: bool,
+                     overwrite: bool) -> list[tuple[Path, Path]]:
+    """(labels, overlay) paths per input, checked before any work so a batch never stops halfway."""
+    targets, seen = [], set()
+    for path in inputs:
+        stem = image_stem(path)
+        pair = (out_dir / f"{stem}_labels.tif", out_dir / f"{stem}_overlay.png")
+        if pair[0] in seen:
+            raise OutputWriteError(
+                f"two inputs would both write {pair[0].name}; rename one of them or segment "
+                f"them into different --out folders"
+            )
+        seen.add(pair[0])
+        for target in pair[: 2 if overlay else 1]:
+            if target.exists() and not overwrite:
+                raise OutputWriteError(f"{target} exists; pass --overwrite or choose another --out")
+        targets.append(pair)
+    return targets
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     out_dir = Path(args.out)
     postprocess = _postprocess_args(model, args)
-    for path in args.inputs:
+    targets = _segment_targets(args.inputs, out_dir, args.overlay, args.overwrite)
+    for path, (label_path, overlay_path) in zip(args.inputs, targets):
         image = read_image(path)
+        layout = make_layout(image.data, args.axes or image.axes, model.in_channels)
         bar = _Bar(f"segment {Path(path).name}")
         try:
-            labels = segment(image.data, model, axes=args.axes or image.axes, device=args.device,
+            labels = segment(image.data, model, axes=layout.axes, device=args.device,
                              tile_size=args.tile_size, tile_overlap=args.overlap,
                              batch_size=args.batch_size, postprocess=postprocess,
                              stitch_3d=args.stitch_3d, fast=not args.no_fast, progress=bar)
         finally:
             bar.close()
-        layout = make_layout(image.data, args.axes or image.axes, model.in_channels)
-        stem = Path(path).name.split(".")[0]
-        label_path = write_labels(
-            out_dir / f"{stem}_labels.tif", labels, axes=layout.label_axes,
-            pixel_size=image.pixel_size, unit=image.unit or "um",
-            metadata={"model": model.name, "source": str(path), "napari_unet": __version__},
+        write_labels(
+            label_path, labels, axes=layout.label_axes,
+            pixel_size=_label_pixel_size(image, layout), unit=image.unit or "um",
+            metadata={"kind": "labels", "software": "napari-unet", "model": model.name,
+                      "source": str(path), "napari_unet": __version__},
             overwrite=args.overwrite,
         )
         n = len(np.unique(labels)) - (1 if labels.min() == 0 else 0)
         print(f"{path}: {n} {'objects' if model.config.task == 'instance' else 'classes'} -> {label_path}")
         if args.overlay:
-            plane, plane_labels = _preview_plane(np.asarray(image.data), layout.axes, labels)
-            png = write_overlay(out_dir / f"{stem}_overlay.png", plane, plane_labels, args.overwrite)
-            print(f"  overlay -> {png}")
+            plane, plane_labels = _preview_plane(image.data, layout.axes, labels)
+            print(f"  overlay -> {write_overlay(overlay_path, plane, plane_labels, args.overwrite)}")
     return 0
 
 
+def _label_pixel_size(image, layout) -> tuple[float, ...] | None:
+    """The input's pixel size when it matches the labels' Z/Y/X axes, else none."""
+    spatial = [a for a in layout.axes if a in "ZYX"]
+    if image.pixel_size is None or len(image.pixel_size) != len(spatial):
+        return None
+    return tuple(s for a, s in zip(spatial, image.pixel_size) if a in layout.label_axes)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    out = model_path(args.out)
     if out.exists() and not args.overwrite:
         raise OutputWriteError(f"{out} exists; pass --overwrite or choose another --out")
     config = TrainConfig(
@@ -110,8 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device, fast=not args.no_fast, val_every=args.val_every,
         patience=args.patience or None,
     )
-    bar = tqdm(total=1000, desc="train", unit="‰", leave=False, disable=None)
-    last = {}
+    bar = _permille_bar("train")
 
     def on_report(rep) -> None:
         bar.n = int(rep.progress * 1000)
@@ -120,7 +170,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         if rep.val_loss is not None:
             tqdm.write(f"step {rep.step}: loss {rep.loss:.4f} val {rep.val_loss:.4f} "
                        f"({rep.elapsed:.0f} s)")
-        last["rep"] = rep
 
     base = load_model(args.base_model) if args.base_model else None
     try:
@@ -168,10 +217,16 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     if not args.out and not args.save_as:
         raise OutputWriteError("say where the tuned model goes: --out FILE.safetensors or --save-as NAME")
+    targets = [model_path(args.out)] if args.out else []
+    if args.save_as:
+        targets.append(user_dir() / f"{args.save_as}{SUFFIX}")
+    for target in targets:
+        if target.exists() and not args.overwrite:
+            raise OutputWriteError(f"{target} exists; pass --overwrite or choose another name")
     image = read_image(args.image)
-    labels = np.asarray(read_image(args.labels).data)
-    mask = np.asarray(read_image(args.mask).data) > 0 if args.mask else None
-    bar = tqdm(total=1000, desc="fine-tune", unit="‰", leave=False, disable=None)
+    labels = read_labels(args.labels)
+    mask = read_labels(args.mask) > 0 if args.mask else None
+    bar = _permille_bar("fine-tune")
 
     def on_report(rep) -> None:
         bar.n = int(rep.progress * 1000)
@@ -222,12 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="nuclei", help="shipped/user model name or .safetensors path")
     p.add_argument("--out", required=True, help="output folder for <name>_labels.tif")
     p.add_argument("--axes", help="axes of the input, e.g. YX, CYX, ZYX (default: from the file)")
-    p.add_argument("--tile-size", type=int, help="tile side in pixels (default: the model's)")
-    p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
+    p.add_argument("--tile-size", type=_positive_int, help="tile side in pixels (default: the model's)")
+    p.add_argument("--overlap", type=_int_at_least(0), help="tile overlap in pixels (default: the model's)")
+    p.add_argument("--batch-size", type=_positive_int, default=1, help="tiles per forward pass")
     p.add_argument("--seed-threshold", type=float, help="interior probability for seeds")
     p.add_argument("--foreground-threshold", type=float, help="foreground probability")
-    p.add_argument("--min-size", type=int, help="smallest object kept, in pixels")
+    p.add_argument("--min-size", type=_positive_int, help="smallest object kept, in pixels")
     p.add_argument("--stitch-3d", action="store_true", help="join objects across Z planes")
     p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
     _add_common(p)
@@ -244,14 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-channels", type=int, default=1)
     p.add_argument("--invert-masks", action="store_true",
                    help="mask value 0 is the class (ISBI membrane convention)")
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=_positive_int, default=2000)
     p.add_argument("--time-budget", type=float, help="stop after this many minutes")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--patch-size", type=_positive_int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--val-fraction", type=float, default=0.05)
     p.add_argument("--val-last", type=int, help="hold out the last N images for validation")
-    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--val-every", type=_positive_int, default=100)
     p.add_argument("--patience", type=int, default=10, help="validations without gain (0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
@@ -262,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="folder with images/ and masks/ sub-folders")
     p.add_argument("--model", default="nuclei")
     p.add_argument("--csv", help="write per-image scores to this CSV file")
-    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--limit", type=_positive_int, help="only the first N images")
     p.add_argument("--invert-masks", action="store_true")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
@@ -274,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="nuclei")
     p.add_argument("--axes", help="axes of the image (default: from the file)")
     p.add_argument("--time-budget", type=float, default=30.0, help="seconds (default 30)")
-    p.add_argument("--steps", type=int, help="stop after this many steps")
+    p.add_argument("--steps", type=_positive_int, help="stop after this many steps")
     p.add_argument("--out", help="write the tuned model to this .safetensors file")
     p.add_argument("--save-as", help="save in the user model folder under this name")
     _add_common(p)

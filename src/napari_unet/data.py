@@ -42,7 +42,7 @@ class Sample:
         return np.argwhere(self.weight > 0)
 
 
-def to_channels(image: np.ndarray, axes: str, n_channels: int) -> np.ndarray:
+def to_channels(image: np.ndarray, axes: str | None, n_channels: int) -> np.ndarray:
     """(C, Y, X) with the model's channel count; RGB(A) becomes gray for 1-channel models."""
     layout = make_layout(image, axes, n_channels)
     if layout.stack_axes:
@@ -60,10 +60,13 @@ def to_channels(image: np.ndarray, axes: str, n_channels: int) -> np.ndarray:
 
 def make_sample(name: str, image: np.ndarray, labels: np.ndarray, config: ModelConfig,
                 axes: str | None = None, weight: np.ndarray | None = None,
-                invert_masks: bool = False) -> Sample:
-    """Normalise an image and derive its target, checking that shapes agree."""
-    planes = to_channels(image, axes or make_layout(image, None, config.network.in_channels).axes,
-                         config.network.in_channels)
+                invert_masks: bool = False, percentiles: np.ndarray | None = None) -> Sample:
+    """Normalise an image and derive its target, checking that shapes agree.
+
+    ``percentiles`` lets a plane of a stack share the stack's normalisation, as in
+    :func:`~napari_unet.segment.segment`; by default the plane's own are used.
+    """
+    planes = to_channels(image, axes, config.network.in_channels)
     labels = np.asarray(labels)
     if labels.shape != planes.shape[1:]:
         raise InvalidLabelsError(
@@ -72,7 +75,8 @@ def make_sample(name: str, image: np.ndarray, labels: np.ndarray, config: ModelC
         )
     if labels.dtype.kind not in "biu" or (labels.dtype.kind == "i" and labels.min() < 0):
         raise InvalidLabelsError(f"{name}: labels must be non-negative integers, got {labels.dtype}")
-    percentiles = channel_percentiles(planes, config.normalization, channel_axis=0)
+    if percentiles is None:
+        percentiles = channel_percentiles(planes, config.normalization, channel_axis=0)
     norm = normalize(planes, percentiles)
     target = labels_to_target(labels, config.task, config.network.out_channels, invert_masks)
     if weight is None:

@@ -11,13 +11,15 @@ from typing import Iterator
 
 import torch
 
+from .errors import DeviceError
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def pick_device(name: str = "auto") -> torch.device:
     """Resolve ``auto`` to the best available device; refuse ones that are absent."""
     if name not in DEVICE_CHOICES:
-        raise ValueError(f"unknown device {name!r}; choose one of {DEVICE_CHOICES}")
+        raise DeviceError(f"unknown device {name!r}; choose one of {DEVICE_CHOICES}")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -25,9 +27,9 @@ def pick_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use 'auto' or 'cpu'")
+        raise DeviceError("device 'cuda' was asked for but no CUDA GPU is visible; use 'auto' or 'cpu'")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' was asked for but Apple MPS is not available; use 'auto' or 'cpu'")
+        raise DeviceError("device 'mps' was asked for but Apple MPS is not available; use 'auto' or 'cpu'")
     return torch.device(name)
 
 

@@ -39,5 +39,9 @@ class DatasetError(NapariUnetError, ValueError):
     """A training or evaluation folder has no usable image/mask pairs."""
 
 
+class DeviceError(NapariUnetError, ValueError):
+    """The requested compute device does not exist on this machine."""
+
+
 class Cancelled(NapariUnetError):
     """Raised inside long work when the caller asked it to stop."""

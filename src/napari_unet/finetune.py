@@ -12,11 +12,11 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .axes import make_layout
 from .data import Sample, make_sample
 from .errors import DatasetError, InvalidLabelsError
 from .model import Model
 from .progress import CancelToken, ProgressCallback
+from .segment import prepare_image
 from .training import TrainConfig, TrainReport, fit
 
 #: Defaults for an interactive round: short, gentle, batch-norm statistics frozen.
@@ -35,9 +35,11 @@ def correction_samples(model: Model, image, labels, mask=None, axes: str | None 
     """Training samples from one image (2D or a stack) and its corrected labels.
 
     Stacks are split into 2D planes; only planes with at least one supervised pixel
-    become samples.
+    become samples. Planes are normalised with the whole image's percentiles, exactly
+    as :func:`~napari_unet.segment.segment` sees them.
     """
-    layout = make_layout(image, axes, model.in_channels)
+    prepared = prepare_image(image, model, axes)
+    layout = prepared.layout
     labels = np.asarray(labels)
     if labels.shape != layout.label_shape:
         raise InvalidLabelsError(
@@ -54,16 +56,16 @@ def correction_samples(model: Model, image, labels, mask=None, axes: str | None 
         raise InvalidLabelsError(
             f"the correction mask has shape {mask.shape} but the labels have {labels.shape}"
         )
-    canonical = layout.to_canonical(image)
     samples = []
     stack = layout.stack_shape
     for index in np.ndindex(*stack) if stack else [()]:
         if not mask[index].any():
             continue
-        plane = np.asarray(canonical[index])
+        plane = np.asarray(prepared.canonical[index])
         suffix = "" if not index else "[" + ",".join(map(str, index)) + "]"
         samples.append(make_sample(f"{name}{suffix}", plane, labels[index], model.config,
-                                   axes="CYX", weight=mask[index].astype(np.float32)))
+                                   axes="CYX", weight=mask[index].astype(np.float32),
+                                   percentiles=prepared.percentiles))
     return samples
 
 
@@ -95,7 +97,8 @@ def fine_tune(model: Model, image, labels, mask=None, *, axes: str | None = None
         )
     base = config or FINE_TUNE_CONFIG
     smallest = min(min(s.image.shape[1:]) for s in samples)
-    patch = min(base.patch_size, max(64, -(-smallest // 16) * 16))
+    multiple = tuned.config.network.size_multiple
+    patch = min(base.patch_size, max(64, -(-smallest // multiple) * multiple))
     cfg = replace(base, patch_size=patch, time_budget=time_budget,
                   steps=steps if steps is not None else base.steps)
     history = fit(tuned, samples, (), cfg, progress, on_report, cancel)

@@ -25,6 +25,12 @@ FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 
 
+def model_path(path: str | Path) -> Path:
+    """``path`` with the model suffix appended when missing (``a.v2`` -> ``a.v2.safetensors``)."""
+    path = Path(path)
+    return path if path.suffix == SUFFIX else path.with_name(path.name + SUFFIX)
+
+
 @dataclass
 class Model:
     """A U-Net with everything needed to use it: config, normalisation, post-processing."""
@@ -59,9 +65,7 @@ class Model:
 
     def save(self, path: str | Path, half: bool = False, overwrite: bool = False) -> Path:
         """Write weights + JSON config atomically; ``half`` stores fp16 weights (half size)."""
-        path = Path(path)
-        if path.suffix != SUFFIX:
-            path = path.with_suffix(SUFFIX)
+        path = model_path(path)
         tensors = {}
         for key, value in self.network.state_dict().items():
             value = value.detach().to("cpu").contiguous()
@@ -83,8 +87,11 @@ def load_model_file(path: str | Path) -> Model:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist; check the path or run 'napari-unet models'")
-    with open(path, "rb") as fh:
-        head = fh.read(2)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path} ({exc.strerror}); check its permissions") from None
     if head[:2] == b"PK" or head[:1] == b"\x80":
         raise ModelFileError(
             f"{path} is a pickled PyTorch file; napari-unet refuses pickles because loading them "

@@ -134,7 +134,7 @@ def _stitch_along_z(labels: np.ndarray, layout: Layout) -> np.ndarray:
     for index in np.ndindex(*moved.shape[:-3]):
         stitched = stitch_planes(moved[index])
         out[index] = np.where(stitched > 0, stitched + offset, 0)
-        offset = int(out[index].max())
+        offset = max(offset, int(out[index].max()))
     return np.moveaxis(out, -3, z_axis)
 
 

@@ -44,7 +44,7 @@ from .errors import ImageReadError, InvalidLabelsError, NapariUnetError
 if TYPE_CHECKING:
     import dask.array
 
-__all__ = ["ImageData", "read_image", "read_labels", "write_labels", "LAZY_THRESHOLD_BYTES"]
+__all__ = ["ImageData", "image_stem", "read_image", "read_labels", "write_labels", "LAZY_THRESHOLD_BYTES"]
 
 #: Images larger than this (uncompressed) are read lazily when ``lazy=None``.
 LAZY_THRESHOLD_BYTES = 1 << 30
@@ -63,6 +63,7 @@ _LENGTH_UNITS: dict[str, tuple[str, float]] = {
     **dict.fromkeys(("mm", "millimeter", "millimetre"), ("mm", 1e3)),
     **dict.fromkeys(("cm", "centimeter", "centimetre"), ("cm", 1e4)),
     **dict.fromkeys(("m", "meter", "metre"), ("m", 1e6)),
+    **dict.fromkeys(("inch", "in", "inches"), ("um", 25400.0)),
 }
 _UNIT_NAMES_IMAGEJ = {"um": "micron"}  # what ImageJ itself writes for micrometres
 _UNIT_NAMES_OME = {"um": "µm"}  # OME UnitsLength symbols
@@ -104,6 +105,15 @@ def read_image(path: PathLike, lazy: Optional[bool] = None) -> ImageData:
         f"{str(p)!r} is not a TIFF, PNG or JPEG image (it starts with {head[:4]!r}); "
         "export the image as TIFF, or check that this is the file you meant"
     )
+
+
+def image_stem(path: PathLike) -> str:
+    """The file name without its image suffix (``cells.ome.tif`` -> ``cells``)."""
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpeg", ".jpg"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
 
 
 def read_labels(path: PathLike) -> np.ndarray:
@@ -416,7 +426,7 @@ def write_labels(
     else:
         values = [float(v) for v in pixel_size]
         if len(values) != len(spatial) or not all(math.isfinite(v) and v > 0 for v in values):
-            raise ValueError(
+            raise InvalidLabelsError(
                 f"pixel_size needs one positive value per Z/Y/X axis of {axes!r} "
                 f"({len(spatial)}), got {tuple(pixel_size)!r}"
             )
@@ -430,12 +440,15 @@ def write_labels(
         sizes = {ax: v for ax, v in sizes.items() if ax not in dropped}
     key = _unit_key(unit)
     if key != "pixel" and key not in _LENGTH_UNITS:
-        raise ValueError(f"unknown unit {unit!r}; use 'um', 'nm', 'mm', 'cm', 'm' or 'pixel'")
+        raise InvalidLabelsError(f"unknown unit {unit!r}; use 'um', 'nm', 'mm', 'cm', 'm', 'inch' or 'pixel'")
     canonical = "pixel" if key == "pixel" else _LENGTH_UNITS[key][0]
+    if key != "pixel":  # e.g. inch -> um: the values follow the unit they are written in
+        to_canonical = _LENGTH_UNITS[key][1] / _LENGTH_UNITS[canonical][1]
+        sizes = {ax: v * to_canonical for ax, v in sizes.items()}
     try:
         info = json.dumps(dict(metadata), allow_nan=False) if metadata else None
     except (TypeError, ValueError) as exc:
-        raise ValueError(
+        raise InvalidLabelsError(
             f"metadata must be JSON-serialisable ({exc}); convert values to str, int, float, "
             "bool, list or dict"
         ) from exc

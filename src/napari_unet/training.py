@@ -119,6 +119,14 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
     """
     if not train:
         raise DatasetError("no training samples: give at least one annotated image")
+    multiple = model.config.network.size_multiple
+    if config.patch_size % multiple or config.patch_size <= 0:
+        raise DatasetError(
+            f"patch size {config.patch_size} must be a positive multiple of {multiple} "
+            f"(2**depth) for this network; e.g. {max(multiple, config.patch_size // multiple * multiple)}"
+        )
+    if config.steps <= 0 or config.batch_size <= 0:
+        raise DatasetError("steps and batch size must be positive")
     if not any(s.weight.any() for s in train):
         raise DatasetError("the training samples have no annotated pixels; correct or mark some first")
     torch.manual_seed(config.seed)

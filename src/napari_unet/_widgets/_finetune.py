@@ -22,7 +22,6 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import NapariUnetError
-from ..progress import CancelToken
 from ..registry import save_user_model, user_dir
 from ..model import SUFFIX
 from . import _dialogs
@@ -30,23 +29,18 @@ from ._jobs import run_fine_tune, run_segment
 from ._layer_combo import LayerCombo
 from ._loss_plot import LossPlot
 from ._output import apply_result, current_plane, shapes_mask
-from ._qt import Jobs, ProgressRow, report_error, start_job, status_label
-from ._session import session_for, unwrap_viewer
+from ._qt import JobWidget, report_error, start_job, status_label
 
 
 def _pct(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
 
 
-class FineTuneWidget(QWidget):
+class FineTuneWidget(JobWidget):
     """Teach the model from corrected labels in a few seconds, then re-segment."""
 
     def __init__(self, napari_viewer: Any, parent: Optional[QWidget] = None) -> None:
-        super().__init__(parent)
-        self.viewer = unwrap_viewer(napari_viewer)
-        self.session = session_for(napari_viewer)
-        self.worker = None
-        self._token: Optional[CancelToken] = None
+        super().__init__(napari_viewer, parent)
         self.last_result: Optional[dict] = None
         self._pending_resegment: Optional[int] = None
 
@@ -64,7 +58,6 @@ class FineTuneWidget(QWidget):
         self.budget.setValue(30)
         self.budget.setSuffix(" s")
         self.finetune_button = QPushButton("Fine-tune")
-        self.progress = ProgressRow()
         self.loss_label = QLabel("Loss: -")
         self.loss_plot = LossPlot()
         self.status = status_label("Segment an image, correct some objects, then Fine-tune.")
@@ -94,9 +87,7 @@ class FineTuneWidget(QWidget):
         layout.addLayout(buttons)
         layout.addStretch(1)
 
-        self.jobs = Jobs(self)
         self.jobs.relay.report.connect(self._on_report)
-        self.jobs.relay.progress.connect(self.progress.set_progress)
         self._count_timer = QTimer(self)
         self._count_timer.setSingleShot(True)
         self._count_timer.setInterval(150)
@@ -104,7 +95,6 @@ class FineTuneWidget(QWidget):
 
         self.review_button.clicked.connect(self.mark_reviewed)
         self.finetune_button.clicked.connect(self.fine_tune)
-        self.progress.cancel_button.clicked.connect(self.cancel)
         self.revert_button.clicked.connect(self.revert)
         self.save_button.clicked.connect(self.save_model)
         self.labels_combo.currentIndexChanged.connect(lambda _i: self.update_counts())
@@ -169,10 +159,6 @@ class FineTuneWidget(QWidget):
         return added
 
     # ------------------------------------------------------------------ fine-tuning
-    @property
-    def running(self) -> bool:
-        return self.worker is not None
-
     def fine_tune(self) -> bool:
         """Start a fine-tuning round on every correction of the session; False if refused."""
         versions = self.session.versions
@@ -193,7 +179,8 @@ class FineTuneWidget(QWidget):
         self.loss_plot.clear()
         self.loss_label.setText("Loss: starting...")
         n_pixels = sum(c.n_supervised for c in corrections)
-        self.status.setText(f"Fine-tuning {base.label} on {len(corrections)} plane(s), "
+        n_planes = len({c.name for c in corrections})
+        self.status.setText(f"Fine-tuning {base.label} on {n_planes} plane(s), "
                             f"{n_pixels:,} supervised pixels, for {self.budget.value():.0f} s...")
         self.progress.running(True)
         job = partial(run_fine_tune, base.model, corrections, float(self.budget.value()),
@@ -219,14 +206,12 @@ class FineTuneWidget(QWidget):
         self._pending_resegment = index
 
     def _training_finished(self) -> None:
-        self.worker = None
-        self._token = None
         index, self._pending_resegment = self._pending_resegment, None
         if index is None:
-            self.progress.running(False)
-            self.jobs.done()
-            self.session.end()
+            self._finish()
             return
+        self.worker = None
+        self._token = None
         self._resegment(index)
 
     def _resegment(self, version_index: int) -> None:
@@ -244,6 +229,7 @@ class FineTuneWidget(QWidget):
             plan.append((link, planes))
         if not plan:
             self._round_done(version_index, [])
+            self._finish()
             return
         model = self.session.versions[version_index].model
         token = self._token = self.jobs.new_token()
@@ -258,15 +244,19 @@ class FineTuneWidget(QWidget):
         self.worker = start_job(
             job,
             on_returned=lambda results: self._round_done(version_index, list(zip(plan, results))),
-            on_error=partial(self._failed, "Re-segmentation"), on_finished=self._all_finished)
+            on_error=partial(self._failed, "Re-segmentation"), on_finished=self._finish)
 
     def _round_done(self, version_index: int, results: list) -> None:
         n = before = after = 0
         for (link, _planes), result in results:
             if link.labels_layer not in self.viewer.layers:
                 continue
-            report = apply_result(self.viewer, self.session, link.image_layer, link.image,
-                                  result, version_index, link.settings)
+            try:
+                report = apply_result(self.viewer, self.session, link.image_layer, link.image,
+                                      result, version_index, link.settings)
+            except (NapariUnetError, ValueError) as exc:
+                self._failed("Re-segmentation", exc)
+                return
             if report.n_supervised:
                 n += report.n_supervised
                 before += report.agree_before * report.n_supervised
@@ -286,21 +276,9 @@ class FineTuneWidget(QWidget):
         self.refresh_versions()
         self.update_counts()
 
-    def _all_finished(self) -> None:
-        self.worker = None
-        self._token = None
-        self.jobs.done()
-        self.progress.running(False)
-        self.session.end()
-
     def _failed(self, what: str, exc: BaseException) -> None:
         self.status.setText(report_error(exc, what) +
                             (" The previous model stays active." if what == "Fine-tuning" else ""))
-
-    def cancel(self) -> None:
-        if self._token is not None:
-            self._token.cancel()
-            self.status.setText("Cancelling...")
 
     def _busy_changed(self, what: str) -> None:
         idle = not what

@@ -11,11 +11,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from .._reader import META_KEY
 from ..axes import Layout, make_layout
 from ..errors import InvalidImageError
-
-#: Key under which napari-unet keeps its own facts in a layer's ``metadata``.
-META_KEY = "napari_unet"
 
 
 def layer_axes(shape: tuple[int, ...], rgb: bool, metadata: Optional[Mapping[str, Any]]) -> str:
@@ -92,13 +90,14 @@ def layer_image(data: Any, rgb: bool, metadata: Optional[Mapping[str, Any]]) -> 
     return image
 
 
+def scale_axes(axes: str, rgb: bool) -> str:
+    """Axes of the layer's ``scale``/``translate``: an RGB layer's exclude its colour axis."""
+    return axes.replace("C", "") if rgb else axes
+
+
 def spatial_positions(axes: str, rgb: bool) -> list[int]:
     """Positions in the layer's ``scale``/``translate`` of the axes the labels keep.
 
     An RGB layer's scale already excludes the colour axis; any other C axis is dropped.
     """
-    if rgb:
-        layer_axes_ = axes.replace("C", "")
-    else:
-        layer_axes_ = axes
-    return [i for i, a in enumerate(layer_axes_) if a != "C"]
+    return [i for i, a in enumerate(scale_axes(axes, rgb)) if a != "C"]

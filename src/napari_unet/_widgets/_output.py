@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from napari.layers import Labels
 
-from ._image import META_KEY, LayerImage
+from .._reader import META_KEY
+from ._image import LayerImage, scale_axes, spatial_positions
 from ._jobs import SegmentResult, SegmentSettings
 from ._session import LabelsLink, Session
 from ._state import EditTracker, ModelVersion, agreement_counts
@@ -25,10 +26,10 @@ def labels_name(image_layer: Any) -> str:
 
 def labels_geometry(image_layer: Any, image: LayerImage) -> dict[str, Any]:
     """Scale, translate and units of the labels: the image layer's, without a channel axis."""
-    axes = image.axes
-    own = axes.replace("C", "") if getattr(image_layer, "rgb", False) else axes
-    keep = [i for i, a in enumerate(own) if a != "C"]
-    if len(own) != image_layer.ndim:  # metadata disagreed with the layer: keep its last dims
+    rgb = getattr(image_layer, "rgb", False)
+    keep = spatial_positions(image.axes, rgb)
+    if len(scale_axes(image.axes, rgb)) != image_layer.ndim:
+        # metadata disagreed with the layer: keep its last dims
         keep = list(range(image_layer.ndim))[-len(image.label_shape):]
     out = {
         "scale": [float(image_layer.scale[i]) for i in keep],
@@ -150,15 +151,14 @@ def current_plane(viewer: Any, image_layer: Any, image: LayerImage) -> tuple[int
         return ()
     layer_ndim = image_layer.ndim
     displayed = [d - (viewer.dims.ndim - layer_ndim) for d in viewer.dims.displayed]
-    yx = [i for i, a in enumerate(image.axes.replace("C", "") if image_layer.rgb
-                                  else image.axes) if a in "YX"]
+    own = scale_axes(image.axes, image_layer.rgb)
+    yx = [i for i, a in enumerate(own) if a in "YX"]
     if viewer.dims.ndisplay != 2 or sorted(displayed) != sorted(yx):
         raise ValueError(
             "'current plane' needs a 2D view of the image's Y and X axes; switch to 2D "
             "(and reset rolled dimensions) or segment the whole stack"
         )
     point = image_layer.world_to_data(viewer.dims.point)
-    own = image.axes.replace("C", "") if image_layer.rgb else image.axes
     index = []
     for i, axis in enumerate(own):
         if axis in "TZ":

@@ -11,6 +11,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidg
 
 from ..errors import Cancelled
 from ..progress import CancelToken
+from ._session import session_for, unwrap_viewer
 
 
 class Relay(QObject):
@@ -53,8 +54,7 @@ class Jobs:
 
 
 def start_job(func: Callable[..., Any], *, on_returned: Callable[[Any], None],
-              on_error: Callable[[BaseException], None], on_finished: Callable[[], None],
-              relay: Optional[Relay] = None):
+              on_error: Callable[[BaseException], None], on_finished: Callable[[], None]):
     """Run ``func`` in a napari thread worker; errors go to ``on_error``, not a traceback."""
     worker = create_worker(func, _start_thread=False, _ignore_errors=True)
     worker.returned.connect(on_returned)
@@ -96,6 +96,43 @@ class ProgressRow(QWidget):
         self.cancel_button.setEnabled(on)
         if on:
             self.bar.setValue(0)
+
+
+class JobWidget(QWidget):
+    """Base of the dock widgets: the viewer's session, and one worker job at a time.
+
+    Holds the running worker, its cancel token, the :class:`Jobs` relay and the
+    :class:`ProgressRow` (whose Cancel button cancels the job). Subclasses set
+    ``self.status`` (a label) and call :meth:`_finish` when their job is over.
+    """
+
+    def __init__(self, napari_viewer: Any, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.viewer = unwrap_viewer(napari_viewer)
+        self.session = session_for(napari_viewer)
+        self.worker = None
+        self._token: Optional[CancelToken] = None
+        self.jobs = Jobs(self)
+        self.progress = ProgressRow()
+        self.jobs.relay.progress.connect(self.progress.set_progress)
+        self.progress.cancel_button.clicked.connect(self.cancel)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def cancel(self) -> None:
+        if self._token is not None:
+            self._token.cancel()
+            self.status.setText("Cancelling...")
+
+    def _finish(self) -> None:
+        """The job is over (done, failed or cancelled): free the session for the next one."""
+        self.worker = None
+        self._token = None
+        self.jobs.done()
+        self.progress.running(False)
+        self.session.end()
 
 
 def status_label(text: str = "") -> QLabel:

@@ -26,15 +26,13 @@ from ..axes import fitted_channels
 from ..device import DEVICE_CHOICES
 from ..errors import NapariUnetError
 from ..model import Model, load_model_file
-from ..progress import CancelToken
 from ..registry import list_models
 from . import _dialogs
 from ._image import layer_image
 from ._jobs import SegmentResult, SegmentSettings, run_segment
 from ._layer_combo import LayerCombo
 from ._output import apply_result, current_plane, labels_name
-from ._qt import Jobs, ProgressRow, report_error, start_job, status_label
-from ._session import session_for, unwrap_viewer
+from ._qt import JobWidget, report_error, start_job, status_label
 
 LOAD_FILE = "Load file..."
 
@@ -43,17 +41,12 @@ def _is_image(layer: Any) -> bool:
     return isinstance(layer, Image)
 
 
-class SegmentWidget(QWidget):
+class SegmentWidget(JobWidget):
     """Segment an image layer with a U-Net; results go to "<image> labels"."""
 
     def __init__(self, napari_viewer: Any, parent: Optional[QWidget] = None) -> None:
-        super().__init__(parent)
-        self.viewer = unwrap_viewer(napari_viewer)
-        self.session = session_for(napari_viewer)
-        self.worker = None
-        self._token: Optional[CancelToken] = None
+        super().__init__(napari_viewer, parent)
         self._rebuilding = False
-        self.last_report = None
 
         self.image_combo = LayerCombo(self.viewer, _is_image)
         self.model_combo = QComboBox()
@@ -105,7 +98,6 @@ class SegmentWidget(QWidget):
         self._show_advanced(False)
 
         self.segment_button = QPushButton("Segment")
-        self.progress = ProgressRow()
         self.status = status_label("Pick an image and a model, then Segment.")
         self.export_button = QPushButton("Export labels...")
         self.export_button.setToolTip("Save the labels of the selected image as a TIFF with "
@@ -121,10 +113,7 @@ class SegmentWidget(QWidget):
         layout.addWidget(self.export_button)
         layout.addStretch(1)
 
-        self.jobs = Jobs(self)
-        self.jobs.relay.progress.connect(self.progress.set_progress)
         self.segment_button.clicked.connect(self.segment)
-        self.progress.cancel_button.clicked.connect(self.cancel)
         self.export_button.clicked.connect(self.export)
         self.model_combo.activated.connect(self._model_chosen)
         self.session.versions_changed.connect(self.refresh_models)
@@ -236,10 +225,6 @@ class SegmentWidget(QWidget):
         )
 
     # ------------------------------------------------------------------ running
-    @property
-    def running(self) -> bool:
-        return self.worker is not None
-
     def segment(self) -> bool:
         """Start segmenting the selected image; False when refused (busy or bad input)."""
         if not self.session.begin("segmentation"):
@@ -274,14 +259,9 @@ class SegmentWidget(QWidget):
         self.worker = start_job(
             job,
             on_returned=partial(self._deliver, image_layer, image, version_index, settings),
-            on_error=self._failed, on_finished=self._finished,
+            on_error=self._failed, on_finished=self._finish,
         )
         return True
-
-    def cancel(self) -> None:
-        if self._token is not None:
-            self._token.cancel()
-            self.status.setText("Cancelling...")
 
     def _deliver(self, image_layer: Any, image, version_index: int, settings: SegmentSettings,
                  result: SegmentResult) -> None:
@@ -294,20 +274,12 @@ class SegmentWidget(QWidget):
         except (NapariUnetError, ValueError) as exc:
             self._failed(exc)
             return
-        self.last_report = report
         self.progress.set_progress(1, 1)
         self.status.setText(f"{report.n_objects} objects in {report.labels_layer.name}. "
                             "Correct them with the brush/eraser, then fine-tune.")
 
     def _failed(self, exc: BaseException) -> None:
         self.status.setText(report_error(exc, "Segmentation"))
-
-    def _finished(self) -> None:
-        self.worker = None
-        self._token = None
-        self.jobs.done()
-        self.progress.running(False)
-        self.session.end()
 
     def _busy_changed(self, what: str) -> None:
         self.segment_button.setEnabled(not what)

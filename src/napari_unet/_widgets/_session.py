@@ -17,22 +17,11 @@ from psygnal import Signal
 
 from ._image import LayerImage
 from ._jobs import SegmentSettings
-from ._state import Correction, CorrectionStore, EditTracker, ModelVersions
+from ._state import Correction, CorrectionStore, EditTracker, ModelVersions, merge_corrections
 
 
 def plane_name(layer_name: str, index: tuple[int, ...]) -> str:
     return layer_name + ("[" + ",".join(map(str, index)) + "]" if index else "")
-
-
-def merge_corrections(old: Correction, new: Correction) -> Correction:
-    """The same plane corrected twice: newer labels win where they are supervised.
-
-    Ids of the newer labels are shifted past the older ones so objects never merge.
-    """
-    offset = int(old.labels.max()) if old.labels.size else 0
-    new_labels = np.where(new.labels > 0, new.labels.astype(np.int64) + offset, 0)
-    labels = np.where(new.mask, new_labels, np.where(old.mask, old.labels, 0))
-    return Correction(new.name, new.image, labels.astype(np.uint32), old.mask | new.mask)
 
 
 @dataclass(eq=False)
@@ -186,23 +175,18 @@ class Session:
         """Keep the supervised planes of ``link`` (all, or only ``planes``) for later rounds."""
         count = 0
         for correction in link.corrections(planes):
-            self._store_merge(correction)
+            self.store.add(correction)
             count += correction.n_supervised
         return count
 
-    def _store_merge(self, correction: Correction) -> None:
-        old = next((c for c in self.store if c.name == correction.name), None)
-        self.store.add(merge_corrections(old, correction) if old is not None else correction)
-
     def training_set(self) -> list[Correction]:
-        """Stored corrections merged with the live edits of every tracked layer."""
-        merged = {c.name: c for c in self.store}
+        """Stored corrections with the live edits of every tracked layer (newest win)."""
+        rounds = self.store.by_name()
         for link in self.links:
             for correction in link.corrections():
-                old = merged.get(correction.name)
-                merged[correction.name] = (merge_corrections(old, correction)
-                                           if old is not None else correction)
-        return [c for c in merged.values() if c.n_supervised]
+                rounds[correction.name] = merge_corrections(rounds.get(correction.name, []),
+                                                            correction)
+        return [c for plane in rounds.values() for c in plane if c.n_supervised]
 
     def n_live_supervised(self) -> int:
         return sum(link.current_tracker().n_supervised for link in self.links)

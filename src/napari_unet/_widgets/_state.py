@@ -150,29 +150,51 @@ class Correction:
         return int(np.count_nonzero(self.mask))
 
 
+def merge_corrections(older: Sequence[Correction], new: Correction) -> list[Correction]:
+    """The same plane corrected in several rounds: newer supervision wins where they overlap.
+
+    Each round stays its own :class:`Correction`, with its own labels: only the older masks
+    shrink. Merging the ids into one array would give an object lying partly in an older and
+    partly in a newer round two ids, and a false boundary through it in the training target.
+    """
+    out = []
+    for old in older:
+        mask = old.mask & ~new.mask
+        if mask.any():
+            out.append(Correction(old.name, old.image, old.labels, mask))
+    if new.n_supervised:
+        out.append(new)
+    return out
+
+
 class CorrectionStore:
-    """Corrections of earlier rounds, by source name and plane, newest replacing older ones."""
+    """Corrections of earlier rounds by source name and plane; newer rounds win on overlap."""
 
     def __init__(self) -> None:
-        self._items: dict[str, Correction] = {}
+        self._items: dict[str, list[Correction]] = {}
 
     def add(self, correction: Correction) -> None:
         if correction.n_supervised:
-            self._items[correction.name] = correction
+            self._items[correction.name] = merge_corrections(
+                self._items.get(correction.name, []), correction)
+
+    def by_name(self) -> dict[str, list[Correction]]:
+        """The stored rounds of each plane, oldest first (a copy)."""
+        return {name: list(rounds) for name, rounds in self._items.items()}
 
     def discard(self, names: Iterable[str]) -> None:
         for name in names:
             self._items.pop(name, None)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return sum(len(rounds) for rounds in self._items.values())
 
     def __iter__(self):
-        return iter(self._items.values())
+        return (c for rounds in self._items.values() for c in rounds)
 
     @property
     def n_supervised(self) -> int:
-        return sum(c.n_supervised for c in self._items.values())
+        return sum(c.n_supervised for c in self)
 
 
 @dataclass

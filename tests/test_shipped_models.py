@@ -1,0 +1,47 @@
+"""The models shipped in the package load by name and still score on real held-out data.
+
+Floors sit well below the figures in docs/models.md, so they catch a broken model,
+pipeline or file, not noise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import napari_unet
+from napari_unet.data import find_pairs, to_channels
+from napari_unet.metrics import match_instances, pixel_error
+from napari_unet.tiff_io import read_image
+
+
+def _gray(path: Path) -> np.ndarray:
+    image = read_image(path)
+    return to_channels(np.asarray(image.data), image.axes, 1)[0]
+
+
+def test_nuclei_model_scores_on_test_images(shared_data: Path) -> None:
+    model = napari_unet.load_model("nuclei")
+    assert model.config.task == "instance" and model.in_channels == 1
+    assert model.config.provenance["data"].endswith("dsb2018_fluo/train")
+    pairs = find_pairs(shared_data / "dsb2018_fluo" / "test")[:6]
+    total = None
+    for image_path, mask_path in pairs:
+        labels = napari_unet.segment(_gray(image_path), model, axes="YX", device="cpu")
+        counts = match_instances(read_image(mask_path).data, labels, thresholds=(0.5,))[0]
+        total = counts if total is None else total + counts
+    assert total.accuracy > 0.6, total
+
+
+def test_membrane_model_scores_on_held_out_slice(shared_data: Path) -> None:
+    model = napari_unet.load_model("membrane")
+    assert model.config.task == "semantic" and model.config.class_names == ("membrane",)
+    held_out = model.config.provenance["val_images"]
+    assert held_out == ["25", "26", "27", "28", "29"]
+    folder = shared_data / "isbi2012_em_membrane" / "train"
+    image = np.asarray(read_image(folder / "images" / "29.png").data)
+    truth = np.asarray(read_image(folder / "masks" / "29.png").data) == 0
+    pred = napari_unet.segment(image, model, axes="YX", device="cpu")
+    assert pixel_error(truth, pred == 1) < 0.15
