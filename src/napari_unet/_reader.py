@@ -9,11 +9,10 @@ Labels layers again. No Qt here.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .errors import NapariUnetError
-from .tiff_io import ImageData, read_image
+from .tiff_io import ImageData, image_stem, read_image
 
 #: Key under which napari-unet keeps its own facts in a layer's ``metadata``.
 META_KEY = "napari_unet"
@@ -39,16 +38,7 @@ def read_layers(path: Any) -> list[tuple]:
     """Read ``path`` into napari layer data tuples; a bad file raises a clear error."""
     if isinstance(path, (list, tuple)):
         path = path[0]
-    return image_layer_data(read_image(path), layer_name(path))
-
-
-def layer_name(path: Any) -> str:
-    """The file name without its image suffix (``cells.ome.tif`` -> ``cells``)."""
-    name = Path(path).name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(path).stem
+    return image_layer_data(read_image(path), image_stem(path))
 
 
 def _is_rgb(image: ImageData) -> bool:
