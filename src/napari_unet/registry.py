@@ -31,7 +31,7 @@ def shipped_dir() -> Path:
 
 
 def user_dir() -> Path:
-    """The user model folder, created on first use."""
+    """The user model folder (``save_user_model`` creates it when it first saves)."""
     folder = Path(os.environ.get("NAPARI_UNET_MODEL_DIR") or Path(user_data_dir("napari-unet")) / "models")
     return folder
 

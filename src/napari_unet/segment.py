@@ -89,7 +89,7 @@ def segment(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
 ) -> np.ndarray:
-    """Segment a 2D image or a stack; returns labels shaped like the image without C.
+    """Segment a 2D image or a stack; returns labels over its T, Z, Y, X axes (C dropped).
 
     Instance models give one id per object (unique over the whole stack); with
     ``stitch_3d`` objects overlapping across consecutive Z planes share one id. Semantic
