@@ -198,3 +198,16 @@ def test_rgb_stack_with_a_gray_model(embryo, model) -> None:
     rgb = np.stack([embryo, embryo, embryo], -1)  # ZYXC
     np.testing.assert_array_equal(segment(rgb, model, axes="ZYXC", device="cpu"),
                                   segment(embryo, model, device="cpu"))
+
+
+def test_chosen_planes_match_a_whole_stack_run(embryo, model) -> None:
+    stack = embryo.astype(np.float32)
+    stack[0] *= 20  # a very bright plane moves the stack's percentiles, not plane 1's own
+    whole = segment(stack, model, device="cpu")
+    only = segment(stack, model, device="cpu", planes=[(1,)])
+    np.testing.assert_array_equal(only[1] > 0, whole[1] > 0)
+    assert not only[0].any() and not only[2].any()
+    alone = segment(stack[1], model, device="cpu")  # normalised by its own percentiles
+    assert (alone > 0).sum() != (only[1] > 0).sum()
+    with pytest.raises(InvalidImageError, match="not in a stack"):
+        segment(embryo, model, device="cpu", planes=[(99,)])

@@ -42,6 +42,8 @@ def guess_axes(shape: tuple[int, ...], in_channels: int = 1) -> str:
             return "YXC"
         if shape[0] == in_channels and in_channels > 1:
             return "CYX"
+        if shape[-1] == in_channels and in_channels > 1:
+            return "YXC"  # e.g. (Y, X, 2) for a 2-channel model: channels last
         return "ZYX"
     if ndim == 4:
         if shape[-1] in (3, 4):

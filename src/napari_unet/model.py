@@ -57,10 +57,12 @@ class Model:
     def check_channels(self, n_channels: int) -> None:
         """Refuse an image whose channel count the network cannot take."""
         if n_channels != self.in_channels:
+            hint = ("select the channel(s) it needs or pass the right axes (e.g. axes='YX' for "
+                    "one channel)" if n_channels > self.in_channels else
+                    "load the image with all its channels and name them in axes (e.g. axes='CYX')")
             raise ModelMismatchError(
                 f"model {self.name!r} expects {self.in_channels} channel(s) but the image has "
-                f"{n_channels}; pick a model trained for {n_channels} channel(s), or pass the "
-                f"right axes/channel selection (e.g. axes='YX' for one channel)"
+                f"{n_channels}; pick a model trained for {n_channels} channel(s), or {hint}"
             )
 
     def save(self, path: str | Path, half: bool = False, overwrite: bool = False) -> Path:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ import torch
 from .axes import Layout, fit_channels, make_layout
 from .config import PostprocessConfig
 from .device import memory_format, pick_device
+from .errors import InvalidImageError
 from .model import Model
 from .normalize import channel_percentiles, normalize
 from .postprocess import instance_labels, semantic_labels, smallest_uint, stitch_planes
@@ -85,6 +86,7 @@ def segment(
     batch_size: int = 1,
     postprocess: PostprocessConfig | None = None,
     stitch_3d: bool = False,
+    planes: Optional[Sequence[tuple[int, ...]]] = None,
     fast: bool = True,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
@@ -93,8 +95,10 @@ def segment(
 
     Instance models give one id per object (unique over the whole stack); with
     ``stitch_3d`` objects overlapping across consecutive Z planes share one id. Semantic
-    models give a class index per pixel. ``progress(done, total)`` counts tiles;
-    ``cancel`` stops between tiles with :class:`~napari_unet.errors.Cancelled`.
+    models give a class index per pixel. ``planes`` (stack indices, e.g. ``[(12,)]`` for
+    Z plane 12) limits the work to those planes, normalised exactly as in a whole-stack run;
+    the other planes stay 0. ``progress(done, total)`` counts tiles; ``cancel`` stops
+    between tiles with :class:`~napari_unet.errors.Cancelled`.
     """
     prepared = prepare_image(image, model, axes)
     layout = prepared.layout
@@ -105,10 +109,11 @@ def segment(
     )
     predictor = Predictor(model, device, tiles, fast)
     stack_shape = layout.stack_shape
-    n_planes = int(np.prod(stack_shape)) if stack_shape else 1
+    indices = _plane_indices(stack_shape, planes)
+    n_planes = len(indices)
     out = np.zeros(layout.label_shape, dtype=np.uint32)
     offset = 0
-    for i, index in enumerate(np.ndindex(*stack_shape) if stack_shape else [()]):
+    for i, index in enumerate(indices):
         check_cancel(cancel)
 
         def plane_progress(done: int, total: int, i: int = i) -> None:
@@ -123,6 +128,21 @@ def segment(
     if stitch_3d and model.config.task == "instance" and "Z" in layout.stack_axes:
         out = _stitch_along_z(out, layout)
     return out.astype(smallest_uint(int(out.max()) if out.size else 0), copy=False)
+
+
+def _plane_indices(stack_shape: tuple[int, ...],
+                   planes: Optional[Sequence[tuple[int, ...]]]) -> list[tuple[int, ...]]:
+    """All stack indices, or the requested ones after checking they exist."""
+    if planes is None:
+        return list(np.ndindex(*stack_shape)) if stack_shape else [()]
+    chosen = [tuple(int(i) for i in p) for p in planes]
+    for index in chosen:
+        if len(index) != len(stack_shape) or any(not 0 <= i < n for i, n in zip(index, stack_shape)):
+            raise InvalidImageError(
+                f"plane {index} is not in a stack of shape {stack_shape}; give one index per "
+                f"stack axis, each within its range"
+            )
+    return chosen
 
 
 def _stitch_along_z(labels: np.ndarray, layout: Layout) -> np.ndarray:

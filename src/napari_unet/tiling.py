@@ -49,13 +49,13 @@ def gaussian_window(shape: tuple[int, int], sigma_scale: float = 1 / 8) -> np.nd
     return np.maximum(window / window.max(), 1e-3)
 
 
-def _pad_plane(plane: np.ndarray, tile: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-    """Reflect-pad a (C, Y, X) plane so each side is at least the tile side."""
+def _pad_plane(plane: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
+    """Reflect-pad a (C, Y, X) plane at the bottom/right so each side is at least the tile's."""
     pads = [(0, 0)] + [(0, max(0, t - s)) for s, t in zip(plane.shape[1:], tile)]
     if any(p[1] for p in pads):
         mode = "reflect" if all(s > 1 for s in plane.shape[1:]) else "edge"
         plane = np.pad(plane, pads, mode=mode)
-    return plane, tuple(p[1] for p in pads[1:])
+    return plane
 
 
 def _tiles(shape: tuple[int, int], tile: tuple[int, int], overlap: int) -> Iterator[tuple[slice, slice]]:
@@ -87,7 +87,7 @@ def predict_plane(
         min(_round_up(tiles.tile, multiple), _round_up(height, multiple)),
         min(_round_up(tiles.tile, multiple), _round_up(width, multiple)),
     )
-    padded, _ = _pad_plane(plane, tile)
+    padded = _pad_plane(plane, tile)
     window = gaussian_window(tile)
     n_out = network.config.out_channels
     acc = np.zeros((n_out,) + padded.shape[1:], dtype=np.float32)

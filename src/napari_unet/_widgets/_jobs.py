@@ -16,7 +16,7 @@ import numpy as np
 from ..device import torch_threads
 from ..finetune import fine_tune
 from ..model import Model
-from ..progress import CancelToken, ProgressCallback, check_cancel
+from ..progress import CancelToken, ProgressCallback
 from ..segment import segment, with_postprocess
 from ._image import LayerImage
 from ._state import Correction
@@ -64,26 +64,20 @@ def run_segment(image: LayerImage, model: Model, settings: SegmentSettings,
                 progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelToken] = None,
                 threads: Optional[int] = None) -> SegmentResult:
-    """Segment the whole image, or only the given stack planes, through the core API."""
-    kwargs = dict(device=settings.device, tile_size=settings.tile_size,
-                  postprocess=_postprocess(model, settings), progress=None, cancel=cancel)
+    """Segment the whole image, or only the given stack planes, through the core API.
+
+    Planes are normalised with the whole image's percentiles, so a plane segmented alone
+    gets exactly the labels a whole-stack run gives it.
+    """
+    chosen = None if planes is None else [tuple(index) for index in planes]
     with torch_threads(threads if threads is not None else worker_threads()):
-        if planes is None:
-            labels = segment(image.data, model, image.axes, stitch_3d=settings.stitch_3d,
-                             **{**kwargs, "progress": progress})
-            return SegmentResult(labels)
-        out: dict[tuple[int, ...], np.ndarray] = {}
-        n = len(planes)
-        for i, index in enumerate(planes):
-            check_cancel(cancel)
-
-            def plane_progress(done: int, total: int, i: int = i) -> None:
-                if progress is not None:
-                    progress(i * total + done, n * total)
-
-            out[tuple(index)] = segment(image.plane_image(tuple(index)), model, image.plane_axes,
-                                        **{**kwargs, "progress": plane_progress})
-        return SegmentResult(out, list(out))
+        labels = segment(image.data, model, image.axes, device=settings.device,
+                         tile_size=settings.tile_size, postprocess=_postprocess(model, settings),
+                         stitch_3d=settings.stitch_3d and chosen is None, planes=chosen,
+                         progress=progress, cancel=cancel)
+    if chosen is None:
+        return SegmentResult(labels)
+    return SegmentResult({index: labels[index] for index in chosen}, chosen)
 
 
 def run_fine_tune(model: Model, corrections: Sequence[Correction], time_budget: float,
