@@ -53,13 +53,21 @@ def normalize(plane: np.ndarray, percentiles: np.ndarray) -> np.ndarray:
     plane = np.asarray(plane)
     lo = percentiles[:, 0].reshape(-1, 1, 1)
     hi = percentiles[:, 1].reshape(-1, 1, 1)
-    scale = np.where(hi - lo > 1e-12, hi - lo, 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scale = np.where(hi - lo > 1e-12, hi - lo, 1.0)
     # Wide types (int32/64, uint32/64, float64) are shifted in float64 first: in float32 a
     # large offset (e.g. float64 data around 1000 +- 0.01) would swamp the signal.
     wide = plane.dtype.itemsize > 2 and plane.dtype != np.float32
     work = np.float64 if wide else np.float32
-    out = ((plane.astype(work) - lo.astype(work)) / scale.astype(work)).astype(np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = ((plane.astype(work) - lo.astype(work)) / scale.astype(work)).astype(np.float32, copy=False)
     if not np.isfinite(out).all():
+        if np.isfinite(plane).all() and np.isfinite(percentiles).all():
+            raise InvalidImageError(
+                "the image's values span too large a range to normalise (they overflow "
+                "32-bit floats, e.g. values near +-3e38); rescale it first, e.g. "
+                "image = image / numpy.abs(image).max()"
+            )
         raise InvalidImageError(
             "the image contains NaN or infinite values; replace them first, "
             "e.g. image = numpy.nan_to_num(image)"

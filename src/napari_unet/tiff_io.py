@@ -219,6 +219,11 @@ def _read_tiff(p: Path, lazy: Optional[bool]) -> ImageData:
                 raise _damaged(p, "it holds no image")
             series = tif.series[0]
             axes = _normalise_axes(series.axes, p)
+            if 0 in tuple(series.shape):
+                raise ImageReadError(
+                    f"{str(p)!r} holds an empty image (shape {tuple(series.shape)}, no pixels); "
+                    "export the image again, or check that this is the file you meant"
+                )
             _check_extent(series, p.stat().st_size, p)
             pixel_size, unit = _calibration(tif, axes)
             metadata = _stored_metadata(tif)

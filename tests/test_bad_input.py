@@ -1,0 +1,503 @@
+"""The bad-input catalogue of issue 5, tested through the public interfaces.
+
+Every bad input must raise a specific :class:`~napari_unet.errors.NapariUnetError`
+subclass whose message names the problem and the fix, and through the CLI exit with
+status 2, one line on stderr and no traceback. Inputs that are odd but usable must work.
+
+Where each catalogue item is tested (``here`` = this file):
+
+Images given to ``segment()``
+    empty (0-sized) ............ here (+ tests/test_segment.py::test_empty_image_is_refused)
+    1x1, 3x5 (below the network minimum: padded, works), 1xN ...... here
+    constant (all-zero labels, no error) ... here (+ test_segment.py::test_constant_image_gives_no_objects)
+    all-NaN, some inf .......... here (API and CLI)
+    bool, int32, int64, float64 (work); complex, object (refused) ... here
+    RGB / RGBA with a 1-channel model (gray) ... here (+ test_segment.py::test_rgba_png_with_a_gray_model_is_segmented_as_gray)
+    CYX / YXC with a 2-channel model (explicit and guessed axes) ... here
+    6D, repeated axis letter, 5D the model cannot take ... here (+ test_axes.py::test_guess_refuses_six_dimensions)
+    property test: random small 2D/3D arrays never raise a foreign exception ... here
+Files (``read_image`` and ``napari-unet segment``)
+    truncated TIFF ............. CLI here; read_image in tests/test_tiff_io.py::test_truncated_tiff
+    TIFF named .png (works) .... here; read_image also test_tiff_io.py::test_tiff_with_wrong_extension_is_read_as_tiff
+    non-image file ............. CLI here; read_image in test_tiff_io.py::test_not_an_image
+    missing / folder / unreadable path ... here; read_image also test_tiff_io.py::test_missing_file_and_folder
+    read-only output folder .... here (chmod, skipped as root; plus a simulated EACCES that always runs);
+                                 write_labels in test_tiff_io.py::test_read_only_folder
+    full disk .................. here (CLI: old file byte-identical, no temp file);
+                                 write_labels in test_tiff_io.py::test_full_disk_message_names_folder_and_fix
+Models (``load_model``)
+    corrupt file ............... tests/test_model.py::test_truncated_file, ::test_random_bytes; CLI here
+    newer format version ....... tests/test_model.py::test_newer_format_version_asks_to_upgrade; CLI here
+    3-channel model, 1-channel image ... tests/test_model.py::test_channel_mismatch_is_reported_by_segment; CLI here
+    pickle that would run code . tests/test_model.py::test_malicious_pickles_are_refused_without_running_them;
+                                 load_model and CLI here (marker file never created)
+Labels given to ``fine_tune()``
+    negative ids, ids > 65535 (work), float labels (refused, even whole-numbered), wrong shape
+                                 ... here (API and CLI; + tests/test_finetune.py::test_wrong_label_shapes_and_types)
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from safetensors.torch import load_file, save_file
+
+import napari_unet
+from _data import small_model
+from napari_unet import fine_tune, load_model, segment
+from napari_unet.cli import main
+from napari_unet.errors import (
+    ImageReadError,
+    InvalidImageError,
+    InvalidLabelsError,
+    ModelFileError,
+    ModelMismatchError,
+    NapariUnetError,
+    OutputWriteError,
+)
+from napari_unet.tiff_io import read_image, write_labels
+
+STEPS = dict(steps=1, time_budget=None)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_model()
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    return small_model().save(tmp_path_factory.mktemp("models") / "small.safetensors")
+
+
+def _image(shape=(48, 48), seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, shape).astype(np.uint8)
+
+
+def _cli_error(capsys, argv) -> str:
+    """Run the CLI, expect exit 2 with one line and no traceback; return that line."""
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("napari-unet: error:"), err
+    return lines[0]
+
+
+def _segment_cli(capsys, image, model_path, out, *extra) -> str:
+    return _cli_error(capsys, ["segment", image, "--model", model_path, "--out", out,
+                               "--device", "cpu", *extra])
+
+
+def _ok_labels(labels: np.ndarray, shape) -> None:
+    assert labels.shape == tuple(shape)
+    assert labels.dtype.kind == "u"
+
+
+# --------------------------------------------------------------------------- images: API
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (0, 0), (2, 0, 8)])
+def test_empty_image(model, shape) -> None:
+    with pytest.raises(InvalidImageError, match="empty"):
+        segment(np.zeros(shape, np.uint8), model, device="cpu")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (1, 40), (40, 1), (2, 3, 5)])
+def test_planes_below_the_network_minimum_are_padded(model, shape) -> None:
+    _ok_labels(segment(_image(shape), model, device="cpu"), shape)
+
+
+def test_constant_image_gives_all_zero_labels(model) -> None:
+    for value in (0, 7, 255):
+        labels = segment(np.full((40, 40), value, np.uint8), model, device="cpu")
+        _ok_labels(labels, (40, 40))
+        assert not labels.any()
+
+
+def test_all_nan_image(model) -> None:
+    with pytest.raises(InvalidImageError, match="no finite values") as info:
+        segment(np.full((32, 32), np.nan, np.float32), model, device="cpu")
+    assert "nan_to_num" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_some_non_finite_values(model, bad) -> None:
+    image = np.random.default_rng(0).random((32, 32))
+    image[3, 4] = bad
+    with pytest.raises(InvalidImageError, match="nan_to_num"):
+        segment(image, model, device="cpu")
+
+
+@pytest.mark.parametrize("image", [
+    np.array([[-3e38, 3e38], [0, 1]], np.float32),
+    np.array([[np.finfo(np.float64).min, np.finfo(np.float64).max], [0, 1]]),
+], ids=["float32", "float64"])
+def test_finite_values_too_wide_to_normalise(model, image) -> None:
+    # These used to be reported as "contains NaN or infinite values", which they do not.
+    with pytest.raises(InvalidImageError, match="too large a range") as info:
+        segment(image, model, device="cpu")
+    assert "rescale" in str(info.value) and "NaN" not in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [bool, np.int8, np.int32, np.int64, np.uint32, np.uint64,
+                                   np.float16, np.float64])
+def test_other_numeric_dtypes_work(model, dtype) -> None:
+    image = _image((32, 32)).astype(np.int64) - (0 if np.dtype(dtype).kind in "ub" else 100)
+    image = (image > 128) if dtype is bool else image.astype(dtype)
+    _ok_labels(segment(image, model, device="cpu"), (32, 32))
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128, object, "U3"])
+def test_non_numeric_dtypes_are_refused(model, dtype) -> None:
+    image = np.ones((16, 16), dtype=dtype)
+    with pytest.raises(InvalidImageError, match="cannot be segmented") as info:
+        segment(image, model, device="cpu")
+    assert "convert" in str(info.value)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_rgb_and_rgba_with_a_gray_model(model, channels) -> None:
+    image = _image((40, 36, channels))
+    _ok_labels(segment(image, model, device="cpu"), (40, 36))
+    _ok_labels(segment(image, model, axes="YXC", device="cpu"), (40, 36))
+
+
+@pytest.mark.parametrize("axes", ["CYX", "YXC"])
+def test_two_channel_model_channels_first_and_last(axes) -> None:
+    two = small_model(in_channels=2)
+    image = _image((2, 40, 36) if axes == "CYX" else (40, 36, 2))
+    _ok_labels(segment(image, two, axes=axes, device="cpu"), (40, 36))
+    _ok_labels(segment(image, two, device="cpu"), (40, 36))  # guessed from the model
+
+
+def test_two_channel_model_refuses_a_gray_image() -> None:
+    with pytest.raises(ModelMismatchError, match="2 channel") as info:
+        segment(_image((40, 36)), small_model(in_channels=2), device="cpu")
+    assert "all its channels" in str(info.value)
+
+
+def test_six_dimensions_need_axes(model) -> None:
+    with pytest.raises(InvalidImageError, match="pass axes explicitly"):
+        segment(np.zeros((2, 2, 2, 2, 8, 8), np.uint8), model, device="cpu")
+
+
+@pytest.mark.parametrize("axes", ["YYX", "ZZX", "ZYQ", "TZX"])
+def test_invalid_axes_letters(model, axes) -> None:
+    with pytest.raises(InvalidImageError, match="at most once"):
+        segment(np.zeros((2, 8, 8), np.uint8), model, axes=axes, device="cpu")
+
+
+def test_axes_of_the_wrong_length(model) -> None:
+    with pytest.raises(InvalidImageError, match="one letter per dimension"):
+        segment(np.zeros((2, 8, 8), np.uint8), model, axes="TZCYX", device="cpu")
+
+
+def test_five_dimensions_the_model_cannot_take(model) -> None:
+    image = np.zeros((2, 2, 2, 8, 8), np.uint8)  # TZCYX with 2 channels, 1-channel model
+    with pytest.raises(ModelMismatchError, match="1 channel"):
+        segment(image, model, axes="TZCYX", device="cpu")
+    _ok_labels(segment(image[:, :, :1], model, axes="TZCYX", device="cpu"), (2, 2, 8, 8))
+
+
+# --------------------------------------------------------------------------- images: CLI
+
+
+def _write(path: Path, data: np.ndarray, **kwargs) -> Path:
+    tifffile.imwrite(path, data, **kwargs)
+    return path
+
+
+@pytest.mark.parametrize(("data", "extra", "words"), [
+    (np.full((32, 32), np.nan, np.float32), [], "nan_to_num"),
+    (np.where(np.eye(32) > 0, np.inf, 1.0).astype(np.float32), [], "nan_to_num"),
+    (np.ones((32, 32), np.complex64), [], "cannot be segmented"),
+    (np.zeros((2, 32, 32), np.uint8), ["--axes", "YYX"], "at most once"),
+    (np.zeros((2, 32, 32), np.uint8), ["--axes", "TZCYX"], "one letter per dimension"),
+    (np.zeros((2, 2, 32, 32), np.uint8), ["--axes", "ZCYX"], "1 channel"),
+    (np.array([[-3e38, 3e38], [0, 1]], np.float32), [], "too large a range"),
+    (np.zeros((2, 2, 2, 2, 8, 8), np.uint8), [], "cannot be mapped"),
+], ids=["nan", "inf", "complex", "repeated-axis", "axes-length", "channels", "overflow", "6d"])
+def test_bad_images_through_the_cli(capsys, tmp_path, model_file, data, extra, words) -> None:
+    path = _write(tmp_path / "in.tif", data)
+    line = _segment_cli(capsys, path, model_file, tmp_path / "out", *extra)
+    assert words in line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_constant_and_tiny_images_through_the_cli(capsys, tmp_path, model_file) -> None:
+    _write(tmp_path / "flat.tif", np.full((40, 40), 9, np.uint16))
+    _write(tmp_path / "tiny.tif", _image((3, 5)))
+    code = main(["segment", str(tmp_path / "flat.tif"), str(tmp_path / "tiny.tif"),
+                 "--model", str(model_file), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert not tifffile.imread(tmp_path / "out" / "flat_labels.tif").any()
+    assert tifffile.imread(tmp_path / "out" / "tiny_labels.tif").shape == (3, 5)
+
+
+# --------------------------------------------------------------------------- files
+
+
+@pytest.fixture
+def tiff_bytes(tmp_path) -> bytes:
+    return _write(tmp_path / "full.tif", _image((64, 64))).read_bytes()
+
+
+def test_truncated_tiff_through_the_cli(capsys, tmp_path, model_file, tiff_bytes) -> None:
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(tiff_bytes[: len(tiff_bytes) // 2])
+    with pytest.raises(ImageReadError, match="again"):
+        read_image(cut)
+    line = _segment_cli(capsys, cut, model_file, tmp_path / "out")
+    assert "truncated" in line and "again" in line
+
+
+def test_tiff_named_png_works(capsys, tmp_path, model_file, tiff_bytes) -> None:
+    fake = tmp_path / "picture.png"
+    fake.write_bytes(tiff_bytes)
+    assert read_image(fake).data.shape == (64, 64)
+    code = main(["segment", str(fake), "--model", str(model_file), "--out", str(tmp_path / "o"),
+                 "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert tifffile.imread(tmp_path / "o" / "picture_labels.tif").shape == (64, 64)
+
+
+def test_tiff_with_no_pixels(capsys, tmp_path, model_file) -> None:
+    # Used to be reported as a truncated file ("image data needs 272 bytes").
+    path = tmp_path / "empty.tif"
+    with pytest.warns(UserWarning):
+        tifffile.imwrite(path, np.zeros((0, 0), np.uint8))
+    with pytest.raises(ImageReadError, match="empty image"):
+        read_image(path)
+    line = _segment_cli(capsys, path, model_file, tmp_path / "out")
+    assert "empty image" in line and "truncated" not in line
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"name,area\n1,2\n", "not a TIFF, PNG or JPEG"),
+    (b"", "empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "damaged"),
+], ids=["csv", "zero-bytes", "broken-png"])
+def test_non_image_file_through_the_cli(capsys, tmp_path, model_file, content, words) -> None:
+    path = tmp_path / "data.tif"
+    path.write_bytes(content)
+    assert words in _segment_cli(capsys, path, model_file, tmp_path / "out")
+
+
+def test_missing_path_and_folder_through_the_cli(capsys, tmp_path, model_file) -> None:
+    assert "does not exist" in _segment_cli(capsys, tmp_path / "nope.tif", model_file, tmp_path / "o")
+    (tmp_path / "folder").mkdir()
+    assert "is a folder" in _segment_cli(capsys, tmp_path / "folder", model_file, tmp_path / "o")
+
+
+def test_unreadable_file(capsys, tmp_path, model_file, tiff_bytes) -> None:
+    path = tmp_path / "secret.tif"
+    path.write_bytes(tiff_bytes)
+    path.chmod(0)
+    try:
+        if os.access(path, os.R_OK):
+            pytest.skip("running as root: chmod cannot make a file unreadable here")
+        with pytest.raises(ImageReadError, match="permission denied"):
+            read_image(path)
+        assert "permission" in _segment_cli(capsys, path, model_file, tmp_path / "o")
+    finally:
+        path.chmod(0o600)
+
+
+def test_read_only_output_folder(capsys, tmp_path, model_file, tiff_bytes) -> None:
+    (tmp_path / "in.tif").write_bytes(tiff_bytes)
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        if os.access(out, os.W_OK):
+            pytest.skip("running as root: chmod cannot make a folder read-only here")
+        line = _segment_cli(capsys, tmp_path / "in.tif", model_file, out)
+        assert "read-only" in line and str(out) in line
+        assert not any(out.iterdir())
+    finally:
+        out.chmod(0o700)
+
+
+@pytest.mark.parametrize(("code", "words"), [
+    (errno.EACCES, "read-only"), (errno.ENOSPC, "disk is full"), (errno.EROFS, "read-only"),
+], ids=["permission", "full-disk", "read-only-fs"])
+def test_write_failure_keeps_the_previous_file(capsys, tmp_path, model_file, tiff_bytes,
+                                               monkeypatch, code, words) -> None:
+    (tmp_path / "in.tif").write_bytes(tiff_bytes)
+    out = tmp_path / "out"
+    previous = write_labels(out / "in_labels.tif", np.full((64, 64), 3, np.uint8))
+    before = previous.read_bytes()
+
+    def failing_writer(file, *args, **kwargs):
+        Path(file).write_bytes(b"II*\x00" + b"\x00" * 64)  # a partial file, then the error
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(tifffile, "imwrite", failing_writer)
+    with pytest.raises(OutputWriteError, match=words):
+        write_labels(previous, np.ones((64, 64), np.uint8), overwrite=True)
+    line = _segment_cli(capsys, tmp_path / "in.tif", model_file, out, "--overwrite")
+    assert words in line and str(out) in line
+    assert previous.read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["in_labels.tif"]  # no temp file left
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickle_model_does_not_run_code(capsys, tmp_path, tiff_bytes) -> None:
+    import torch
+
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "evil.safetensors"
+    torch.save(_Payload(marker), evil)
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps(_Payload(marker), protocol=0))
+    (tmp_path / "in.tif").write_bytes(tiff_bytes)
+    for path in (evil, raw):
+        with pytest.raises(ModelFileError):
+            load_model(path)
+        _segment_cli(capsys, tmp_path / "in.tif", path, tmp_path / "out")
+    assert "pickle" in _segment_cli(capsys, tmp_path / "in.tif", evil, tmp_path / "out")
+    assert not marker.exists()
+
+
+def test_corrupt_and_newer_models_through_the_cli(capsys, tmp_path, model_file, tiff_bytes) -> None:
+    (tmp_path / "in.tif").write_bytes(tiff_bytes)
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(model_file.read_bytes()[:300])
+    assert "corrupt" in _segment_cli(capsys, tmp_path / "in.tif", corrupt, tmp_path / "out")
+
+    from safetensors import safe_open
+
+    with safe_open(str(model_file), framework="pt") as fh:
+        meta = fh.metadata()
+    newer = tmp_path / "newer.safetensors"
+    save_file(load_file(str(model_file)), str(newer), metadata={**meta, "format_version": "7"})
+    assert "upgrade" in _segment_cli(capsys, tmp_path / "in.tif", newer, tmp_path / "out")
+
+
+def test_three_channel_model_with_a_gray_file(capsys, tmp_path, tiff_bytes) -> None:
+    rgb = small_model(in_channels=3).save(tmp_path / "rgb.safetensors")
+    (tmp_path / "in.tif").write_bytes(tiff_bytes)
+    with pytest.raises(ModelMismatchError, match="3 channel"):
+        segment(read_image(tmp_path / "in.tif").data, load_model(rgb), device="cpu")
+    line = _segment_cli(capsys, tmp_path / "in.tif", rgb, tmp_path / "out")
+    assert "3 channel" in line and "all its channels" in line
+
+
+# --------------------------------------------------------------------------- labels
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[np.ndarray, np.ndarray]:
+    image = np.zeros((64, 64), np.uint8)
+    labels = np.zeros((64, 64), np.int64)
+    for i, (y, x) in enumerate([(8, 8), (8, 40), (40, 20)], start=1):
+        image[y:y + 14, x:x + 14] = 200
+        labels[y:y + 14, x:x + 14] = i
+    return image, labels
+
+
+def test_negative_label_ids(model, pair) -> None:
+    image, labels = pair
+    with pytest.raises(InvalidLabelsError, match="negative") as info:
+        fine_tune(model, image, -labels, **STEPS)
+    assert "set negative pixels to 0" in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.int64, np.uint64])
+def test_label_ids_above_65535_work(model, pair, dtype) -> None:
+    image, labels = pair
+    tuned = fine_tune(model, image, (labels * 70_000).astype(dtype), **STEPS)
+    assert isinstance(tuned, napari_unet.Model) and tuned is not model
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_float_labels_are_refused_even_when_whole_numbered(model, pair, scale) -> None:
+    image, labels = pair
+    with pytest.raises(InvalidLabelsError, match="float") as info:
+        fine_tune(model, image, labels * scale, **STEPS)
+    assert "astype('uint32')" in str(info.value)
+
+
+def test_labels_of_another_shape(model, pair) -> None:
+    image, labels = pair
+    with pytest.raises(InvalidLabelsError, match="do not match"):
+        fine_tune(model, image, labels[:, :-3], **STEPS)
+    with pytest.raises(InvalidLabelsError, match="do not match"):
+        fine_tune(model, image, labels.T[None], **STEPS)
+
+
+@pytest.mark.parametrize(("labels", "words"), [
+    (lambda l: l.astype(np.float32), "float32"),
+    (lambda l: -l.astype(np.int32), "negative"),
+    (lambda l: l[:32].astype(np.uint16), "do not match"),
+], ids=["float", "negative", "shape"])
+def test_bad_labels_through_the_cli(capsys, tmp_path, model_file, pair, labels, words) -> None:
+    image, good = pair
+    _write(tmp_path / "img.tif", image)
+    _write(tmp_path / "lab.tif", labels(good))
+    line = _cli_error(capsys, ["fine-tune", tmp_path / "img.tif", tmp_path / "lab.tif",
+                               "--model", model_file, "--out", tmp_path / "t.safetensors",
+                               "--steps", "1", "--device", "cpu"])
+    assert words in line
+    assert not (tmp_path / "t.safetensors").exists()
+
+
+def test_large_label_ids_through_the_cli(capsys, tmp_path, model_file, pair) -> None:
+    image, labels = pair
+    _write(tmp_path / "img.tif", image)
+    write_labels(tmp_path / "lab.tif", (labels * 70_000).astype(np.uint32))
+    code = main(["fine-tune", str(tmp_path / "img.tif"), str(tmp_path / "lab.tif"),
+                 "--model", str(model_file), "--out", str(tmp_path / "t.safetensors"),
+                 "--steps", "1", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert load_model(tmp_path / "t.safetensors").in_channels == 1
+
+
+# --------------------------------------------------------------------------- property
+
+
+def _expected_label_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """segment()'s documented output: the T/Z/Y/X axes; an RGB(A) last axis is dropped."""
+    if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
+        return shape[:2]
+    return shape
+
+
+@functools.lru_cache(maxsize=1)
+def _property_model():
+    return small_model()  # built once, lazily (not at import: it seeds torch's global RNG)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hnp.arrays(
+    dtype=st.sampled_from([np.uint8, np.uint16, np.int32, np.float32]),
+    shape=hnp.array_shapes(min_dims=2, max_dims=3, min_side=1, max_side=40),
+))
+def test_segment_never_raises_a_foreign_exception(arr: np.ndarray) -> None:
+    try:
+        labels = segment(arr, _property_model(), device="cpu")
+    except NapariUnetError:
+        return
+    _ok_labels(labels, _expected_label_shape(arr.shape))
