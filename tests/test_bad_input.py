@@ -437,7 +437,7 @@ def test_float_labels_are_refused_even_when_whole_numbered(model, pair, scale) -
     image, labels = pair
     with pytest.raises(InvalidLabelsError, match="float") as info:
         fine_tune(model, image, labels * scale, **STEPS)
-    assert "astype('uint32')" in str(info.value)
+    assert "astype(np.uint32)" in str(info.value)
 
 
 def test_labels_of_another_shape(model, pair) -> None:

@@ -18,11 +18,10 @@ from tqdm import tqdm
 
 from . import __version__
 from .axes import make_layout
-from .config import PostprocessConfig
 from .device import DEVICE_CHOICES
 from .errors import Cancelled, NapariUnetError, OutputWriteError
 from .evaluation import evaluate
-from .model import SUFFIX, Model, model_path
+from .model import SUFFIX, model_path
 from .overlay import write_overlay
 from .finetune import FINE_TUNE_CONFIG, fine_tune
 from .registry import list_models, load_model, save_user_model, user_dir
@@ -68,15 +67,6 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 _positive_int = _int_at_least(1)
 
 
-def _postprocess_args(model: Model, args: argparse.Namespace) -> PostprocessConfig:
-    changes = {k: v for k, v in {
-        "seed_threshold": args.seed_threshold,
-        "foreground_threshold": args.foreground_threshold,
-        "min_size": args.min_size,
-    }.items() if v is not None}
-    return with_postprocess(model, **changes)
-
-
 def _preview_plane(image, axes: str, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The middle plane of a stack (first channel) and its labels, for the PNG overlay.
 
@@ -115,7 +105,9 @@ def _segment_targets(inputs: Sequence[str], out_dir: Path, overlay: bool,
 def cmd_segment(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     out_dir = Path(args.out)
-    postprocess = _postprocess_args(model, args)
+    postprocess = with_postprocess(model, seed_threshold=args.seed_threshold,
+                                   foreground_threshold=args.foreground_threshold,
+                                   min_size=args.min_size)
     targets = _segment_targets(args.inputs, out_dir, args.overlay, args.overwrite)
     for path, (label_path, overlay_path) in zip(args.inputs, targets):
         image = read_image(path)

@@ -16,7 +16,7 @@ from .config import ModelConfig
 from .errors import DatasetError, InvalidImageError, InvalidLabelsError
 from .normalize import channel_percentiles, normalize
 from .targets import labels_to_target
-from .tiff_io import read_image
+from .tiff_io import check_label_values, read_image
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
@@ -73,8 +73,7 @@ def make_sample(name: str, image: np.ndarray, labels: np.ndarray, config: ModelC
             f"{name}: labels of shape {labels.shape} do not match the image plane "
             f"{planes.shape[1:]}; use labels drawn on this image"
         )
-    if labels.dtype.kind not in "biu" or (labels.dtype.kind == "i" and labels.min() < 0):
-        raise InvalidLabelsError(f"{name}: labels must be non-negative integers, got {labels.dtype}")
+    check_label_values(labels, what=f"the labels of {name}")
     if percentiles is None:
         percentiles = channel_percentiles(planes, config.normalization, channel_axis=0)
     norm = normalize(planes, percentiles)
@@ -112,16 +111,20 @@ def _natural_key(path: Path) -> tuple:
     return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
 
 
+def read_pair(image_path: Path, mask_path: Path, n_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """A (C, Y, X) image with the model's channel count, and its 2D mask (first channel)."""
+    image = read_image(image_path)
+    plane = to_channels(np.asarray(image.data), image.axes, n_channels)
+    mask = np.asarray(read_image(mask_path).data)
+    return plane, mask[..., 0] if mask.ndim == 3 else mask
+
+
 def load_folder(folder: str | Path, config: ModelConfig, invert_masks: bool = False,
                 limit: int | None = None) -> list[Sample]:
     """Load every pair of a folder as samples for ``config``'s task and channel count."""
     samples = []
     for image_path, mask_path in find_pairs(folder)[:limit]:
-        image = read_image(image_path)
-        labels = read_image(mask_path).data
-        labels = np.asarray(labels)
-        if labels.ndim == 3:
-            labels = labels[..., 0]
-        samples.append(make_sample(image_path.stem, np.asarray(image.data), labels, config,
-                                   image.axes, invert_masks=invert_masks))
+        plane, mask = read_pair(image_path, mask_path, config.network.in_channels)
+        samples.append(make_sample(image_path.stem, plane, mask, config, "CYX",
+                                   invert_masks=invert_masks))
     return samples

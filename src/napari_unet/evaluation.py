@@ -10,7 +10,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .atomic import atomic_write
-from .data import find_pairs, to_channels
+from .data import find_pairs, read_pair
 from .metrics import (
     ImageScores, adapted_rand_error, cells_from_membrane, pixel_error, score_image, scores_table,
     summarise,
@@ -18,7 +18,6 @@ from .metrics import (
 from .model import Model
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 from .segment import segment
-from .tiff_io import read_image
 
 
 @dataclass
@@ -57,15 +56,6 @@ class Evaluation:
         return atomic_write(path, write, overwrite=overwrite)
 
 
-def _load_pair(image_path: Path, mask_path: Path, model: Model) -> tuple[np.ndarray, np.ndarray]:
-    image = read_image(image_path)
-    plane = to_channels(np.asarray(image.data), image.axes, model.in_channels)
-    mask = np.asarray(read_image(mask_path).data)
-    if mask.ndim == 3:
-        mask = mask[..., 0]
-    return plane, mask
-
-
 def evaluate(model: Model, data_dir: str | Path, *, device: str = "auto", limit: int | None = None,
              invert_masks: bool = False, fast: bool = True,
              progress: Optional[ProgressCallback] = None,
@@ -80,7 +70,7 @@ def evaluate(model: Model, data_dir: str | Path, *, device: str = "auto", limit:
     rows, scores = [], []
     for i, (image_path, mask_path) in enumerate(pairs):
         check_cancel(cancel)
-        plane, mask = _load_pair(image_path, mask_path, model)
+        plane, mask = read_pair(image_path, mask_path, model.in_channels)
         pred = segment(plane, model, axes="CYX", device=device, fast=fast, cancel=cancel)
         if model.config.task == "instance":
             s = score_image(image_path.stem, mask, pred)

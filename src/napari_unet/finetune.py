@@ -17,6 +17,7 @@ from .errors import DatasetError, InvalidLabelsError
 from .model import Model
 from .progress import CancelToken, ProgressCallback
 from .segment import prepare_image
+from .tiff_io import check_label_values
 from .training import TrainConfig, TrainReport, fit
 
 #: Defaults for an interactive round: short, gentle, batch-norm statistics frozen.
@@ -46,17 +47,7 @@ def correction_samples(model: Model, image, labels, mask=None, axes: str | None 
             f"labels of shape {labels.shape} do not match the image's planes {layout.label_shape} "
             f"(axes {layout.axes}); correct the labels layer made for this image"
         )
-    if labels.dtype.kind not in "biu":
-        raise InvalidLabelsError(
-            f"labels must be non-negative integers, got dtype {labels.dtype} (floats are refused "
-            f"even when whole-numbered, as in read_labels/write_labels); use a napari Labels "
-            f"layer, or cast whole-number values with labels.astype('uint32')"
-        )
-    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
-        raise InvalidLabelsError(
-            f"labels must be non-negative integers, but they contain negative ids (minimum "
-            f"{labels.min()}); 0 is background: set negative pixels to 0 or relabel"
-        )
+    check_label_values(labels, what="the corrected labels")
     mask = np.ones(labels.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
     if mask.shape != labels.shape:
         raise InvalidLabelsError(

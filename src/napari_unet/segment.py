@@ -159,5 +159,6 @@ def _stitch_along_z(labels: np.ndarray, layout: Layout) -> np.ndarray:
 
 
 def with_postprocess(model: Model, **changes) -> PostprocessConfig:
-    """The model's post-processing config with some fields changed (e.g. a seed threshold)."""
-    return replace(model.config.postprocess, **changes)
+    """The model's post-processing config with the given fields changed; ``None`` values
+    (an option the user left unset) keep the model's own value."""
+    return replace(model.config.postprocess, **{k: v for k, v in changes.items() if v is not None})

@@ -44,7 +44,7 @@ from .errors import ImageReadError, InvalidLabelsError, NapariUnetError
 if TYPE_CHECKING:
     import dask.array
 
-__all__ = ["ImageData", "image_stem", "read_image", "read_labels", "write_labels", "LAZY_THRESHOLD_BYTES"]
+__all__ = ["ImageData", "check_label_values", "image_stem", "read_image", "read_labels", "write_labels", "LAZY_THRESHOLD_BYTES"]
 
 #: Images larger than this (uncompressed) are read lazily when ``lazy=None``.
 LAZY_THRESHOLD_BYTES = 1 << 30
@@ -127,7 +127,7 @@ def read_labels(path: PathLike) -> np.ndarray:
         )
     if data.dtype == bool:
         return data.astype(np.uint8)
-    _check_label_values(data, what=repr(str(path)))
+    check_label_values(data, what=repr(str(path)))
     return data
 
 
@@ -464,17 +464,23 @@ def write_labels(
     )
 
 
-def _check_label_values(data: np.ndarray, what: str) -> None:
-    if data.dtype.kind not in "ui":
+def check_label_values(data: np.ndarray, what: str) -> None:
+    """Refuse anything but non-negative integer (or boolean) ids, with the fix in the message.
+
+    Floats are refused even when whole-numbered, so a probability map is never taken for
+    labels by accident.
+    """
+    if data.dtype.kind not in "bui":
         raise InvalidLabelsError(
-            f"{what} has dtype {data.dtype}, but labels must be integer ids (0 = background); "
+            f"{what} has dtype {data.dtype}, but labels must be non-negative integer ids "
+            "(0 = background); "
             "convert whole-number values with .astype(np.uint32), or threshold/label a "
             "probability map first"
         )
     if data.dtype.kind == "i" and data.size and data.min() < 0:
         raise InvalidLabelsError(
-            f"{what} contains negative values (minimum {data.min()}); label ids must be 0 "
-            "(background) or positive: set negative pixels to 0 or relabel"
+            f"{what} contains negative values (minimum {data.min()}); labels must be "
+            "non-negative ids, 0 for background: set negative pixels to 0 or relabel"
         )
 
 
@@ -482,7 +488,7 @@ def _as_labels(labels: Any) -> np.ndarray:
     data = np.asarray(labels)
     if data.dtype == bool:
         data = data.astype(np.uint8)
-    _check_label_values(data, what="the label image")
+    check_label_values(data, what="the label image")
     if data.size == 0:
         raise InvalidLabelsError(
             f"the label image is empty (shape {data.shape}); pass an array with pixels"

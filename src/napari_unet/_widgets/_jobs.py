@@ -50,15 +50,6 @@ class SegmentResult:
     planes: Optional[list[tuple[int, ...]]] = None
 
 
-def _postprocess(model: Model, settings: SegmentSettings):
-    changes = {}
-    if settings.seed_threshold is not None:
-        changes["seed_threshold"] = float(settings.seed_threshold)
-    if settings.min_size is not None:
-        changes["min_size"] = int(settings.min_size)
-    return with_postprocess(model, **changes) if changes else None
-
-
 def run_segment(image: LayerImage, model: Model, settings: SegmentSettings,
                 planes: Optional[Sequence[tuple[int, ...]]] = None,
                 progress: Optional[ProgressCallback] = None,
@@ -70,9 +61,11 @@ def run_segment(image: LayerImage, model: Model, settings: SegmentSettings,
     gets exactly the labels a whole-stack run gives it.
     """
     chosen = None if planes is None else [tuple(index) for index in planes]
+    postprocess = with_postprocess(model, seed_threshold=settings.seed_threshold,
+                                   min_size=settings.min_size)
     with torch_threads(threads if threads is not None else worker_threads()):
         labels = segment(image.data, model, image.axes, device=settings.device,
-                         tile_size=settings.tile_size, postprocess=_postprocess(model, settings),
+                         tile_size=settings.tile_size, postprocess=postprocess,
                          stitch_3d=settings.stitch_3d and chosen is None, planes=chosen,
                          progress=progress, cancel=cancel)
     if chosen is None:
