@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from _data import DSB_TRAIN, dsb_pair, small_model
-from napari_unet.errors import Cancelled
+from napari_unet.errors import Cancelled, DeviceError
 from napari_unet.config import NetworkConfig
 from napari_unet.progress import CancelToken
 from napari_unet.segment import prepare_image
@@ -169,3 +169,35 @@ def test_cancel_from_the_progress_callback(unet, plane) -> None:
     with pytest.raises(Cancelled):
         _predict(unet, plane, 64, 32, progress=progress, cancel=token)
     assert calls == [1]  # stopped before the second tile
+
+
+class _OutOfMemoryAbove(torch.nn.Module):
+    """Wraps a network and fails like a full GPU when given more than ``limit`` tiles."""
+
+    def __init__(self, network: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.network, self.limit, self.config = network, limit, network.config
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(len(x))
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError("simulated: out of memory")
+        return self.network(x)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_result(unet, plane) -> None:
+    crop = plane[:, :128, :128]
+    expected = _predict(unet, crop, 64, 32, batch=1)
+    flaky = _OutOfMemoryAbove(unet, limit=2)
+    got = predict_plane(flaky, crop, activation="softmax", multiple=8,
+                        tiles=TileConfig(64, 32, batch=9), fast=False)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert flaky.batches[0] == 9  # tried whole first
+    assert sum(b for b in flaky.batches if b <= 2) == 9  # then every tile ran once, in halves
+
+
+def test_out_of_memory_on_one_tile_is_a_clear_error(unet, plane) -> None:
+    with pytest.raises(DeviceError, match="smaller tile size"):
+        predict_plane(_OutOfMemoryAbove(unet, limit=0), plane[:, :64, :64], activation="softmax",
+                      multiple=8, tiles=TileConfig(64, 32, batch=1), fast=False)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .device import autocast, memory_format
+from .errors import DeviceError
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 
 
@@ -64,6 +65,29 @@ def _tiles(shape: tuple[int, int], tile: tuple[int, int], overlap: int) -> Itera
             yield slice(y, y + tile[0]), slice(x, x + tile[1])
 
 
+def _probabilities(network: torch.nn.Module, batch: np.ndarray, activation: str,
+                   device: torch.device, fmt: torch.memory_format) -> np.ndarray:
+    """Run one batch of tiles; on device out-of-memory, halve the batch and retry."""
+    try:
+        x = torch.from_numpy(batch).to(device).contiguous(memory_format=fmt)
+        logits = network(x).float()
+    except torch.OutOfMemoryError:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(batch) == 1:
+            raise DeviceError(
+                f"the {device.type} device ran out of memory on a single tile of "
+                f"{batch.shape[-2]}x{batch.shape[-1]}; choose a smaller tile size or device 'cpu'"
+            ) from None
+        half = len(batch) // 2
+        return np.concatenate([
+            _probabilities(network, batch[:half], activation, device, fmt),
+            _probabilities(network, batch[half:], activation, device, fmt),
+        ])
+    probs = torch.softmax(logits, 1) if activation == "softmax" else torch.sigmoid(logits)
+    return probs.cpu().numpy()
+
+
 def predict_plane(
     network: torch.nn.Module,
     plane: np.ndarray,
@@ -100,10 +124,7 @@ def predict_plane(
             check_cancel(cancel)
             batch_boxes = boxes[i : i + tiles.batch]
             batch = np.stack([padded[(slice(None),) + b] for b in batch_boxes])
-            x = torch.from_numpy(batch).to(device).contiguous(memory_format=fmt)
-            logits = network(x).float()
-            probs = torch.softmax(logits, 1) if activation == "softmax" else torch.sigmoid(logits)
-            probs = probs.cpu().numpy()
+            probs = _probabilities(network, batch, activation, device, fmt)
             for p, (ys, xs) in zip(probs, batch_boxes):
                 acc[:, ys, xs] += p * window
                 weight[ys, xs] += window

@@ -1,0 +1,105 @@
+"""Peak memory of ``napari_unet.segment`` on large 2D planes (issues 4 and 5).
+
+Each plane size runs in a fresh subprocess so ``ru_maxrss`` (the process's peak resident
+set) is not inherited from a larger run. The baseline is the peak RSS after importing
+napari_unet and torch, loading the model and building the synthetic plane; the reported
+figure is the peak after ``segment`` minus that baseline (i.e. what segmentation itself
+adds on top of the input image).
+
+    .venv/bin/python benchmarks/memory.py --sizes 4096 8192 16384 --json runs/memory.json
+
+The plane is a real DSB 2018 fluorescence test image (channel 0, uint8) tiled with numpy
+to the requested side. CPU, shipped ``nuclei`` model, default settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dsb2018_fluo" / "test" / "images"
+
+CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+import torch
+import napari_unet
+from napari_unet.tiff_io import read_image
+
+side, path, model_name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+torch.set_num_threads(torch.get_num_threads())
+img = np.asarray(read_image(path).data)
+if img.ndim == 3:
+    img = img[..., 0] if img.shape[-1] <= 4 else img[0]
+img = img.astype(np.uint8, copy=False)
+reps = (-(-side // img.shape[0]), -(-side // img.shape[1]))
+plane = np.ascontiguousarray(np.tile(img, reps)[:side, :side])
+model = napari_unet.load_model(model_name)
+# warm up torch's kernels on a small crop so one-off allocations count in the baseline
+napari_unet.segment(plane[:256, :256], model, axes="YX", device="cpu")
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+labels = napari_unet.segment(plane, model, axes="YX", device="cpu")
+dt = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(dict(side=side, baseline_kib=base, peak_kib=peak, seconds=dt,
+                      labels_dtype=str(labels.dtype), n_objects=int(labels.max()),
+                      input_mib=plane.nbytes / 2**20, threads=torch.get_num_threads())))
+"""
+
+
+def first_image() -> Path:
+    return sorted(p for p in DATA.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff"))[0]
+
+
+def run_one(side: int, image: Path, model: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(side), str(image), model],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        return dict(side=side, error=out.stderr.strip().splitlines()[-1:], rc=out.returncode)
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    mp = side * side / 1e6
+    row["megapixels"] = mp
+    row["baseline_mib"] = row["baseline_kib"] / 1024
+    row["peak_mib"] = row["peak_kib"] / 1024
+    row["added_mib"] = (row["peak_kib"] - row["baseline_kib"]) / 1024
+    row["mib_per_mp"] = row["added_mib"] / mp
+    row["bytes_per_pixel"] = row["added_mib"] * 2**20 / (side * side)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192, 16384])
+    parser.add_argument("--model", default="nuclei")
+    parser.add_argument("--image", type=Path, default=None)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    image = args.image or first_image()
+    rows = []
+    for side in args.sizes:
+        row = run_one(side, image, args.model)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        rows.append(row)
+    result = dict(image=str(image), model=args.model, rows=rows)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    print()
+    print("| plane | MP | baseline RSS MiB | peak RSS MiB | added MiB | MiB / MP | bytes / px | s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['side']}² | | | | error: {r['error']} | | | |")
+            continue
+        print(f"| {r['side']}² | {r['megapixels']:.1f} | {r['baseline_mib']:,.0f} | "
+              f"{r['peak_mib']:,.0f} | {r['added_mib']:,.0f} | {r['mib_per_mp']:.1f} | "
+              f"{r['bytes_per_pixel']:.1f} | {r['seconds']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
