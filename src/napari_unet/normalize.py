@@ -60,7 +60,10 @@ def normalize(plane: np.ndarray, percentiles: np.ndarray) -> np.ndarray:
     wide = plane.dtype.itemsize > 2 and plane.dtype != np.float32
     work = np.float64 if wide else np.float32
     with np.errstate(over="ignore", invalid="ignore"):
-        out = ((plane.astype(work) - lo.astype(work)) / scale.astype(work)).astype(np.float32, copy=False)
+        out = plane.astype(work)  # the one copy; the arithmetic below is in place
+        out -= lo.astype(work)
+        out /= scale.astype(work)
+        out = out.astype(np.float32, copy=False)
     if not np.isfinite(out).all():
         if np.isfinite(plane).all() and np.isfinite(percentiles).all():
             raise InvalidImageError(

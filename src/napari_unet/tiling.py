@@ -130,4 +130,5 @@ def predict_plane(
                 weight[ys, xs] += window
             done += len(batch_boxes)
             report(progress, done, len(boxes))
-    return (acc / weight)[:, :height, :width]
+    np.divide(acc, weight, out=acc)  # in place: no second plane-sized float array
+    return acc[:, :height, :width]

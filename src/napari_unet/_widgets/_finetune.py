@@ -28,7 +28,7 @@ from . import _dialogs
 from ._jobs import run_fine_tune, run_segment
 from ._layer_combo import LayerCombo
 from ._loss_plot import LossPlot
-from ._output import apply_result, current_plane, shapes_mask
+from ._output import apply_result, current_plane, shapes_mask, snapshot_agreement
 from ._qt import JobWidget, report_error, start_job, status_label
 
 
@@ -235,9 +235,13 @@ class FineTuneWidget(JobWidget):
         token = self._token = self.jobs.new_token()
         progress = self.jobs.progress
 
+        # What the agreement counts need, taken now so the worker can count them.
+        snapshots = [snapshot_agreement(self.session, link.image_layer) for link, _ in plan]
+
         def job():
             return [run_segment(link.image, model, link.settings, planes, progress=progress,
-                                cancel=token) for link, planes in plan]
+                                cancel=token, snapshot=snapshot)
+                    for (link, planes), snapshot in zip(plan, snapshots)]
 
         label = self.session.versions[version_index].label
         self.status.setText(f"Segmenting again with {label}...")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from ..device import torch_threads
 from ..finetune import fine_tune
-from ..model import Model
+from ..model import Model, load_model_file
 from ..progress import CancelToken, ProgressCallback
 from ..segment import segment, with_postprocess
 from ._image import LayerImage
@@ -43,23 +44,122 @@ class SegmentSettings:
 
 
 @dataclass
+class AgreementSnapshot:
+    """The supervised pixels of a labels layer when a job started, for counting agreement
+    in the worker: flat indices, and whether the baseline and the corrected labels are
+    foreground there. ``tracker``/``revision`` tell at delivery whether it is still current."""
+
+    link: Any
+    tracker: Any
+    revision: int
+    shape: tuple[int, ...]
+    index: np.ndarray
+    base_fg: np.ndarray
+    corrected_fg: np.ndarray
+
+
+@dataclass
 class SegmentResult:
-    """Labels for the whole image (``planes is None``) or for some stack planes."""
+    """Labels for the whole image (``planes is None``) or for some stack planes.
+
+    Jobs also fill in what the delivery would otherwise compute on the GUI thread: the
+    labels already as uint32, ``n_objects`` (for the whole image or summed over planes)
+    and, given a snapshot, the agreement ``counts`` (pixels, before, after) with it.
+    """
 
     labels: dict[tuple[int, ...], np.ndarray] | np.ndarray
     planes: Optional[list[tuple[int, ...]]] = None
+    n_objects: Optional[int] = None
+    counts: Optional[tuple[int, int, int]] = None
+    snapshot: Optional[AgreementSnapshot] = None
+    model: Optional[Model] = None  # the model, when the job loaded it from a file
+    source: Optional[Path] = None  # ... and that file
 
 
-def run_segment(image: LayerImage, model: Model, settings: SegmentSettings,
+def count_objects(labels: np.ndarray) -> int:
+    """Distinct non-zero ids in ``labels``."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return 0
+    top = int(labels.max())
+    if top <= 0:
+        return 0
+    if top <= 4 * labels.size + 1024 and labels.min() >= 0:
+        return int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
+    ids = np.unique(labels)
+    return int(np.count_nonzero(ids))
+
+
+def _as_uint32(labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    return labels if labels.dtype == np.uint32 else labels.astype(np.uint32)
+
+
+def _snapshot_counts(snapshot: AgreementSnapshot, new: np.ndarray,
+                     index: tuple[int, ...] = ()) -> tuple[int, int, int]:
+    """(pixels, baseline agrees, ``new`` agrees) over the snapshot's pixels in plane ``index``."""
+    flat, base_fg, corrected_fg = snapshot.index, snapshot.base_fg, snapshot.corrected_fg
+    if index:
+        rest = snapshot.shape[len(index):]
+        start = int(np.ravel_multi_index(tuple(index) + (0,) * len(rest), snapshot.shape))
+        size = int(np.prod(rest, dtype=np.int64))
+        lo, hi = np.searchsorted(flat, [start, start + size])
+        flat, base_fg, corrected_fg = flat[lo:hi] - start, base_fg[lo:hi], corrected_fg[lo:hi]
+    new_fg = np.asarray(new).ravel()[flat] > 0
+    return (int(flat.size), int(np.count_nonzero(base_fg == corrected_fg)),
+            int(np.count_nonzero(new_fg == corrected_fg)))
+
+
+def prepare_result(result: SegmentResult,
+                   snapshot: Optional[AgreementSnapshot] = None) -> SegmentResult:
+    """Do in the worker what delivering ``result`` needs: uint32 labels, object count and
+    (with a snapshot of the layer's supervised pixels) the agreement counts."""
+    counts = np.zeros(3, dtype=np.int64)
+    if result.planes is None:
+        result.labels = _as_uint32(result.labels)
+        result.n_objects = count_objects(result.labels)
+        if snapshot is not None:
+            counts += _snapshot_counts(snapshot, result.labels)
+    else:
+        n_objects = 0
+        for index in result.planes:
+            plane = result.labels[index] = _as_uint32(result.labels[index])
+            n_objects += count_objects(plane)
+            if snapshot is not None:
+                counts += _snapshot_counts(snapshot, plane, index)
+        result.n_objects = n_objects
+    if snapshot is not None:
+        result.counts = tuple(int(c) for c in counts)
+        result.snapshot = snapshot
+    return result
+
+
+def resolve_model(model: Union[Model, str, Path], n_channels: Optional[int] = None) -> Model:
+    """``model``, loaded first when it is a file path; checked against ``n_channels``."""
+    if not isinstance(model, Model):
+        model = load_model_file(model)
+    if n_channels is not None:
+        model.check_channels(n_channels)
+    return model
+
+
+def run_segment(image: LayerImage, model: Union[Model, str, Path], settings: SegmentSettings,
                 planes: Optional[Sequence[tuple[int, ...]]] = None,
                 progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelToken] = None,
-                threads: Optional[int] = None) -> SegmentResult:
+                threads: Optional[int] = None,
+                snapshot: Optional[AgreementSnapshot] = None,
+                n_channels: Optional[int] = None) -> SegmentResult:
     """Segment the whole image, or only the given stack planes, through the core API.
 
     Planes are normalised with the whole image's percentiles, so a plane segmented alone
-    gets exactly the labels a whole-stack run gives it.
+    gets exactly the labels a whole-stack run gives it. ``model`` may be a model file's
+    path: it is then loaded here (in the worker) and returned in the result's ``model``.
     """
+    model_arg = model
+    loaded = None if isinstance(model, Model) else resolve_model(model, n_channels)
+    if loaded is not None:
+        model = loaded
     chosen = None if planes is None else [tuple(index) for index in planes]
     postprocess = with_postprocess(model, seed_threshold=settings.seed_threshold,
                                    min_size=settings.min_size)
@@ -69,8 +169,12 @@ def run_segment(image: LayerImage, model: Model, settings: SegmentSettings,
                          stitch_3d=settings.stitch_3d and chosen is None, planes=chosen,
                          progress=progress, cancel=cancel)
     if chosen is None:
-        return SegmentResult(labels)
-    return SegmentResult({index: labels[index] for index in chosen}, chosen)
+        result = SegmentResult(labels)
+    else:
+        result = SegmentResult({index: labels[index] for index in chosen}, chosen)
+    if loaded is not None:
+        result.model, result.source = loaded, Path(model_arg)
+    return prepare_result(result, snapshot)
 
 
 def run_fine_tune(model: Model, corrections: Sequence[Correction], time_budget: float,

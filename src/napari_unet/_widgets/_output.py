@@ -8,14 +8,14 @@ previous segmentation are stored in the session first, so no correction is lost.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from napari.layers import Labels
 
 from .._reader import META_KEY
 from ._image import LayerImage, scale_axes, spatial_positions
-from ._jobs import SegmentResult, SegmentSettings
+from ._jobs import AgreementSnapshot, SegmentResult, SegmentSettings, count_objects
 from ._session import LabelsLink, Session
 from ._state import EditTracker, ModelVersion, agreement_counts
 
@@ -92,44 +92,96 @@ def _agreement_counts(tracker: EditTracker, corrected: np.ndarray, new: np.ndarr
     return n, before, after
 
 
+def snapshot_agreement(session: Session, image_layer: Any) -> Optional[AgreementSnapshot]:
+    """The supervised pixels of the image's tracked labels now, for a job to count agreement.
+
+    Cheap when little is supervised (only those pixels are copied); None when the image has
+    no tracked labels yet. Call it on the GUI thread when the job starts.
+    """
+    link = session.link_for_image(image_layer)
+    if link is None:
+        return None
+    tracker = link.current_tracker()
+    data = np.asarray(link.labels_layer.data)
+    if data.shape != tracker.shape:
+        return None
+    flat = np.flatnonzero(tracker.mask)
+    return AgreementSnapshot(link, tracker, tracker.revision, tuple(tracker.shape), flat,
+                             tracker.baseline.ravel()[flat] > 0, data.ravel()[flat] > 0)
+
+
+def _snapshot_valid(result: SegmentResult, link: Any) -> bool:
+    """The job's agreement counts still describe ``link`` (no edit or data change since)."""
+    snap = result.snapshot
+    return (result.counts is not None and snap is not None and snap.link is link
+            and not link.stale and link.tracker is snap.tracker
+            and link.tracker.revision == snap.revision)
+
+
 def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerImage,
                  result: SegmentResult, version_index: int,
                  settings: SegmentSettings) -> ApplyReport:
-    """Write ``result`` into the image's labels layer (creating it on first use)."""
+    """Write ``result`` into the image's labels layer (creating it on first use).
+
+    What a worker job prepared (uint32 labels, object count, agreement counts from a
+    snapshot that is still current) is used as is, so the GUI thread mostly assigns data.
+    """
     version = session.versions[version_index]
     layer, link = _find_labels_layer(viewer, session, image_layer, image)
     shape = tuple(image.label_shape)
     if layer is None:
         layer = viewer.add_labels(np.zeros(shape, np.uint32), name=labels_name(image_layer),
                                   **labels_geometry(image_layer, image))
-    data = layer.data
-    if not (isinstance(data, np.ndarray) and data.dtype == np.uint32):
-        data = np.asarray(data).astype(np.uint32)
-    else:
-        data = data.copy()
-    if link is None:
-        link = session.add_link(LabelsLink(image_layer, layer, image, EditTracker(data), settings))
-    tracker = link.current_tracker()
     counts = np.zeros(3, dtype=np.int64)
     if result.planes is None:
-        new = np.asarray(result.labels).astype(np.uint32)
-        counts += _agreement_counts(tracker, data, new, ...)
-        session.archive(link)
-        tracker.rebase(new)
+        new = np.asarray(result.labels)
+        if new.dtype != np.uint32:
+            new = new.astype(np.uint32)
+        if link is None:
+            # A fresh tracker has nothing supervised: it starts from the new labels.
+            link = session.add_link(LabelsLink(image_layer, layer, image, EditTracker(new),
+                                               settings))
+        else:
+            if _snapshot_valid(result, link):
+                counts += result.counts
+                tracker = link.tracker
+            else:
+                tracker = link.current_tracker()
+                counts += _agreement_counts(tracker, np.asarray(layer.data), new, ...)
+            session.archive(link)
+            tracker.rebase(new)
         data = new
-        n_objects = int(len(np.unique(new)) - (1 if (new == 0).any() else 0))
+        n_objects = result.n_objects if result.n_objects is not None else count_objects(new)
     else:
+        data = layer.data
+        if not (isinstance(data, np.ndarray) and data.dtype == np.uint32):
+            data = np.asarray(data).astype(np.uint32)
+        else:
+            data = data.copy()
+        if link is None:
+            link = session.add_link(LabelsLink(image_layer, layer, image, EditTracker(data),
+                                               settings))
+        prepared = _snapshot_valid(result, link)
+        tracker = link.current_tracker()
         planes = list(result.planes)
         session.archive(link, planes)
         n_objects = 0
         for index in planes:
-            plane = np.asarray(result.labels[index]).astype(np.int64)
-            counts += _agreement_counts(tracker, data, plane, index)
+            plane = np.asarray(result.labels[index])
+            if not prepared:
+                counts += _agreement_counts(tracker, data, plane, index)
+            if plane.dtype != np.uint32:
+                plane = plane.astype(np.int64)
             offset = int(data.max())  # ids stay unique over the stack
-            plane = np.where(plane > 0, plane + offset, 0).astype(np.uint32)
+            plane = np.where(plane > 0, plane + offset, 0).astype(np.uint32, copy=False)
             data[index] = plane
             tracker.rebase(plane, index)
-            n_objects += int(len(np.unique(plane)) - (1 if (plane == 0).any() else 0))
+            if result.n_objects is None:
+                n_objects += count_objects(plane)
+        if prepared:
+            counts += result.counts
+        if result.n_objects is not None:
+            n_objects = result.n_objects
     link.image, link.settings, link.version = image, settings, version_index
     link.stale = False
     layer.metadata = _metadata(layer, image_layer, image, version, settings)

@@ -29,9 +29,9 @@ from ..model import Model, load_model_file
 from ..registry import list_models
 from . import _dialogs
 from ._image import layer_image
-from ._jobs import SegmentResult, SegmentSettings, run_segment
+from ._jobs import SegmentResult, SegmentSettings, resolve_model, run_segment
 from ._layer_combo import LayerCombo
-from ._output import apply_result, current_plane, labels_name
+from ._output import apply_result, current_plane, labels_name, snapshot_agreement
 from ._qt import JobWidget, report_error, start_job, status_label
 
 LOAD_FILE = "Load file..."
@@ -198,20 +198,25 @@ class SegmentWidget(JobWidget):
         self.session.versions_changed.emit()
         return index
 
-    def _selected_version(self) -> int:
-        """The selected model as a session version, loading it from disk on first use."""
+    def _selected_version(self) -> int | Path:
+        """The selected model as a session version, or the path of a model file not loaded
+        yet (the segmentation job loads it in its worker, off the GUI thread)."""
         kind, value = self.model_combo.currentData() or (None, None)
         versions = self.session.versions
         if kind == "version":
             return int(value)
         if kind == "file":
             index = versions.find_source(Path(value))
-            if index is None:
-                model = load_model_file(value)
-                index = versions.add_base(model, source=Path(value), label=model.name,
-                                          activate=False)
-            return index
+            return Path(value) if index is None else index
         raise NapariUnetError("no model is selected: choose a model or 'Load file...' first")
+
+    def _add_loaded(self, path: Path, model: Model) -> int:
+        """A model the job loaded from ``path`` becomes a session version (once)."""
+        versions = self.session.versions
+        index = versions.find_source(path)
+        if index is None:
+            index = versions.add_base(model, source=path, label=model.name, activate=False)
+        return index
 
     # ------------------------------------------------------------------ settings
     def settings(self) -> SegmentSettings:
@@ -234,27 +239,38 @@ class SegmentWidget(JobWidget):
             image_layer = self.image_combo.current()
             if image_layer is None:
                 raise NapariUnetError("there is no image layer: open an image or a sample first")
-            version_index = self._selected_version()
-            self.session.versions.activate(version_index)
-            model = self.session.versions[version_index].model
+            selected = self._selected_version()
             image = layer_image(image_layer.data, image_layer.rgb, image_layer.metadata)
-            model.check_channels(fitted_channels(image.layout.n_channels, model.in_channels))
             settings = self.settings()
+            if isinstance(selected, Path):
+                # Loaded (and checked against the image) in the worker.
+                version_index, model, label = None, selected, selected.stem
+                n_channels = image.layout.n_channels
+            else:
+                version_index = selected
+                model = self.session.versions[version_index].model
+                label = self.session.versions[version_index].label
+                n_channels = None
+                model.check_channels(fitted_channels(image.layout.n_channels,
+                                                     model.in_channels))
+                self.session.versions.activate(version_index)
             planes = None
             if settings.scope == "plane" and image.stack_axes:
                 planes = [current_plane(self.viewer, image_layer, image)]
+            snapshot = snapshot_agreement(self.session, image_layer)
         except (NapariUnetError, ValueError) as exc:
             self.session.end()
             show_error(str(exc))
             self.status.setText(str(exc))
             return False
-        self.session.versions_changed.emit()
+        if version_index is not None:
+            self.session.versions_changed.emit()
         self._token = self.jobs.new_token()
-        job = partial(run_segment, image, model, settings, planes,
-                      progress=self.jobs.progress, cancel=self._token)
+        job = partial(_segment_job, image, model, settings, planes,
+                      progress=self.jobs.progress, cancel=self._token, snapshot=snapshot,
+                      n_channels=n_channels)
         where = f"plane {planes[0]}" if planes else "all planes" if image.stack_axes else ""
-        self.status.setText(f"Segmenting {image_layer.name} {where} with "
-                            f"{self.session.versions[version_index].label}...")
+        self.status.setText(f"Segmenting {image_layer.name} {where} with {label}...")
         self.progress.running(True)
         self.worker = start_job(
             job,
@@ -263,8 +279,13 @@ class SegmentWidget(JobWidget):
         )
         return True
 
-    def _deliver(self, image_layer: Any, image, version_index: int, settings: SegmentSettings,
-                 result: SegmentResult) -> None:
+    def _deliver(self, image_layer: Any, image, version_index: Optional[int],
+                 settings: SegmentSettings, result: SegmentResult) -> None:
+        if result.model is not None and result.source is not None:
+            version_index = self._add_loaded(result.source, result.model)
+        if version_index is not None and result.model is not None:
+            self.session.versions.activate(version_index)
+            self.session.versions_changed.emit()
         if image_layer not in self.viewer.layers:
             self.status.setText(f"{image_layer.name} was closed; the result was dropped.")
             return
@@ -320,3 +341,17 @@ class SegmentWidget(JobWidget):
         self.status.setText(f"Exported {layer.name} to {written}.")
         show_info(f"Labels saved to {written}")
         return written
+
+
+def _segment_job(image, model, settings: SegmentSettings, planes, *, progress, cancel,
+                 snapshot, n_channels) -> SegmentResult:
+    """The Segment button's worker job: loads the model first when given its file."""
+    source = None if isinstance(model, Model) else Path(model)
+    if source is not None:
+        model = resolve_model(source)
+        model.check_channels(fitted_channels(n_channels, model.in_channels))
+    result = run_segment(image, model, settings, planes, progress=progress, cancel=cancel,
+                         snapshot=snapshot)
+    if source is not None:
+        result.model, result.source = model, source
+    return result

@@ -30,6 +30,9 @@ class EditTracker:
         self.baseline = np.array(baseline, copy=True)
         self.edited = np.zeros(self.baseline.shape, dtype=bool)
         self.reviewed = np.zeros(self.baseline.shape, dtype=bool)
+        #: Bumped by every change of the baseline or the masks, so a snapshot taken for a
+        #: worker job can tell at delivery whether it is still current.
+        self.revision = 0
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -38,6 +41,7 @@ class EditTracker:
     # ------------------------------------------------------------------ updates
     def set_region(self, region: Region, new_values, mask: Optional[np.ndarray] = None) -> None:
         """Record that ``region`` (optionally only where ``mask``) now holds ``new_values``."""
+        self.revision += 1
         base = self.baseline[region]
         changed = np.broadcast_to(np.asarray(new_values) != base, np.shape(base))
         if mask is None:
@@ -58,6 +62,7 @@ class EditTracker:
         Returns False when an atom has an unknown shape (the caller then re-diffs).
         """
         ok = True
+        self.revision += 1
         for atom in atoms:
             if hasattr(atom, "slice_key") and hasattr(atom, "new_value"):
                 key = tuple(atom.slice_key)
@@ -82,16 +87,19 @@ class EditTracker:
         current = np.asarray(current)
         if current.shape != self.shape:
             raise ValueError(f"labels shape {current.shape} differs from the tracked {self.shape}")
+        self.revision += 1
         np.not_equal(current, self.baseline, out=self.edited)
 
     def mark_reviewed(self, region: Region = ...) -> int:
         """Mark ``region`` (default: everything) as checked by the user; returns pixels added."""
         before = int(np.count_nonzero(self.reviewed))
+        self.revision += 1
         self.reviewed[region] = True
         return int(np.count_nonzero(self.reviewed)) - before
 
     def rebase(self, labels: np.ndarray, region: Region = ...) -> None:
         """A new segmentation replaced ``region``: it becomes the baseline, with no edits."""
+        self.revision += 1
         self.baseline[region] = labels
         self.edited[region] = False
         self.reviewed[region] = False
