@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-
-from napari_unet.segment import prepare_image
 import pytest
 import torch
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import napari_unet
 from napari_unet.data import find_pairs, to_channels

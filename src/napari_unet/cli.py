@@ -122,7 +122,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             bar.close()
         write_labels(
             label_path, labels, axes=layout.label_axes,
-            pixel_size=_label_pixel_size(image, layout), unit=image.unit or "um",
+            pixel_size=_label_pixel_size(image, layout), unit=image.unit,
             metadata={"kind": "labels", "software": "napari-unet", "model": model.name,
                       "source": str(path), "napari_unet": __version__},
             overwrite=args.overwrite,

@@ -8,7 +8,7 @@ never taught its own mistakes. The base model is copied, never changed.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import numpy as np
 

@@ -407,7 +407,7 @@ def write_labels(
     *,
     axes: Optional[str] = None,
     pixel_size: Optional[Sequence[float]] = None,
-    unit: str = "um",
+    unit: Optional[str] = "um",
     metadata: Optional[Mapping[str, Any]] = None,
     overwrite: bool = False,
 ) -> Path:
@@ -416,7 +416,8 @@ def write_labels(
     ``labels`` holds integer ids >= 0 (bool masks are accepted); it is stored in the
     smallest of uint8/uint16/uint32 that holds the largest id. ``axes`` is an ordered
     subset of ``"TZYX"`` ending in ``"YX"`` (default ``"YX"``/``"ZYX"`` by dimension);
-    ``pixel_size`` has one value per Z/Y/X axis in ``unit``; ``metadata`` is a
+    ``pixel_size`` has one value per Z/Y/X axis in ``unit`` (``None``, as :func:`read_image`
+    gives for uncalibrated files, means micrometres); ``metadata`` is a
     JSON-serialisable dict kept in the file (see the module docstring for where).
     Length-1 T/Z axes are dropped, as every reader squeezes them anyway.
     Returns the written path; raises :class:`InvalidLabelsError` for bad labels and
@@ -443,7 +444,7 @@ def write_labels(
         data = data.reshape([n for ax, n in zip(axes, data.shape) if ax not in dropped])
         axes = "".join(ax for ax in axes if ax not in dropped)
         sizes = {ax: v for ax, v in sizes.items() if ax not in dropped}
-    key = _unit_key(unit)
+    key = _unit_key(unit or "um")
     if key != "pixel" and key not in _LENGTH_UNITS:
         raise InvalidLabelsError(f"unknown unit {unit!r}; use 'um', 'nm', 'mm', 'cm', 'm', 'inch' or 'pixel'")
     canonical = "pixel" if key == "pixel" else _LENGTH_UNITS[key][0]

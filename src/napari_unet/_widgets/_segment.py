@@ -46,7 +46,6 @@ class SegmentWidget(JobWidget):
 
     def __init__(self, napari_viewer: Any, parent: Optional[QWidget] = None) -> None:
         super().__init__(napari_viewer, parent)
-        self._rebuilding = False
 
         self.image_combo = LayerCombo(self.viewer, _is_image)
         self.model_combo = QComboBox()
@@ -127,7 +126,6 @@ class SegmentWidget(JobWidget):
 
     def refresh_models(self) -> None:
         """List shipped and user models, unsaved session versions, and "Load file..."."""
-        self._rebuilding = True
         versions = self.session.versions
         active = versions.active
         self.model_combo.clear()
@@ -154,7 +152,6 @@ class SegmentWidget(JobWidget):
         elif self.model_combo.count() > 1:
             names = [self.model_combo.itemText(i) for i in range(self.model_combo.count())]
             self.model_combo.setCurrentIndex(names.index("nuclei") if "nuclei" in names else 0)
-        self._rebuilding = False
         self._show_model_defaults()
 
     def _show_model_defaults(self) -> None:

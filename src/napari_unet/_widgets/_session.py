@@ -188,9 +188,6 @@ class Session:
                                                             correction)
         return [c for plane in rounds.values() for c in plane if c.n_supervised]
 
-    def n_live_supervised(self) -> int:
-        return sum(link.current_tracker().n_supervised for link in self.links)
-
 
 _KEEP: dict[int, tuple[Any, Session]] = {}
 

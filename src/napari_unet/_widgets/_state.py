@@ -190,10 +190,6 @@ class CorrectionStore:
         """The stored rounds of each plane, oldest first (a copy)."""
         return {name: list(rounds) for name, rounds in self._items.items()}
 
-    def discard(self, names: Iterable[str]) -> None:
-        for name in names:
-            self._items.pop(name, None)
-
     def __len__(self) -> int:
         return sum(len(rounds) for rounds in self._items.values())
 
