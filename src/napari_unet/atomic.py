@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable, Iterator, Union
@@ -97,3 +98,40 @@ def atomic_write(
     with atomic_path(target, overwrite=overwrite) as tmp:
         write_fn(tmp)
     return target
+
+
+@contextmanager
+def atomic_folder(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Like :func:`atomic_path` for a folder output (a zarr store): yield a hidden
+    temporary folder next to ``path``; on success it takes ``path``'s place (the previous
+    folder is removed only once the new one is complete), on failure it is deleted."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise OutputWriteError(f"{str(target)!r} is a file; give a folder name (e.g. ending in .zarr)")
+    if target.exists() and not overwrite:
+        raise OutputWriteError(
+            f"{str(target)!r} exists; pass overwrite=True (CLI: --overwrite) to replace it, "
+            "or choose another name"
+        )
+    tmp = target.with_name(f".tmp-{secrets.token_hex(4)}-{target.name}")
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:
+        raise _write_error(target, exc) from exc
+    try:
+        yield tmp
+        old = target.with_name(f".old-{secrets.token_hex(4)}-{target.name}")
+        if target.exists():
+            os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if old.exists():
+                os.replace(old, target)  # put the previous result back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, NapariUnetError) or not isinstance(exc, Exception):
+            raise
+        raise _write_error(target, exc) from exc

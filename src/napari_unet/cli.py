@@ -17,16 +17,16 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
-from .axes import make_layout
+from .batch import FORMATS, FileResult, SegmentOptions, segment_files
+from .blocks import BlockConfig
 from .device import DEVICE_CHOICES
 from .errors import Cancelled, NapariUnetError, OutputWriteError
 from .evaluation import evaluate
 from .model import SUFFIX, model_path
-from .overlay import write_overlay
 from .finetune import FINE_TUNE_CONFIG, fine_tune
 from .registry import list_models, load_model, save_user_model, user_dir
-from .segment import segment, with_postprocess
-from .tiff_io import image_stem, read_image, read_labels, write_labels
+from .segment import with_postprocess
+from .tiff_io import read_image, read_labels
 from .training import TrainConfig, train
 
 
@@ -67,80 +67,45 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 _positive_int = _int_at_least(1)
 
 
-def _preview_plane(image, axes: str, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The middle plane of a stack (first channel) and its labels, for the PNG overlay.
-
-    Only that plane is read, so a lazily loaded stack is never pulled into memory whole.
-    """
-    keep = [a for a in axes if a in "YX"]
-    index = []
-    for a, n in zip(axes, image.shape):
-        index.append(slice(None) if a in keep else (0 if a == "C" else n // 2))
-    plane = np.asarray(image[tuple(index)])
-    while labels.ndim > 2:
-        labels = labels[labels.shape[0] // 2]
-    return plane, labels
-
-
-def _segment_targets(inputs: Sequence[str], out_dir: Path, overlay: bool,
-                     overwrite: bool) -> list[tuple[Path, Path]]:
-    """(labels, overlay) paths per input, checked before any work so a batch never stops halfway."""
-    targets, seen = [], set()
-    for path in inputs:
-        stem = image_stem(path)
-        pair = (out_dir / f"{stem}_labels.tif", out_dir / f"{stem}_overlay.png")
-        if pair[0] in seen:
-            raise OutputWriteError(
-                f"two inputs would both write {pair[0].name}; rename one of them or segment "
-                f"them into different --out folders"
-            )
-        seen.add(pair[0])
-        for target in pair[: 2 if overlay else 1]:
-            if target.exists() and not overwrite:
-                raise OutputWriteError(f"{target} exists; pass --overwrite or choose another --out")
-        targets.append(pair)
-    return targets
-
-
 def cmd_segment(args: argparse.Namespace) -> int:
     model = load_model(args.model)
-    out_dir = Path(args.out)
-    postprocess = with_postprocess(model, seed_threshold=args.seed_threshold,
-                                   foreground_threshold=args.foreground_threshold,
-                                   min_size=args.min_size)
-    targets = _segment_targets(args.inputs, out_dir, args.overlay, args.overwrite)
-    for path, (label_path, overlay_path) in zip(args.inputs, targets):
-        image = read_image(path)
-        layout = make_layout(image.data, args.axes or image.axes, model.in_channels)
-        bar = _Bar(f"segment {Path(path).name}")
-        try:
-            labels = segment(image.data, model, axes=layout.axes, device=args.device,
-                             tile_size=args.tile_size, tile_overlap=args.overlap,
-                             batch_size=args.batch_size, postprocess=postprocess,
-                             stitch_3d=args.stitch_3d, fast=not args.no_fast, progress=bar)
-        finally:
-            bar.close()
-        write_labels(
-            label_path, labels, axes=layout.label_axes,
-            pixel_size=_label_pixel_size(image, layout), unit=image.unit,
-            metadata={"kind": "labels", "software": "napari-unet", "model": model.name,
-                      "source": str(path), "napari_unet": __version__},
-            overwrite=args.overwrite,
-        )
-        n = len(np.unique(labels)) - (1 if labels.min() == 0 else 0)
-        print(f"{path}: {n} {'objects' if model.config.task == 'instance' else 'classes'} -> {label_path}")
-        if args.overlay:
-            plane, plane_labels = _preview_plane(image.data, layout.axes, labels)
-            print(f"  overlay -> {write_overlay(overlay_path, plane, plane_labels, args.overwrite)}")
-    return 0
+    options = SegmentOptions(
+        axes=args.axes, device=args.device, tile_size=args.tile_size, tile_overlap=args.overlap,
+        batch_size=args.batch_size, stitch_3d=args.stitch_3d, fast=not args.no_fast,
+        postprocess=with_postprocess(model, seed_threshold=args.seed_threshold,
+                                     foreground_threshold=args.foreground_threshold,
+                                     min_size=args.min_size),
+        blocks=BlockConfig(args.block_size, args.halo),
+    )
+    what = "objects" if model.config.task == "instance" else "classes"
+    bars: list[_Bar] = []
 
+    def progress_for(source: str) -> _Bar:
+        bars.append(_Bar(f"segment {Path(source).name}"))
+        return bars[-1]
 
-def _label_pixel_size(image, layout) -> tuple[float, ...] | None:
-    """The input's pixel size when it matches the labels' Z/Y/X axes, else none."""
-    spatial = [a for a in layout.axes if a in "ZYX"]
-    if image.pixel_size is None or len(image.pixel_size) != len(spatial):
-        return None
-    return tuple(s for a, s in zip(spatial, image.pixel_size) if a in layout.label_axes)
+    def on_result(result: FileResult) -> None:
+        while bars:
+            bars.pop().close()
+        if result.error:
+            where = "" if result.source in result.error else f"{Path(result.source).name}: "
+            print(f"napari-unet: error: {where}{result.error}", file=sys.stderr)
+            return
+        how = " (out of core)" if result.out_of_core else ""
+        print(f"{result.source}: {result.n_objects} {what} -> {result.labels}{how}")
+        if result.overlay:
+            print(f"  overlay -> {result.overlay}")
+
+    results = segment_files(
+        args.inputs, args.out, args.model, options, fmt=args.format, overwrite=args.overwrite,
+        overlay=args.overlay, scheduler=args.scheduler, workers=args.workers,
+        on_result=on_result, progress_for=progress_for,
+    )
+    failed = sum(r.error is not None for r in results)
+    if failed and len(results) > 1:
+        print(f"napari-unet: {failed} of {len(results)} inputs failed; the others were "
+              f"written", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -265,9 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("segment", help="segment images into label TIFFs")
-    p.add_argument("inputs", nargs="+", help="image files (TIFF, OME-TIFF, PNG)")
+    p.add_argument("inputs", nargs="+", help="image files (TIFF, OME-TIFF, PNG) or zarr folders")
     p.add_argument("--model", default="nuclei", help="shipped/user model name or .safetensors path")
-    p.add_argument("--out", required=True, help="output folder for <name>_labels.tif")
+    p.add_argument("--out", required=True, help="output folder for <name>_labels.tif/.zarr")
     p.add_argument("--axes", help="axes of the input, e.g. YX, CYX, ZYX (default: from the file)")
     p.add_argument("--tile-size", type=_positive_int, help="tile side in pixels (default: the model's)")
     p.add_argument("--overlap", type=_int_at_least(0), help="tile overlap in pixels (default: the model's)")
@@ -277,6 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-size", type=_positive_int, help="smallest object kept, in pixels")
     p.add_argument("--stitch-3d", action="store_true", help="join objects across Z planes")
     p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
+    p.add_argument("--format", choices=FORMATS, default="tiff",
+                   help="tiff: <name>_labels.tif; zarr: <name>_labels.zarr (OME-Zarr, written "
+                        "block by block). Large inputs go through zarr either way.")
+    p.add_argument("--block-size", type=_int_at_least(64), default=BlockConfig.block,
+                   help="planes larger than this are segmented block by block (bounded memory)")
+    p.add_argument("--halo", type=_int_at_least(0), default=BlockConfig.halo,
+                   help="pixels around each block for objects crossing its edge "
+                        "(>= the largest object radius)")
+    p.add_argument("--scheduler", help="run on dask.distributed: 'local' for a LocalCluster, "
+                                       "or a scheduler address tcp://host:8786")
+    p.add_argument("--workers", type=_positive_int, default=2,
+                   help="worker processes of a local cluster (default 2)")
     _add_common(p)
     p.set_defaults(func=cmd_segment)
 

@@ -49,35 +49,48 @@ def semantic_labels(probs: np.ndarray, config: PostprocessConfig) -> np.ndarray:
     return np.where(above, best + 1, 0).astype(np.uint8)
 
 
-def stitch_planes(labels: np.ndarray, min_iou: float = 0.25) -> np.ndarray:
-    """Join per-plane instances of a (Z, Y, X) stack into 3D objects by overlap.
+class PlaneStitcher:
+    """Joins per-plane instances of consecutive Z planes into 3D objects, one plane at a
+    time, so a stack on disk is stitched without loading it whole.
 
     An object continues the object of the previous plane it overlaps most, if their IoU
-    reaches ``min_iou``; otherwise it starts a new 3D id. Ids are unique across the stack.
+    reaches ``min_iou``; otherwise it starts a new 3D id (counting from ``first_id``).
     """
-    out = np.zeros(labels.shape, dtype=np.uint32)
-    next_id = 1
-    previous = None
-    for z, plane in enumerate(labels):
+
+    def __init__(self, min_iou: float = 0.25, first_id: int = 1) -> None:
+        self.min_iou = min_iou
+        self.next_id = first_id
+        self.previous: np.ndarray | None = None
+
+    def add(self, plane: np.ndarray) -> np.ndarray:
+        """The next plane's labels renumbered to 3D ids (uint32)."""
         plane = plane.astype(np.int64, copy=False)
-        new = np.zeros(plane.shape, dtype=np.uint32)
         ids = np.unique(plane)
         ids = ids[ids > 0]
         mapping: dict[int, int] = {}
-        if previous is not None and ids.size:
-            mapping = _match_to_previous(plane, previous, min_iou)
+        if self.previous is not None and ids.size:
+            mapping = _match_to_previous(plane, self.previous, self.min_iou)
         for i in ids:
-            if i in mapping:
-                continue
-            mapping[int(i)] = next_id
-            next_id += 1
+            if int(i) not in mapping:
+                mapping[int(i)] = self.next_id
+                self.next_id += 1
+        new = np.zeros(plane.shape, dtype=np.uint32)
         if mapping:
             lut = np.zeros(int(plane.max()) + 1, dtype=np.uint32)
             for k, v in mapping.items():
                 lut[k] = v
             new = lut[plane]
-        out[z] = new
-        previous = new
+        self.previous = new
+        return new
+
+
+def stitch_planes(labels: np.ndarray, min_iou: float = 0.25) -> np.ndarray:
+    """Join per-plane instances of a (Z, Y, X) stack into 3D objects by overlap (see
+    :class:`PlaneStitcher`); ids are unique across the stack."""
+    stitcher = PlaneStitcher(min_iou)
+    out = np.zeros(labels.shape, dtype=np.uint32)
+    for z, plane in enumerate(labels):
+        out[z] = stitcher.add(plane)
     return out
 
 

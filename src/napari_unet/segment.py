@@ -9,14 +9,15 @@ import numpy as np
 import torch
 
 from .axes import Layout, fit_channels, make_layout
+from .blocks import BlockConfig, segment_plane
 from .config import PostprocessConfig
 from .device import memory_format, pick_device
-from .errors import InvalidImageError
+from .errors import InvalidImageError, InvalidLabelsError
 from .model import Model
 from .normalize import channel_percentiles, normalize
-from .postprocess import instance_labels, semantic_labels, smallest_uint, stitch_planes
+from .postprocess import PlaneStitcher, instance_labels, semantic_labels, smallest_uint
 from .progress import CancelToken, ProgressCallback, check_cancel, report
-from .tiling import TileConfig, predict_plane
+from .tiling import TileConfig, count_tiles, predict_plane
 
 
 class Predictor:
@@ -44,6 +45,10 @@ class Predictor:
             device=self.device, fast=self.fast, progress=progress, cancel=cancel,
         )
 
+    def count_tiles(self, shape: tuple[int, int]) -> int:
+        """Tiles one plane (or block) of ``shape`` takes, for progress totals."""
+        return count_tiles(shape, self.tiles, self.model.config.network.size_multiple)
+
     def labels(self, probs: np.ndarray, postprocess: PostprocessConfig | None = None) -> np.ndarray:
         """Labels for one plane's probabilities, with the model's post-processing by default."""
         config = postprocess or self.model.config.postprocess
@@ -60,19 +65,29 @@ class PreparedImage:
     canonical: object
     percentiles: np.ndarray
 
-    def plane(self, index: tuple[int, ...]) -> np.ndarray:
-        """The normalised float32 (C, Y, X) plane at a stack index (reads lazily from dask)."""
-        return normalize(np.asarray(self.canonical[index]), self.percentiles)
+    def plane(self, index: tuple[int, ...], box: tuple[slice, slice] = (slice(None),) * 2
+              ) -> np.ndarray:
+        """The normalised float32 (C, Y, X) plane at a stack index, or its ``box`` region;
+        only that region is read from a lazy (dask) image."""
+        return normalize(np.asarray(self.canonical[index + (slice(None),) + box]), self.percentiles)
 
 
-def prepare_image(image, model: Model, axes: str | None = None) -> PreparedImage:
-    """Validate an image against a model and compute its normalisation once."""
+def prepare_image(image, model: Model, axes: str | None = None,
+                  percentiles: np.ndarray | None = None) -> PreparedImage:
+    """Validate an image against a model and compute its normalisation once (unless
+    ``percentiles``, one (low, high) row per channel, are given)."""
     layout = make_layout(image, axes, model.in_channels)
     canonical = layout.to_canonical(image)
     canonical = fit_channels(canonical, model.in_channels)
     model.check_channels(canonical.shape[-3])
-    percentiles = channel_percentiles(canonical, model.config.normalization, channel_axis=-3)
-    return PreparedImage(layout, canonical, percentiles)
+    if percentiles is None:
+        percentiles = channel_percentiles(canonical, model.config.normalization, channel_axis=-3)
+    elif np.shape(percentiles) != (canonical.shape[-3], 2):
+        raise InvalidImageError(
+            f"percentiles need one (low, high) row per channel, shape "
+            f"({canonical.shape[-3]}, 2); got shape {np.shape(percentiles)}"
+        )
+    return PreparedImage(layout, canonical, np.asarray(percentiles, dtype=np.float64))
 
 
 def segment(
@@ -88,19 +103,29 @@ def segment(
     stitch_3d: bool = False,
     planes: Optional[Sequence[tuple[int, ...]]] = None,
     fast: bool = True,
+    blocks: BlockConfig | None = None,
+    out=None,
+    percentiles: np.ndarray | None = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
-) -> np.ndarray:
+):
     """Segment a 2D image or a stack; returns labels over its T, Z, Y, X axes (C dropped).
 
     Instance models give one id per object (unique over the whole stack); with
     ``stitch_3d`` objects overlapping across consecutive Z planes share one id. Semantic
     models give a class index per pixel. ``planes`` (stack indices, e.g. ``[(12,)]`` for
     Z plane 12) limits the work to those planes, normalised exactly as in a whole-stack run;
-    the other planes stay 0. ``progress(done, total)`` counts tiles; ``cancel`` stops
+    the other planes stay 0. Planes larger than ``blocks.block`` are processed block by
+    block (see :mod:`napari_unet.blocks`), so memory is bounded by one block.
+    ``out`` (optional) is a zero-filled integer array of the labels' shape, e.g. a zarr
+    array on disk, written plane region by plane region and returned: with a lazy (dask)
+    image this segments data larger than memory. Without it a numpy array in the smallest
+    unsigned dtype is returned. ``percentiles`` (from :func:`prepare_image`) normalise
+    with values computed once elsewhere, e.g. for planes of one volume segmented by
+    separate workers. ``progress(done, total)`` counts tiles; ``cancel`` stops
     between tiles with :class:`~napari_unet.errors.Cancelled`.
     """
-    prepared = prepare_image(image, model, axes)
+    prepared = prepare_image(image, model, axes, percentiles)
     layout = prepared.layout
     tiles = TileConfig(
         tile_size or model.config.tile_size,
@@ -108,26 +133,41 @@ def segment(
         batch_size,
     )
     predictor = Predictor(model, device, tiles, fast)
-    stack_shape = layout.stack_shape
-    indices = _plane_indices(stack_shape, planes)
-    n_planes = len(indices)
-    out = np.zeros(layout.label_shape, dtype=np.uint32)
+    indices = _plane_indices(layout.stack_shape, planes)
+    target = np.zeros(layout.label_shape, dtype=np.uint32) if out is None else _check_out(out, layout)
+    instance = model.config.task == "instance"
     offset = 0
     for i, index in enumerate(indices):
         check_cancel(cancel)
 
         def plane_progress(done: int, total: int, i: int = i) -> None:
-            report(progress, i * total + done, n_planes * total)
+            report(progress, i * total + done, len(indices) * total)
 
-        probs = predictor.probabilities(prepared.plane(index), plane_progress, cancel)
-        labels = predictor.labels(probs, postprocess)
-        if model.config.task == "instance" and labels.max() > 0:
-            labels = np.where(labels > 0, labels + offset, 0)
-            offset = int(labels.max())
-        out[index] = labels
-    if stitch_3d and model.config.task == "instance" and "Z" in layout.stack_axes:
-        out = _stitch_along_z(out, layout)
-    return out.astype(smallest_uint(int(out.max()) if out.size else 0), copy=False)
+        offset = segment_plane(
+            lambda box, index=index: prepared.plane(index, box), layout.label_shape[-2:],
+            predictor.probabilities, lambda probs: predictor.labels(probs, postprocess),
+            target, index, instance=instance, offset=offset, blocks=blocks or BlockConfig(),
+            context=tiles.overlap, tiles_per_region=predictor.count_tiles,
+            progress=plane_progress, cancel=cancel,
+        )
+    if stitch_3d and instance and "Z" in layout.stack_axes:
+        offset = stitch_along_z(target, layout)
+    if out is not None:
+        return out
+    return target.astype(smallest_uint(offset if instance else int(target.max(initial=0))),
+                         copy=False)
+
+
+def _check_out(out, layout: Layout):
+    """``out`` if it can hold the labels, else an error naming the shape and dtype to use."""
+    shape, dtype = tuple(getattr(out, "shape", ())), np.dtype(getattr(out, "dtype", object))
+    if shape != layout.label_shape or dtype.kind not in "ui" or dtype.itemsize < 4:
+        raise InvalidLabelsError(
+            f"out has shape {shape} and dtype {dtype}, but the labels of this image need "
+            f"shape {layout.label_shape} (axes {layout.label_axes}) and a 32- or 64-bit "
+            f"integer dtype; create it with that shape and dtype uint32, filled with 0"
+        )
+    return out
 
 
 def _plane_indices(stack_shape: tuple[int, ...],
@@ -145,17 +185,19 @@ def _plane_indices(stack_shape: tuple[int, ...],
     return chosen
 
 
-def _stitch_along_z(labels: np.ndarray, layout: Layout) -> np.ndarray:
-    """Stitch each Z stack (per time point when there is a T axis) into 3D objects."""
+def stitch_along_z(labels, layout: Layout) -> int:
+    """Stitch each Z stack (per time point when there is a T axis) into 3D objects, in
+    place and one plane at a time; returns the largest id."""
     z_axis = layout.stack_axes.index("Z")
-    moved = np.moveaxis(labels, z_axis, -3)
-    out = np.zeros_like(moved)
-    offset = 0
-    for index in np.ndindex(*moved.shape[:-3]):
-        stitched = stitch_planes(moved[index])
-        out[index] = np.where(stitched > 0, stitched + offset, 0)
-        offset = max(offset, int(out[index].max()))
-    return np.moveaxis(out, -3, z_axis)
+    outer = [n for k, n in enumerate(layout.stack_shape) if k != z_axis]
+    next_id = 1
+    for outer_index in np.ndindex(*outer):
+        stitcher = PlaneStitcher(first_id=next_id)
+        for z in range(layout.stack_shape[z_axis]):
+            index = outer_index[:z_axis] + (z,) + outer_index[z_axis:]
+            labels[index] = stitcher.add(np.asarray(labels[index]))
+        next_id = stitcher.next_id
+    return next_id - 1
 
 
 def with_postprocess(model: Model, **changes) -> PostprocessConfig:

@@ -14,7 +14,8 @@ Conventions, and why:
   Fiji opens a stack as a stack, with the calibration in the resolution tags plus ImageJ's
   ``spacing`` (Z) and ``unit``. ImageJ TIFFs cannot hold 32-bit integers, so ``uint32``
   labels (more than 65,535 ids) are written as OME-TIFF with ``PhysicalSize*``; Fiji opens
-  them through Bio-Formats. Both are zlib compressed (lossless).
+  them through Bio-Formats. Both are zlib compressed (lossless). Labels given as a lazy
+  array (zarr, dask) are streamed tile by tile into a tiled OME BigTIFF, never loaded whole.
 * **Provenance metadata** (a JSON object, e.g. model name and settings) is stored in the
   ImageJ ``Info`` property (Fiji: Image > Show Info; Fiji keeps it when re-saving) or, for
   OME-TIFF, in the OME ``Image/Description``. :func:`read_image` returns it as
@@ -48,6 +49,7 @@ __all__ = ["ImageData", "check_label_values", "image_stem", "read_image", "read_
 
 #: Images larger than this (uncompressed) are read lazily when ``lazy=None``.
 LAZY_THRESHOLD_BYTES = 1 << 30
+_TILE = 512  # tile side of streamed (lazy) label TIFFs
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 _PICTURE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
@@ -87,7 +89,8 @@ class ImageData:
 
 
 def read_image(path: PathLike, lazy: Optional[bool] = None) -> ImageData:
-    """Read a TIFF / OME-TIFF / ImageJ hyperstack, PNG or JPEG file.
+    """Read a TIFF / OME-TIFF / ImageJ hyperstack, PNG or JPEG file, or a zarr / OME-Zarr
+    store (always lazy).
 
     The format is sniffed from the first bytes, not the extension, so a TIFF named
     ``.png`` still reads. ``lazy=None`` returns a dask array for images over
@@ -96,6 +99,10 @@ def read_image(path: PathLike, lazy: Optional[bool] = None) -> ImageData:
     Every failure is an :class:`ImageReadError` that says what is wrong and what to do.
     """
     p = Path(path)
+    from .zarr_io import is_zarr, read_zarr  # zarr_io builds on this module's ImageData
+
+    if is_zarr(p):
+        return read_zarr(p)
     head = _read_head(p)
     if head.startswith(_TIFF_MAGIC):
         return _read_tiff(p, lazy)
@@ -110,7 +117,8 @@ def read_image(path: PathLike, lazy: Optional[bool] = None) -> ImageData:
 def image_stem(path: PathLike) -> str:
     """The file name without its image suffix (``cells.ome.tif`` -> ``cells``)."""
     name = Path(path).name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpeg", ".jpg"):
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr", ".png",
+                   ".jpeg", ".jpg"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(path).stem
@@ -424,7 +432,7 @@ def write_labels(
     :class:`~napari_unet.errors.OutputWriteError` when the file cannot be written
     (the previous file, if any, is then left unchanged).
     """
-    data = _as_labels(labels)
+    data = _as_lazy_labels(labels) if _is_lazy(labels) else _as_labels(labels)
     axes = _label_axes(axes, data.shape)
     spatial = [ax for ax in axes if ax in "ZYX"]
     if pixel_size is None:
@@ -458,7 +466,7 @@ def write_labels(
             f"metadata must be JSON-serialisable ({exc}); convert values to str, int, float, "
             "bool, list or dict"
         ) from exc
-    writer = _write_ome if data.dtype == np.uint32 else _write_imagej
+    writer = _write_ome if data.dtype == np.uint32 or _is_lazy(data) else _write_imagej
     return atomic_write(
         path, partial(writer, data=data, axes=axes, sizes=sizes, unit=canonical, info=info),
         overwrite=overwrite,
@@ -502,6 +510,42 @@ def _as_labels(labels: Any) -> np.ndarray:
         f"the largest label id {top} does not fit in 32 bits; renumber the labels, e.g. "
         "with skimage.segmentation.relabel_sequential"
     )
+
+
+def _is_lazy(labels: Any) -> bool:
+    """Array-likes that are not in memory (dask, zarr): streamed, never loaded whole."""
+    return not isinstance(labels, np.ndarray) and hasattr(labels, "shape") and hasattr(
+        labels, "dtype") and not np.isscalar(labels)
+
+
+def _as_lazy_labels(labels: Any) -> "dask.array.Array":
+    """A dask view of lazy labels in the smallest uint dtype (one pass for min and max)."""
+    import dask.array as da
+
+    data = labels if isinstance(labels, da.Array) else da.from_array(labels, chunks=_chunks(labels))
+    check_label_values(np.zeros(0, data.dtype), what="the label image")
+    if data.size == 0:
+        raise InvalidLabelsError(
+            f"the label image is empty (shape {data.shape}); pass an array with pixels"
+        )
+    low, top = (int(v) for v in da.compute(data.min(), data.max()))
+    if low < 0:
+        raise InvalidLabelsError(
+            f"the label image contains negative values (minimum {low}); labels must be "
+            "non-negative ids, 0 for background: set negative pixels to 0 or relabel"
+        )
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dtype).max:
+            return data.astype(dtype)
+    raise InvalidLabelsError(
+        f"the largest label id {top} does not fit in 32 bits; renumber the labels"
+    )
+
+
+def _chunks(labels: Any) -> Any:
+    """A lazy array's own chunks (zarr) when it has them, else dask's default."""
+    chunks = getattr(labels, "chunks", None)
+    return chunks if isinstance(chunks, tuple) and all(isinstance(c, int) for c in chunks) else "auto"
 
 
 def _label_axes(axes: Optional[str], shape: tuple[int, ...]) -> str:
@@ -564,6 +608,21 @@ def _write_ome(
         metadata[f"PhysicalSize{ax}Unit"] = _UNIT_NAMES_OME.get(unit, unit)
     if info:
         metadata["Description"] = info
-    tifffile.imwrite(
-        tmp, data, ome=True, photometric="minisblack", compression="zlib", metadata=metadata
+    if isinstance(data, np.ndarray):
+        tifffile.imwrite(
+            tmp, data, ome=True, photometric="minisblack", compression="zlib", metadata=metadata
+        )
+        return
+    tifffile.imwrite(  # streamed: one tile in memory at a time
+        tmp, _tiles(data), shape=data.shape, dtype=data.dtype, tile=(_TILE, _TILE),
+        bigtiff=True, ome=True, photometric="minisblack", compression="zlib", metadata=metadata,
     )
+
+
+def _tiles(data: Any) -> Iterator[np.ndarray]:
+    """Tiles of a lazy (..., Y, X) array in TIFF order: page by page, rows of tiles."""
+    height, width = data.shape[-2:]
+    for index in np.ndindex(*data.shape[:-2]):
+        for y in range(0, height, _TILE):
+            for x in range(0, width, _TILE):
+                yield np.asarray(data[index + (slice(y, y + _TILE), slice(x, x + _TILE))])

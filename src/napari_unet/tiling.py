@@ -40,6 +40,21 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
+def tile_shape(shape: tuple[int, int], tile: int, multiple: int) -> tuple[int, int]:
+    """The network input size for a plane: ``tile`` rounded up to the network's size
+    multiple, or the whole (rounded-up) side when the plane is smaller."""
+    side = _round_up(tile, multiple)
+    return min(side, _round_up(shape[0], multiple)), min(side, _round_up(shape[1], multiple))
+
+
+def count_tiles(shape: tuple[int, int], tiles: TileConfig, multiple: int) -> int:
+    """How many tiles :func:`predict_plane` runs for a plane of ``shape`` (for progress)."""
+    tile = tile_shape(shape, tiles.tile, multiple)
+    padded = (max(shape[0], tile[0]), max(shape[1], tile[1]))
+    return len(tile_starts(padded[0], tile[0], tiles.overlap)) * len(
+        tile_starts(padded[1], tile[1], tiles.overlap))
+
+
 def gaussian_window(shape: tuple[int, int], sigma_scale: float = 1 / 8) -> np.ndarray:
     """Blending weights that fade towards tile edges, where predictions are least reliable."""
     axes = []
@@ -107,10 +122,7 @@ def predict_plane(
     mixed precision and channels_last on devices where that is faster.
     """
     height, width = plane.shape[1:]
-    tile = (
-        min(_round_up(tiles.tile, multiple), _round_up(height, multiple)),
-        min(_round_up(tiles.tile, multiple), _round_up(width, multiple)),
-    )
+    tile = tile_shape((height, width), tiles.tile, multiple)
     padded = _pad_plane(plane, tile)
     window = gaussian_window(tile)
     n_out = network.config.out_channels

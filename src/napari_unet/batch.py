@@ -1,0 +1,379 @@
+"""Segment files in batches: in memory, out of core, or on a dask.distributed cluster.
+
+One file is segmented in memory when its labels fit comfortably; a lazily read image
+(over 1 GiB) or labels over 1 GiB go through a zarr store written block by block, then
+(for TIFF output) are streamed into a tiled OME BigTIFF, so memory stays bounded by a
+block. With a scheduler, files become tasks on dask.distributed workers; a single stack
+is split into groups of planes instead (normalised with percentiles computed once, ids
+made unique afterwards, 3D stitching on the client). The CLI's ``segment`` is a thin shell.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from . import __version__
+from .atomic import atomic_folder
+from .axes import Layout, make_layout
+from .blocks import BlockConfig, block_boxes
+from .config import PostprocessConfig
+from .device import torch_threads
+from .errors import NapariUnetError, OutputWriteError
+from .model import Model
+from .overlay import write_overlay
+from .progress import CancelToken, ProgressCallback
+from .registry import load_model
+from .segment import prepare_image, segment, stitch_along_z
+from .tiff_io import LAZY_THRESHOLD_BYTES, ImageData, image_stem, read_image, write_labels
+from .zarr_io import create_labels
+
+PathLike = Union[str, "os.PathLike[str]"]
+FORMATS = ("tiff", "zarr")
+_SUFFIX = {"tiff": "_labels.tif", "zarr": "_labels.zarr"}
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How to segment each file (the keywords of :func:`napari_unet.segment`), plus the
+    torch threads per task on a cluster (``None``: the machine's cores / workers)."""
+
+    axes: Optional[str] = None
+    device: str = "auto"
+    tile_size: Optional[int] = None
+    tile_overlap: Optional[int] = None
+    batch_size: int = 1
+    postprocess: Optional[PostprocessConfig] = None
+    stitch_3d: bool = False
+    fast: bool = True
+    blocks: BlockConfig = field(default_factory=BlockConfig)
+    threads: Optional[int] = None
+
+    def segment_kwargs(self) -> dict[str, Any]:
+        return dict(device=self.device, tile_size=self.tile_size, tile_overlap=self.tile_overlap,
+                    batch_size=self.batch_size, postprocess=self.postprocess,
+                    fast=self.fast, blocks=self.blocks)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What one file gave: the labels written, the object (or class) count and how."""
+
+    source: str
+    labels: Path
+    n_objects: int
+    out_of_core: bool
+    seconds: float
+    overlay: Optional[Path] = None
+    error: Optional[str] = None
+
+
+def output_paths(sources: Sequence[PathLike], out_dir: PathLike, fmt: str = "tiff",
+                 overwrite: bool = False, overlay: bool = False) -> list[tuple[Path, Optional[Path]]]:
+    """(labels, overlay) paths per source, checked before any work so a batch never
+    stops halfway on a name clash or an existing file."""
+    if fmt not in FORMATS:
+        raise OutputWriteError(f"unknown output format {fmt!r}; use one of {FORMATS}")
+    out, seen = [], set()
+    for source in sources:
+        stem = image_stem(source)
+        labels = Path(out_dir) / f"{stem}{_SUFFIX[fmt]}"
+        preview = Path(out_dir) / f"{stem}_overlay.png" if overlay else None
+        if labels in seen:
+            raise OutputWriteError(
+                f"two inputs would both write {labels.name}; rename one of them or segment "
+                f"them into different output folders"
+            )
+        seen.add(labels)
+        for target in (labels, preview):
+            if target is not None and target.exists() and not overwrite:
+                raise OutputWriteError(f"{target} exists; pass --overwrite or choose another --out")
+        out.append((labels, preview))
+    return out
+
+
+def count_objects(labels: Any) -> int:
+    """Distinct non-zero ids, read block by block (labels may be a zarr array on disk)."""
+    ids: set[int] = set()
+    for index in np.ndindex(*labels.shape[:-2]):
+        for box in block_boxes(labels.shape[-2:], 4096):
+            ids.update(np.unique(np.asarray(labels[index + box])).tolist())
+    ids.discard(0)
+    return len(ids)
+
+
+def needs_out_of_core(image: ImageData, layout: Layout) -> bool:
+    """Lazily read images, and labels that would take over 1 GiB, go through zarr."""
+    label_bytes = 4 * int(np.prod(layout.label_shape, dtype=np.int64))
+    return not isinstance(image.data, np.ndarray) or label_bytes > LAZY_THRESHOLD_BYTES
+
+
+def segment_file(
+    source: PathLike,
+    target: PathLike,
+    model: Model,
+    options: SegmentOptions = SegmentOptions(),
+    *,
+    fmt: str = "tiff",
+    overwrite: bool = False,
+    overlay: Optional[PathLike] = None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> FileResult:
+    """Segment one image file into a label TIFF or OME-Zarr at ``target`` (atomically),
+    out of core when the image or its labels are large (see the module docstring)."""
+    start = time.perf_counter()
+    image = read_image(source)
+    layout = make_layout(image.data, options.axes or image.axes, model.in_channels)
+    meta = _provenance(model, source)
+    kwargs = dict(axes=layout.axes, stitch_3d=options.stitch_3d, progress=progress,
+                  cancel=cancel, **options.segment_kwargs())
+    pixel_size = label_pixel_size(image, layout)
+    out_of_core = fmt == "zarr" or needs_out_of_core(image, layout)
+    target = Path(target)
+    with _label_store(target, fmt, overwrite, out_of_core) as store:
+        if store is None:
+            labels = segment(image.data, model, **kwargs)
+        else:
+            labels = create_labels(store, layout.label_shape, layout.label_axes,
+                                   pixel_size=pixel_size, unit=image.unit, metadata=meta)
+            segment(image.data, model, out=labels, **kwargs)
+        if fmt == "tiff":
+            write_labels(target, labels, axes=layout.label_axes, pixel_size=pixel_size,
+                         unit=image.unit, metadata=meta, overwrite=overwrite)
+        n = count_objects(labels)
+        preview = None
+        if overlay is not None:
+            plane, plane_labels = preview_plane(image.data, layout.axes, labels)
+            preview = write_overlay(overlay, plane, plane_labels, overwrite)
+    return FileResult(str(source), target, n, out_of_core, time.perf_counter() - start, preview)
+
+
+@contextmanager
+def _label_store(target: Path, fmt: str, overwrite: bool, out_of_core: bool
+                 ) -> Iterator[Optional[Path]]:
+    """Where labels go while segmenting: ``None`` (memory), the zarr output itself
+    (renamed into place on success) or a scratch zarr beside a TIFF output (deleted)."""
+    if fmt == "zarr":
+        with atomic_folder(target, overwrite=overwrite) as tmp:
+            yield tmp
+    elif out_of_core:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            scratch = tempfile.TemporaryDirectory(dir=target.parent, prefix=".napari-unet-scratch-")
+        except OSError as exc:
+            raise OutputWriteError(f"could not create a scratch folder in {str(target.parent)!r}: "
+                                   f"{exc}; choose a writable output folder with free space") from exc
+        with scratch as folder:
+            yield Path(folder) / "labels.zarr"
+    else:
+        yield None
+
+
+def _provenance(model: Model, source: PathLike) -> dict[str, Any]:
+    return {"kind": "labels", "software": "napari-unet", "model": model.name,
+            "source": str(source), "napari_unet": __version__}
+
+
+def label_pixel_size(image: ImageData, layout: Layout) -> Optional[tuple[float, ...]]:
+    """The input's pixel size for the labels' Z/Y/X axes, when it has one per axis."""
+    spatial = [a for a in layout.axes if a in "ZYX"]
+    if image.pixel_size is None or len(image.pixel_size) != len(spatial):
+        return None
+    return tuple(s for a, s in zip(spatial, image.pixel_size) if a in layout.label_axes)
+
+
+def preview_plane(image: Any, axes: str, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The middle plane of a stack (first channel) and its labels, read alone so a lazy
+    stack is never loaded whole (for the PNG overlay)."""
+    index = tuple(slice(None) if a in "YX" else (0 if a == "C" else n // 2)
+                  for a, n in zip(axes, image.shape))
+    label_index = tuple(n // 2 for n in labels.shape[:-2])
+    return np.asarray(image[index]), np.asarray(labels[label_index])
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def segment_files(
+    sources: Sequence[PathLike],
+    out_dir: PathLike,
+    model: Union[str, Path],
+    options: SegmentOptions = SegmentOptions(),
+    *,
+    fmt: str = "tiff",
+    overwrite: bool = False,
+    overlay: bool = False,
+    scheduler: Optional[str] = None,
+    workers: int = 2,
+    on_result: Optional[Callable[[FileResult], None]] = None,
+    progress_for: Optional[Callable[[str], ProgressCallback]] = None,
+) -> list[FileResult]:
+    """Segment every source into ``out_dir``; one file's failure does not stop the others
+    (its :attr:`FileResult.error` says why). ``model`` is a shipped/user model name or a
+    file path, which workers must be able to open too.
+
+    ``scheduler=None`` runs here, one file after another; ``"local"`` starts a
+    dask.distributed LocalCluster of ``workers`` processes; any other value is the address
+    of a running scheduler (``tcp://host:8786``) whose workers see the same files.
+    """
+    targets = output_paths(sources, out_dir, fmt, overwrite, overlay)
+    if scheduler is None:
+        loaded = load_model(model)
+        results = []
+        for source, (labels, preview) in zip(sources, targets):
+            progress = progress_for(str(source)) if progress_for else None
+            result = _guarded(segment_file, source, labels, loaded, options, fmt=fmt,
+                              overwrite=overwrite, overlay=preview, progress=progress)
+            if on_result:
+                on_result(result)
+            results.append(result)
+        return results
+    with cluster(scheduler, workers) as client:
+        if len(sources) == 1 and _n_planes(sources[0], options, model) > 1:
+            return [_segment_volume(client, sources[0], targets[0], str(model), options,
+                                    fmt, overwrite, on_result)]
+        return _segment_many(client, sources, targets, str(model), options, fmt, overwrite,
+                             on_result)
+
+
+def _guarded(fn: Callable[..., FileResult], source: PathLike, target: Path, *args: Any,
+             **kwargs: Any) -> FileResult:
+    """Run one file's job; the package's own errors become a result with an error."""
+    start = time.perf_counter()
+    try:
+        return fn(source, target, *args, **kwargs)
+    except NapariUnetError as exc:
+        return FileResult(str(source), target, 0, False, time.perf_counter() - start,
+                          error=str(exc))
+
+
+@contextmanager
+def cluster(scheduler: str, workers: int = 2) -> Iterator[Any]:
+    """A dask.distributed client: a new LocalCluster for ``"local"``, else a connection."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise NapariUnetError(
+            "dask.distributed is not installed; pip install 'napari-unet[distributed]'"
+        ) from None
+    if scheduler == "local":
+        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None, env={"OMP_NUM_THREADS": str(threads)}
+                          ) as local, Client(local) as client:
+            yield client
+    else:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except OSError as exc:
+            raise NapariUnetError(
+                f"could not reach the dask scheduler at {scheduler!r} ({exc}); check the "
+                "address (tcp://host:8786) and that the scheduler is running"
+            ) from None
+        with client:
+            yield client
+
+
+def _worker_threads(options: SegmentOptions) -> int:
+    return options.threads or int(os.environ.get("OMP_NUM_THREADS", 0) or 1)
+
+
+def _remote_file(source: str, target: tuple[Path, Optional[Path]], model: str,
+                 options: SegmentOptions, fmt: str, overwrite: bool) -> FileResult:
+    """One file on a worker (a module-level function, so it pickles)."""
+    with torch_threads(_worker_threads(options)):
+        return _guarded(segment_file, source, target[0], load_model(model), options, fmt=fmt,
+                        overwrite=overwrite, overlay=target[1])
+
+
+def _segment_many(client: Any, sources: Sequence[PathLike], targets: list, model: str,
+                  options: SegmentOptions, fmt: str, overwrite: bool,
+                  on_result: Optional[Callable[[FileResult], None]]) -> list[FileResult]:
+    from dask.distributed import as_completed
+
+    futures = [client.submit(_remote_file, str(s), t, model, options, fmt, overwrite,
+                             pure=False) for s, t in zip(sources, targets)]
+    order = {f.key: i for i, f in enumerate(futures)}
+    results: list[Optional[FileResult]] = [None] * len(futures)
+    for future in as_completed(futures):
+        result = future.result()
+        results[order[future.key]] = result
+        if on_result:
+            on_result(result)
+    return [r for r in results if r is not None]
+
+
+def _n_planes(source: PathLike, options: SegmentOptions, model: Union[str, Path]) -> int:
+    image = read_image(source)
+    layout = make_layout(image.data, options.axes or image.axes, load_model(model).in_channels)
+    return int(np.prod(layout.stack_shape, dtype=np.int64))
+
+
+def _remote_planes(source: str, store: str, model: str, options: SegmentOptions,
+                   planes: list[tuple[int, ...]], percentiles: np.ndarray) -> int:
+    """Segment some planes of one stack into the shared zarr; returns their largest id."""
+    import zarr
+
+    image = read_image(source)
+    out = zarr.open_array(store, mode="r+")
+    with torch_threads(_worker_threads(options)):
+        segment(image.data, load_model(model), options.axes or image.axes, planes=planes,
+                percentiles=percentiles, out=out, **options.segment_kwargs())
+    return max(int(np.asarray(out[p + box]).max()) for p in planes
+               for box in block_boxes(out.shape[-2:], 4096))
+
+
+def _remote_shift(store: str, planes: list[tuple[int, ...]], offset: int) -> None:
+    """Add ``offset`` to the non-zero ids of some planes (ids unique across tasks)."""
+    import zarr
+
+    out = zarr.open_array(store, mode="r+")
+    for p in planes:
+        for box in block_boxes(out.shape[-2:], 4096):
+            block = np.asarray(out[p + box])
+            out[p + box] = np.where(block > 0, block + np.uint32(offset), 0)
+
+
+def _segment_volume(client: Any, source: PathLike, target: tuple, model: str,
+                    options: SegmentOptions, fmt: str, overwrite: bool,
+                    on_result: Optional[Callable[[FileResult], None]]) -> FileResult:
+    """One stack split into plane groups over the cluster's workers."""
+    start = time.perf_counter()
+    image = read_image(source)
+    loaded = load_model(model)
+    prepared = prepare_image(image.data, loaded, options.axes or image.axes)
+    layout = prepared.layout
+    indices = list(np.ndindex(*layout.stack_shape))
+    n_tasks = min(len(indices), 4 * max(1, len(client.scheduler_info()["workers"])))
+    groups = [list(g) for g in np.array_split(np.array(indices), n_tasks) if len(g)]
+    groups = [[tuple(int(i) for i in p) for p in g] for g in groups]
+    labels_path, _ = target
+    pixel_size = label_pixel_size(image, layout)
+    with _label_store(labels_path, fmt, overwrite, True) as store:
+        labels = create_labels(store, layout.label_shape, layout.label_axes, pixel_size=pixel_size,
+                               unit=image.unit, metadata=_provenance(loaded, source))
+        path = str(store / "0")
+        tops = client.gather([client.submit(_remote_planes, str(source), path, model, options, g,
+                                            prepared.percentiles, pure=False) for g in groups])
+        if loaded.config.task == "instance":
+            offsets = np.concatenate([[0], np.cumsum(tops)[:-1]])
+            client.gather([client.submit(_remote_shift, path, g, int(o), pure=False)
+                           for g, o in zip(groups, offsets) if o])
+            if options.stitch_3d and "Z" in layout.stack_axes:
+                stitch_along_z(labels, layout)
+        if fmt == "tiff":
+            write_labels(labels_path, labels, axes=layout.label_axes, pixel_size=pixel_size,
+                         unit=image.unit, metadata=_provenance(loaded, source), overwrite=overwrite)
+        n = count_objects(labels)
+    result = FileResult(str(source), labels_path, n, True, time.perf_counter() - start)
+    if on_result:
+        on_result(result)
+    return result
