@@ -13,6 +13,7 @@ from napari_unet._reader import get_reader
 from napari_unet._writer import labels_to_tiff, write_labels_layer
 from napari_unet.errors import ImageReadError, InvalidLabelsError
 from napari_unet.tiff_io import read_image, write_labels
+from napari_unet.zarr_io import create_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "src" / "napari_unet" / "napari.yaml"
@@ -68,7 +69,26 @@ def test_get_reader_accepts_tiff_only(tmp_path):
         get_reader(str(bad))(str(bad))
 
 
+def test_get_reader_accepts_zarr_stores_but_not_other_folders(tmp_path):
+    create_labels(tmp_path / "labels.zarr", (20, 30), "YX")
+    (tmp_path / "plain").mkdir()
+    assert get_reader(str(tmp_path / "labels.zarr")) is not None
+    assert get_reader(str(tmp_path / "plain")) is None
+
+
 # --------------------------------------------------------------------------- through napari
+
+
+def test_open_ome_zarr_labels_lazily_with_their_scale(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    store = create_labels(tmp_path / "cells_labels.zarr", (3, 40, 50), "ZYX",
+                          pixel_size=(2.0, 0.5, 0.5), metadata={"kind": "labels", "model": "x"})
+    store[1, 5:15, 5:25] = 9
+    layers = viewer.open(tmp_path / "cells_labels.zarr", plugin="napari-unet")
+    assert len(layers) == 1 and layers[0]._type_string == "labels"
+    assert layers[0].name == "cells_labels"
+    np.testing.assert_allclose(layers[0].scale, (2.0, 0.5, 0.5))
+    np.testing.assert_array_equal(np.asarray(layers[0].data), store[:])
 
 
 def test_open_calibrated_stack(make_napari_viewer, tmp_path):

@@ -1,4 +1,6 @@
-"""napari reader: TIFF / OME-TIFF / ImageJ files as layers with their axes and pixel size.
+"""napari reader: TIFF / OME-TIFF / ImageJ files and (OME-)Zarr stores as layers with
+their axes and pixel size. Large TIFFs and every zarr store open lazily (dask), so napari
+loads only the planes it shows.
 
 Multichannel images open as one layer per channel (``channel_axis``); RGB(A) pictures
 open as one colour layer. The pixel size becomes the layer scale, so measurements and
@@ -13,6 +15,7 @@ from typing import Any, Callable, Optional
 
 from .errors import NapariUnetError
 from .tiff_io import ImageData, image_stem, read_image
+from .zarr_io import is_zarr
 
 #: Key under which napari-unet keeps its own facts in a layer's ``metadata``.
 META_KEY = "napari_unet"
@@ -22,14 +25,14 @@ NAPARI_UNITS = {"um": "um", "pixel": "pixel"}
 
 
 def get_reader(path: Any) -> Optional[Callable[[Any], list]]:
-    """npe2 reader hook: a reader function for one TIFF path, else None."""
+    """npe2 reader hook: a reader function for one TIFF file or zarr folder, else None."""
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
             return None
         path = path[0]
     if not isinstance(path, (str, os.PathLike)):
         return None
-    if not str(path).lower().endswith(SUFFIXES):
+    if not str(path).lower().endswith(SUFFIXES) and not is_zarr(path):
         return None
     return read_layers
 
