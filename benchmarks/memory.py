@@ -1,4 +1,5 @@
-"""Peak memory of ``napari_unet.segment`` on large 2D planes (issues 4 and 5).
+"""Peak memory of ``napari_unet.segment`` and of the out-of-core CLI on large 2D planes
+(issues 4 and 5).
 
 Each plane size runs in a fresh subprocess so ``ru_maxrss`` (the process's peak resident
 set) is not inherited from a larger run. The baseline is the peak RSS after importing
@@ -7,6 +8,12 @@ figure is the peak after ``segment`` minus that baseline (i.e. what segmentation
 adds on top of the input image).
 
     .venv/bin/python benchmarks/memory.py --sizes 4096 8192 16384 --json runs/memory.json
+    .venv/bin/python benchmarks/memory.py --cli --sizes 16384 30000 --json runs/memory_cli.json
+
+With ``--cli`` the plane is first written as a tiled BigTIFF (tile by tile, never whole
+in memory), then ``napari-unet segment --format zarr`` runs on it in a child process: the
+file is read lazily and labels go to an OME-Zarr block by block. The figure is that
+process's whole peak RSS (Python, torch and the model included).
 
 The plane is a real DSB 2018 fluorescence test image (channel 0, uint8) tiled with numpy
 to the requested side. CPU, shipped ``nuclei`` model, default settings.
@@ -51,6 +58,53 @@ print(json.dumps(dict(side=side, baseline_kib=base, peak_kib=peak, seconds=dt,
 """
 
 
+def write_big_tiff(path: Path, side: int, image: Path) -> None:
+    """A side x side uint8 tiled BigTIFF made of copies of a real image, tile by tile."""
+    import numpy as np
+    import tifffile
+
+    from napari_unet.tiff_io import read_image
+
+    img = np.asarray(read_image(image).data)
+    img = (img[..., 0] if img.shape[-1] <= 4 else img[0]) if img.ndim == 3 else img
+    img = img.astype(np.uint8, copy=False)
+    tile = 512
+    reps = (-(-tile // img.shape[0]) + 1, -(-tile // img.shape[1]) + 1)
+    big = np.tile(img, reps)
+
+    def tiles():
+        for y in range(0, side, tile):
+            for x in range(0, side, tile):
+                oy, ox = y % img.shape[0], x % img.shape[1]
+                yield big[oy:oy + tile, ox:ox + tile]
+
+    tifffile.imwrite(path, tiles(), shape=(side, side), dtype=np.uint8, tile=(tile, tile),
+                     bigtiff=True, compression="zlib", photometric="minisblack")
+
+
+def run_cli(side: int, image: Path, model: str, scratch: Path) -> dict:
+    """Peak RSS of ``napari-unet segment --format zarr`` on a lazily read side² plane."""
+    import resource
+    import shutil
+    import time
+
+    src = scratch / f"plane_{side}.tif"
+    if not src.exists():
+        write_big_tiff(src, side, image)
+    out = scratch / f"out_{side}"
+    shutil.rmtree(out, ignore_errors=True)
+    cli = Path(sys.executable).with_name("napari-unet")
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(cli), "segment", str(src), "--model", model, "--out", str(out),
+                           "--format", "zarr", "--device", "cpu"], capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
+    if proc.returncode != 0:
+        return dict(side=side, error=proc.stderr.strip().splitlines()[-1:], rc=proc.returncode)
+    return dict(side=side, megapixels=side * side / 1e6, peak_mib=peak / 1024, seconds=dt,
+                input_mib=side * side / 2**20, output=proc.stdout.strip().splitlines()[-1])
+
+
 def first_image() -> Path:
     return sorted(p for p in DATA.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff"))[0]
 
@@ -77,8 +131,31 @@ def main() -> None:
     parser.add_argument("--model", default="nuclei")
     parser.add_argument("--image", type=Path, default=None)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--cli", action="store_true", help="measure the out-of-core CLI path")
+    parser.add_argument("--scratch", type=Path, default=Path("runs/memory_scratch"),
+                        help="folder for the big input TIFFs and outputs (--cli)")
     args = parser.parse_args()
     image = args.image or first_image()
+    if args.cli:
+        args.scratch.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for side in args.sizes:  # increasing sizes: RUSAGE_CHILDREN keeps the maximum
+            row = run_cli(side, image, args.model, args.scratch)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            rows.append(row)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(dict(image=str(image), model=args.model, rows=rows),
+                                            indent=2))
+        print("| plane | MP | input MiB (uint8) | CLI peak RSS MiB | s |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            if "error" in r:
+                print(f"| {r['side']}² | error: {r['error']} | | | |")
+                continue
+            print(f"| {r['side']}² | {r['megapixels']:.0f} | {r['input_mib']:,.0f} | "
+                  f"{r['peak_mib']:,.0f} | {r['seconds']:.0f} |")
+        return
     rows = []
     for side in args.sizes:
         row = run_one(side, image, args.model)

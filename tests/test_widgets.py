@@ -2,7 +2,8 @@
 
 Runs under Xvfb (pytest-xvfb starts it). The first section tests the Qt-free state
 classes without a viewer; the rest clicks through Segment, corrections, Fine-tune, model
-versions, export, cancellation, stacks and multichannel images.
+versions, export, cancellation, stacks, multichannel images, saving and opening sessions,
+and closing layers while a job runs.
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ def test_model_versions_rounds_and_revert(tiny_model):
 
 def test_qt_free_modules_import_without_qt():
     code = ("import sys; import napari_unet._widgets._state, napari_unet._widgets._session, "
-            "napari_unet._widgets._image, napari_unet._widgets._jobs; "
+            "napari_unet._widgets._image, napari_unet._widgets._jobs, "
+            "napari_unet._widgets._session_file; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & "
             "{'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'napari'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -329,8 +331,9 @@ def test_failed_resegment_delivery_is_reported(ui, monkeypatch):
     from napari_unet._widgets import _finetune
 
     viewer, _, fine = ui
+    image = viewer.add_image(np.zeros((8, 8)), name="x")
     layer = viewer.add_labels(np.zeros((8, 8), np.uint32), name="x labels")
-    link = SimpleNamespace(labels_layer=layer, image_layer=None, image=None, settings=None)
+    link = SimpleNamespace(labels_layer=layer, image_layer=image, image=None, settings=None)
 
     def refuse(*_args, **_kwargs):
         raise ValueError("the labels changed shape")
@@ -500,3 +503,257 @@ def test_load_model_file_entry(qtbot, ui, tmp_path, tiny_model, monkeypatch):
     seg.model_combo.activated.emit(seg.model_combo.count() - 1)
     assert seg.model_combo.currentText() == "from-disk"
     assert seg.session.versions.active_version.source == good
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def wait_saved(qtbot, fine, timeout=30_000):
+    qtbot.waitUntil(lambda: fine._save_worker is None, timeout=timeout)
+
+
+def test_session_save_open_and_autosave(qtbot, ui, nuclei_crop, tmp_path, monkeypatch,
+                                        make_napari_viewer):
+    from napari_unet._widgets import _dialogs
+    from napari_unet._widgets._finetune import FineTuneWidget
+    from napari_unet._widgets._segment import SegmentWidget
+    from napari_unet._widgets._session_file import INDEX, SessionFolder
+
+    viewer, seg, fine = ui
+    image_path = tmp_path / "nuclei.tif"
+    tifffile.imwrite(image_path, nuclei_crop, imagej=True, metadata={"axes": "YX", "unit": "um"},
+                     resolution=(1 / 0.5, 1 / 0.5))
+    (image,) = viewer.open(image_path, plugin="napari-unet")
+    image.translate = (5, 7)
+    seg.image_combo.select(image)
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    labels = viewer.layers["nuclei labels"]
+    labels.brush_size = 30
+    labels.paint((64, 64), int(labels.data.max()) + 1)
+    link = seg.session.link_for_labels(labels)
+    shapes = viewer.add_shapes([[[0, 0], [0, 40], [10, 40], [10, 0]]], shape_type="rectangle",
+                               scale=image.scale, translate=image.translate)
+    viewer.layers.selection.active = shapes
+    click(qtbot, fine.review_button)
+    tracker = link.current_tracker()
+    assert tracker.n_edited > 300 and tracker.n_reviewed > 300
+
+    # Save session... writes the folder (in a worker) and notifies.
+    folder = tmp_path / "work.unet-session"
+    monkeypatch.setattr(_dialogs, "ask_session_path", lambda parent, suggestion: folder)
+    click(qtbot, fine.save_session_button)
+    wait_saved(qtbot, fine)
+    assert (folder / INDEX).is_file() and "saved to" in fine.status.text()
+    assert fine.session_folder.path == folder
+
+    # Open session... in a fresh viewer: the image is opened again from its file, the
+    # labels, their edit and review masks and the model versions come back.
+    viewer2 = make_napari_viewer()
+    seg2, fine2 = SegmentWidget(viewer2), FineTuneWidget(viewer2)
+    viewer2.window.add_dock_widget(fine2, name="Fine-tune")
+    monkeypatch.setattr(_dialogs, "ask_session_folder", lambda parent: folder)
+    click(qtbot, fine2.open_session_button)
+    wait_idle(qtbot, fine2)
+    assert "Opened session" in fine2.status.text(), fine2.status.text()
+    image2 = viewer2.layers["nuclei"]
+    np.testing.assert_array_equal(image2.data, nuclei_crop)
+    np.testing.assert_allclose(image2.translate, (5, 7))
+    np.testing.assert_allclose(image2.scale, (0.5, 0.5))
+    labels2 = viewer2.layers["nuclei labels"]
+    np.testing.assert_array_equal(labels2.data, labels.data)
+    np.testing.assert_allclose(labels2.scale, labels.scale)
+    assert labels2.metadata["napari_unet"]["model"] == "tiny"
+    session2 = fine2.session
+    link2 = session2.link_for_labels(labels2)
+    assert link2 is not None and link2.image_layer is image2
+    np.testing.assert_array_equal(link2.current_tracker().edited, tracker.edited)
+    np.testing.assert_array_equal(link2.current_tracker().reviewed, tracker.reviewed)
+    assert [v.label for v in session2.versions.versions] == ["tiny"]
+    assert session2.versions.active == 0
+    assert seg2.model_combo.currentText().startswith("tiny")
+    assert counts_are(fine2, tracker.n_edited)
+    # Edits after opening are tracked like any other.
+    labels2.data_setitem((np.array([100]), np.array([100])), 99)
+    assert link2.current_tracker().n_edited == tracker.n_edited + 1
+
+    # A fine-tuning round saves the session again, by itself.
+    index_before = (folder / INDEX).read_text()
+    fine2.budget.setValue(2)
+    click(qtbot, fine2.finetune_button)
+    wait_idle(qtbot, fine2, timeout=60_000)
+    qtbot.waitUntil(lambda: "auto-saved" in fine2.status.text(), timeout=30_000)
+    wait_saved(qtbot, fine2)
+    assert (folder / INDEX).read_text() != index_before
+    saved = SessionFolder(folder).load()
+    assert [v.label for v in saved.versions] == ["tiny", "tiny · round 1"]
+    assert saved.active == 1 and saved.labels[0].version == 1
+    np.testing.assert_array_equal(saved.labels[0].data, labels2.data)
+    assert sum(c.n_supervised for c in saved.corrections) == session2.store.n_supervised > 600
+
+    # The image file is gone: the session still opens, says so, and keeps the labels,
+    # the corrections (so fine-tuning still learns from them) and the model versions.
+    image_path.unlink()
+    viewer3 = make_napari_viewer()
+    fine3 = FineTuneWidget(viewer3)
+    warnings = []
+    monkeypatch.setattr("napari_unet._widgets._finetune.show_warning", warnings.append)
+    click(qtbot, fine3.open_session_button)
+    wait_idle(qtbot, fine3)
+    assert len(warnings) == 1 and f"its file {image_path} is gone" in warnings[0]
+    assert "nuclei" not in viewer3.layers
+    np.testing.assert_array_equal(viewer3.layers["nuclei labels"].data, labels2.data)
+    assert not fine3.session.links
+    assert fine3.session.store.n_supervised == session2.store.n_supervised
+    assert fine3.session.versions.active == 1 and len(fine3.session.versions) == 2
+
+
+def test_session_reopens_a_napari_sample(qtbot, ui, tmp_path, monkeypatch, make_napari_viewer):
+    from napari_unet._widgets import _dialogs
+    from napari_unet._widgets._finetune import FineTuneWidget
+
+    viewer, seg, fine = ui
+    (image,) = viewer.open_sample("napari-unet", "nuclei_fluo")
+    seg.image_combo.select(image)
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    labels = viewer.layers["nuclei_fluo labels"]
+    labels.data_setitem((np.array([1, 1]), np.array([1, 2])), 40)
+    folder = tmp_path / "sample.unet-session"
+    monkeypatch.setattr(_dialogs, "ask_session_path", lambda parent, suggestion: folder)
+    click(qtbot, fine.save_session_button)
+    wait_saved(qtbot, fine)
+
+    viewer2 = make_napari_viewer()
+    fine2 = FineTuneWidget(viewer2)
+    monkeypatch.setattr(_dialogs, "ask_session_folder", lambda parent: folder)
+    click(qtbot, fine2.open_session_button)
+    wait_idle(qtbot, fine2)
+    image2 = viewer2.layers["nuclei_fluo"]
+    assert image2.source.sample == ("napari-unet", "nuclei_fluo")
+    np.testing.assert_array_equal(image2.data, image.data)
+    link = fine2.session.link_for_labels(viewer2.layers["nuclei_fluo labels"])
+    assert link.image_layer is image2 and link.current_tracker().n_edited == 2
+
+
+def test_open_session_refuses_a_damaged_folder(qtbot, ui, tmp_path, monkeypatch):
+    from napari_unet._widgets import _dialogs
+    from napari_unet._widgets._session_file import INDEX
+
+    viewer, seg, fine = ui
+    folder = tmp_path / "bad.unet-session"
+    folder.mkdir()
+    (folder / INDEX).write_text("{ not json")
+    errors = []
+    monkeypatch.setattr("napari_unet._widgets._qt.show_error", errors.append)
+    monkeypatch.setattr(_dialogs, "ask_session_folder", lambda parent: folder)
+    monkeypatch.setattr(_dialogs, "confirm_replace_session", lambda parent: True)
+    click(qtbot, fine.open_session_button)
+    wait_idle(qtbot, fine)
+    assert len(errors) == 1 and "damaged" in errors[0] and "not valid JSON" in errors[0]
+    assert "Opening the session failed" in fine.status.text()
+    assert [v.label for v in fine.session.versions.versions] == ["tiny"]  # nothing replaced
+    assert fine.open_session_button.isEnabled() and seg.segment_button.isEnabled()
+
+
+# --------------------------------------------------------------------------- closing layers
+
+
+@pytest.fixture
+def gate(monkeypatch):
+    """Holds a widget's segmentation job until the test opens the gate (``gate.set()``)."""
+    import threading
+
+    from napari_unet._widgets import _finetune, _segment
+
+    event = threading.Event()
+    for module in (_segment, _finetune):
+        real = module.run_segment
+
+        def held(*args, _real=real, **kwargs):
+            assert event.wait(30), "the test never opened the gate"
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, "run_segment", held)
+    yield event
+    event.set()
+
+
+def test_closing_the_image_while_segmenting_drops_the_result(qtbot, ui, nuclei_crop, gate,
+                                                             monkeypatch):
+    viewer, seg, fine = ui
+    notes = []
+    monkeypatch.setattr("napari_unet._widgets._segment.show_info", notes.append)
+    image = viewer.add_image(nuclei_crop, name="nuc")
+    click(qtbot, seg.segment_button)
+    with qtbot.waitSignal(seg.worker.finished, timeout=30_000):
+        viewer.layers.remove(image)
+        gate.set()
+    assert "nuc labels" not in viewer.layers
+    assert notes == ["'nuc' was closed while it was segmented; result dropped."]
+    assert notes[0] in seg.status.text()
+    assert not seg.session.busy and not seg.session.links
+    # The widget is usable afterwards.
+    viewer.add_image(nuclei_crop[:64, :64], name="again")
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    assert viewer.layers["again labels"].data.shape == (64, 64)
+
+
+def test_closing_the_labels_while_segmenting_makes_a_new_layer(qtbot, ui, nuclei_crop, gate,
+                                                               monkeypatch):
+    viewer, seg, fine = ui
+    image = viewer.add_image(nuclei_crop, name="nuc")
+    gate.set()
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    gate.clear()
+    old = viewer.layers["nuc labels"]
+    old.data_setitem((np.array([3, 3]), np.array([3, 4])), 50)
+    notes = []
+    monkeypatch.setattr("napari_unet._widgets._segment.show_info", notes.append)
+    click(qtbot, seg.segment_button)
+    with qtbot.waitSignal(seg.worker.finished, timeout=30_000):
+        viewer.layers.remove(old)
+        gate.set()
+    new = viewer.layers["nuc labels"]
+    assert new is not old and new.data.shape == nuclei_crop.shape
+    assert seg.session.link_for_image(image).labels_layer is new
+    assert len(notes) == 1 and "'nuc labels' was closed" in notes[0] and "new layer" in notes[0]
+    assert seg.session.store.n_supervised == 2  # the edit of the closed layer is kept
+    assert not seg.session.busy and seg.segment_button.isEnabled()
+
+
+@pytest.mark.parametrize("close", ["labels", "image"])
+def test_closing_a_layer_during_the_round_resegment(qtbot, ui, nuclei_crop, gate, monkeypatch,
+                                                    close):
+    viewer, seg, fine = ui
+    image = viewer.add_image(nuclei_crop, name="nuc")
+    gate.set()
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    gate.clear()
+    labels = viewer.layers["nuc labels"]
+    labels.brush_size = 20
+    labels.paint((40, 40), 7)
+    before = np.array(labels.data)
+    n_painted = seg.session.link_for_labels(labels).current_tracker().n_edited
+    assert n_painted > 100
+    notes = []
+    monkeypatch.setattr("napari_unet._widgets._finetune.show_info", notes.append)
+    fine.budget.setValue(1)
+    click(qtbot, fine.finetune_button)
+    qtbot.waitUntil(lambda: "Segmenting again" in fine.status.text(), timeout=30_000)
+    with qtbot.waitSignal(fine.worker.finished, timeout=30_000):
+        viewer.layers.remove(labels if close == "labels" else image)
+        gate.set()
+    assert len(seg.session.versions) == 2 and seg.session.versions.active == 1
+    assert len(notes) == 1 and "'nuc labels' (or its image) was closed" in notes[0]
+    assert notes[0] in fine.status.text()
+    if close == "labels":
+        assert "nuc labels" not in viewer.layers
+    else:
+        assert viewer.layers["nuc labels"] is labels and seg.session.link_for_labels(labels) is None
+        np.testing.assert_array_equal(labels.data, before)  # not overwritten
+    assert seg.session.store.n_supervised == n_painted  # the correction is kept
+    assert not seg.session.busy and fine.finetune_button.isEnabled()

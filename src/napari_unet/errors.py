@@ -45,3 +45,7 @@ class DeviceError(NapariUnetError, ValueError):
 
 class Cancelled(NapariUnetError):
     """Raised inside long work when the caller asked it to stop."""
+
+
+class SessionError(NapariUnetError, ValueError):
+    """A saved session cannot be written or reopened (damaged, foreign or newer format)."""

@@ -11,7 +11,8 @@ import torch
 from .axes import Layout, fit_channels, make_layout
 from .blocks import BlockConfig, segment_plane
 from .config import PostprocessConfig
-from .device import memory_format, pick_device
+from .device import pick_device
+from .fastpath import inference_network
 from .errors import InvalidImageError, InvalidLabelsError
 from .model import Model
 from .normalize import channel_percentiles, normalize
@@ -24,13 +25,12 @@ class Predictor:
     """A model placed on a device with its tiling settings, reused across planes."""
 
     def __init__(self, model: Model, device: str | torch.device = "auto", tiles: TileConfig | None = None,
-                 fast: bool = True) -> None:
+                 fast: bool = True, compile: bool = False) -> None:
         self.model = model
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.tiles = tiles or TileConfig(model.config.tile_size, model.config.tile_overlap)
         self.fast = fast
-        fmt = memory_format(self.device) if fast else torch.contiguous_format
-        self.network = model.network.to(self.device, memory_format=fmt).eval()
+        self.network = inference_network(model.network, self.device, fast, compile)
 
     @property
     def activation(self) -> str:
@@ -103,6 +103,7 @@ def segment(
     stitch_3d: bool = False,
     planes: Optional[Sequence[tuple[int, ...]]] = None,
     fast: bool = True,
+    compile: bool = False,
     blocks: BlockConfig | None = None,
     out=None,
     percentiles: np.ndarray | None = None,
@@ -120,7 +121,9 @@ def segment(
     ``out`` (optional) is a zero-filled integer array of the labels' shape, e.g. a zarr
     array on disk, written plane region by plane region and returned: with a lazy (dask)
     image this segments data larger than memory. Without it a numpy array in the smallest
-    unsigned dtype is returned. ``percentiles`` (from :func:`prepare_image`) normalise
+    unsigned dtype is returned. ``fast`` (default) predicts with the fast path of
+    :mod:`napari_unet.fastpath`; ``compile`` adds ``torch.compile`` (seconds of set-up,
+    then faster: for long batches). ``percentiles`` (from :func:`prepare_image`) normalise
     with values computed once elsewhere, e.g. for planes of one volume segmented by
     separate workers. ``progress(done, total)`` counts tiles; ``cancel`` stops
     between tiles with :class:`~napari_unet.errors.Cancelled`.
@@ -132,7 +135,7 @@ def segment(
         model.config.tile_overlap if tile_overlap is None else tile_overlap,
         batch_size,
     )
-    predictor = Predictor(model, device, tiles, fast)
+    predictor = Predictor(model, device, tiles, fast, compile)
     indices = _plane_indices(layout.stack_shape, planes)
     target = np.zeros(layout.label_shape, dtype=np.uint32) if out is None else _check_out(out, layout)
     instance = model.config.task == "instance"

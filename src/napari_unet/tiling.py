@@ -14,6 +14,7 @@ import torch
 
 from .device import autocast, memory_format
 from .errors import DeviceError
+from .fastpath import input_dtype
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 
 
@@ -84,7 +85,8 @@ def _probabilities(network: torch.nn.Module, batch: np.ndarray, activation: str,
                    device: torch.device, fmt: torch.memory_format) -> np.ndarray:
     """Run one batch of tiles; on device out-of-memory, halve the batch and retry."""
     try:
-        x = torch.from_numpy(batch).to(device).contiguous(memory_format=fmt)
+        x = torch.from_numpy(batch).to(device, dtype=input_dtype(network) or torch.float32)
+        x = x.contiguous(memory_format=fmt)
         logits = network(x).float()
     except torch.OutOfMemoryError:
         if device.type == "cuda":

@@ -7,6 +7,8 @@ from typing import Optional
 
 from qtpy.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QWidget
 
+from ._session_file import SESSION_SUFFIX
+
 
 def ask_save_path(parent: Optional[QWidget], suggestion: str) -> Optional[Path]:
     """A TIFF path to write, or None. Overwriting is asked separately (see confirm_overwrite)."""
@@ -42,3 +44,34 @@ def ask_model_name(parent: Optional[QWidget], suggestion: str) -> Optional[str]:
     name, ok = QInputDialog.getText(parent, "Save model as", "Model name:", text=suggestion)
     name = name.strip()
     return name if ok and name else None
+
+
+def ask_session_path(parent: Optional[QWidget], suggestion: str) -> Optional[Path]:
+    """A session folder to save to (``.unet-session`` appended when missing), or None."""
+    path, _ = QFileDialog.getSaveFileName(
+        parent, "Save session as", suggestion, f"napari-unet sessions (*{SESSION_SUFFIX})",
+        options=QFileDialog.Option.DontConfirmOverwrite,
+    )
+    if not path:
+        return None
+    path = Path(path)
+    if not path.name.endswith(SESSION_SUFFIX):
+        path = path.with_name(path.name + SESSION_SUFFIX)
+    return path
+
+
+def ask_session_folder(parent: Optional[QWidget]) -> Optional[Path]:
+    """A saved session's folder to open, or None."""
+    path = QFileDialog.getExistingDirectory(parent, f"Open a session ({SESSION_SUFFIX} folder)")
+    return Path(path) if path else None
+
+
+def confirm_replace_session(parent: Optional[QWidget]) -> bool:
+    answer = QMessageBox.question(
+        parent, "Replace the session?",
+        "Opening a session replaces this viewer's tracked labels, corrections and model "
+        "versions.\nModel versions you have not saved are lost. Continue?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes

@@ -1,5 +1,5 @@
 """The Correct-and-fine-tune dock widget: edit counts, reviewed regions, fine-tuning rounds,
-model versions with Revert, and Save model as."""
+model versions with Revert, Save model as, and saving/opening the whole session."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from functools import partial
 from typing import Any, Optional
 
 from napari.layers import Shapes
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..errors import NapariUnetError
+from ..errors import NapariUnetError, SessionError
 from ..registry import save_user_model, user_dir
 from ..model import SUFFIX
 from . import _dialogs
@@ -30,6 +30,15 @@ from ._layer_combo import LayerCombo
 from ._loss_plot import LossPlot
 from ._output import apply_result, current_plane, shapes_mask, snapshot_agreement
 from ._qt import JobWidget, report_error, start_job, status_label
+from ._session_file import (
+    SESSION_SUFFIX,
+    SessionData,
+    SessionFolder,
+    capture,
+    check_save_target,
+    is_session,
+    restore,
+)
 
 
 def _pct(x: float) -> str:
@@ -43,6 +52,11 @@ class FineTuneWidget(JobWidget):
         super().__init__(napari_viewer, parent)
         self.last_result: Optional[dict] = None
         self._pending_resegment: Optional[int] = None
+        #: Where the session is saved (set by Save session or Open session); every
+        #: fine-tuning round then saves it again.
+        self.session_folder: Optional[SessionFolder] = None
+        self._save_worker = None
+        self._save_again = False
 
         self.labels_combo = LayerCombo(self.viewer, self._is_tracked)
         self.counts = QLabel("0 pixels corrected")
@@ -66,6 +80,12 @@ class FineTuneWidget(JobWidget):
         self.versions_list.setWordWrap(True)
         self.revert_button = QPushButton("Revert to selected")
         self.save_button = QPushButton("Save model as...")
+        self.save_session_button = QPushButton("Save session...")
+        self.save_session_button.setToolTip(
+            "Save the image references, labels, corrections and model versions to a folder; "
+            "after that, every fine-tuning round saves it again")
+        self.open_session_button = QPushButton("Open session...")
+        self.open_session_button.setToolTip("Reopen a saved session in this viewer")
 
         form = QFormLayout()
         form.addRow("Labels", self.labels_combo)
@@ -85,6 +105,10 @@ class FineTuneWidget(JobWidget):
         buttons.addWidget(self.revert_button)
         buttons.addWidget(self.save_button)
         layout.addLayout(buttons)
+        session_buttons = QHBoxLayout()
+        session_buttons.addWidget(self.save_session_button)
+        session_buttons.addWidget(self.open_session_button)
+        layout.addLayout(session_buttons)
         layout.addStretch(1)
 
         self.jobs.relay.report.connect(self._on_report)
@@ -97,6 +121,8 @@ class FineTuneWidget(JobWidget):
         self.finetune_button.clicked.connect(self.fine_tune)
         self.revert_button.clicked.connect(self.revert)
         self.save_button.clicked.connect(self.save_model)
+        self.save_session_button.clicked.connect(self.save_session)
+        self.open_session_button.clicked.connect(self.open_session)
         self.labels_combo.currentIndexChanged.connect(lambda _i: self.update_counts())
         self.session.corrections_changed.connect(self._corrections_changed)
         self.session.versions_changed.connect(self.refresh_versions)
@@ -252,8 +278,11 @@ class FineTuneWidget(JobWidget):
 
     def _round_done(self, version_index: int, results: list) -> None:
         n = before = after = 0
+        closed = []
         for (link, _planes), result in results:
-            if link.labels_layer not in self.viewer.layers:
+            if (link.labels_layer not in self.viewer.layers
+                    or link.image_layer not in self.viewer.layers):
+                closed.append(link.labels_layer.name)  # closed while it was re-segmented
                 continue
             try:
                 report = apply_result(self.viewer, self.session, link.image_layer, link.image,
@@ -273,12 +302,20 @@ class FineTuneWidget(JobWidget):
         self.last_result = dict(version=version_index, pixels=n, before=agree_before,
                                 after=agree_after)
         steps = version.stats.get("steps", "?")
-        self.status.setText(
-            f"{version.label}: {steps} steps. Agreement with your corrections on {n:,} pixels "
-            f"(labelled vs background): {_pct(agree_before)} before, {_pct(agree_after)} after."
-        )
+        text = (f"{version.label}: {steps} steps. Agreement with your corrections on {n:,} "
+                f"pixels (labelled vs background): {_pct(agree_before)} before, "
+                f"{_pct(agree_after)} after.")
+        if closed:
+            note = (f"{', '.join(repr(name) for name in closed)} (or its image) was closed "
+                    f"during the round and was not segmented again; {version.label} is "
+                    "active: press Segment to see its result.")
+            show_info(note)
+            text += " " + note
+        self.status.setText(text)
         self.refresh_versions()
         self.update_counts()
+        if self.session_folder is not None:
+            self.save_to_folder(auto=True)
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.status.setText(report_error(exc, what) +
@@ -288,6 +325,7 @@ class FineTuneWidget(JobWidget):
         idle = not what
         self.finetune_button.setEnabled(idle)
         self.revert_button.setEnabled(idle)
+        self.open_session_button.setEnabled(idle)
 
     # ------------------------------------------------------------------ versions
     def refresh_versions(self) -> None:
@@ -343,3 +381,99 @@ class FineTuneWidget(JobWidget):
         self.status.setText(f"Saved {version.label} as '{name}' ({path}).")
         show_info(f"Model saved as '{name}'")
         return name
+
+    # ------------------------------------------------------------------ sessions
+    def save_session(self) -> bool:
+        """Ask for a session folder and save to it; later rounds save there automatically."""
+        if not len(self.session.versions) and not self.session.links:
+            show_error("there is no session to save yet: segment an image first")
+            return False
+        path = _dialogs.ask_session_path(self, "session" + SESSION_SUFFIX)
+        if path is None:
+            return False
+        if is_session(path):
+            if not _dialogs.confirm_overwrite(self, path):
+                return False
+        else:
+            try:
+                check_save_target(path)
+            except SessionError as exc:
+                show_error(str(exc))
+                self.status.setText(str(exc))
+                return False
+        if self.session_folder is None or self.session_folder.path != path:
+            self.session_folder = SessionFolder(path)
+        self.save_to_folder()
+        return True
+
+    def save_to_folder(self, auto: bool = False) -> None:
+        """Save the session to its folder in a worker thread (one save at a time: a save
+        asked for while another one runs follows it)."""
+        if self._save_worker is not None:
+            self._save_again = True
+            return
+        folder = self.session_folder
+        job = partial(folder.save, capture(self.session))
+        self._save_worker = start_job(job, on_returned=partial(self._saved, folder, auto),
+                                      on_error=self._save_failed,
+                                      on_finished=self._save_finished)
+
+    def _saved(self, folder: SessionFolder, auto: bool, _index: Any) -> None:
+        text = f"Session {'auto-' if auto else ''}saved to {folder.path}"
+        show_info(text)
+        self.status.setText(text + ".")
+
+    def _save_failed(self, exc: BaseException) -> None:
+        self.status.setText(report_error(exc, "Saving the session") +
+                            " The previous save of the session is unchanged.")
+
+    def _save_finished(self) -> None:
+        self._save_worker = None
+        if self._save_again:
+            self._save_again = False
+            self.save_to_folder(auto=True)
+
+    def open_session(self) -> bool:
+        """Ask for a session folder and open it in this viewer, replacing the current
+        session (tracked labels, corrections, model versions); False if refused."""
+        if self.session.busy or self._save_worker is not None:
+            what = self.session.busy or "saving the session"
+            show_info(f"napari-unet is busy ({what}); open the session when it is done")
+            return False
+        path = _dialogs.ask_session_folder(self)
+        if path is None:
+            return False
+        has_state = len(self.session.versions) or self.session.links or len(self.session.store)
+        if has_state and not _dialogs.confirm_replace_session(self):
+            return False
+        if not self.session.begin("opening a session"):  # a job started meanwhile
+            show_info(f"napari-unet is busy ({self.session.busy}); open the session when it "
+                      "is done")
+            return False
+        folder = SessionFolder(path)
+        self.status.setText(f"Opening session {folder.path}...")
+        self.worker = start_job(folder.load, on_returned=partial(self._opened, folder),
+                                on_error=partial(self._failed, "Opening the session"),
+                                on_finished=self._finish)
+        return True
+
+    def _opened(self, folder: SessionFolder, data: SessionData) -> None:
+        try:
+            problems = restore(self.viewer, self.session, data)
+        except (NapariUnetError, ValueError) as exc:
+            self._failed("Opening the session", exc)
+            return
+        self.session_folder = folder
+        link = next(iter(self.session.links), None)
+        if link is not None:
+            self.labels_combo.select(link.labels_layer)
+        text = (f"Opened session {folder.path.name}: {len(data.labels)} labels layer(s), "
+                f"{len(data.versions)} model version(s). Fine-tuning rounds save it again.")
+        if problems:
+            show_warning("; ".join(problems))
+            text += " " + " ".join(problems)
+        else:
+            show_info(f"Session {folder.path.name} opened")
+        self.status.setText(text)
+        self.refresh_versions()
+        self.update_counts()

@@ -255,6 +255,8 @@ class SegmentWidget(JobWidget):
             if settings.scope == "plane" and image.stack_axes:
                 planes = [current_plane(self.viewer, image_layer, image)]
             snapshot = snapshot_agreement(self.session, image_layer)
+            link = self.session.link_for_image(image_layer)
+            labels_layer = None if link is None else link.labels_layer
         except (NapariUnetError, ValueError) as exc:
             self.session.end()
             show_error(str(exc))
@@ -271,20 +273,26 @@ class SegmentWidget(JobWidget):
         self.progress.running(True)
         self.worker = start_job(
             job,
-            on_returned=partial(self._deliver, image_layer, image, version_index, settings),
+            on_returned=partial(self._deliver, image_layer, labels_layer, image, version_index,
+                                settings),
             on_error=self._failed, on_finished=self._finish,
         )
         return True
 
-    def _deliver(self, image_layer: Any, image, version_index: Optional[int],
-                 settings: SegmentSettings, result: SegmentResult) -> None:
+    def _deliver(self, image_layer: Any, labels_layer: Optional[Any], image,
+                 version_index: Optional[int], settings: SegmentSettings,
+                 result: SegmentResult) -> None:
+        """Write the result into the image's labels. If the image was closed meanwhile
+        the result is dropped; if only its labels were, they come back as a new layer."""
         if result.model is not None and result.source is not None:
             version_index = self._add_loaded(result.source, result.model)
         if version_index is not None and result.model is not None:
             self.session.versions.activate(version_index)
             self.session.versions_changed.emit()
         if image_layer not in self.viewer.layers:
-            self.status.setText(f"{image_layer.name} was closed; the result was dropped.")
+            text = f"'{image_layer.name}' was closed while it was segmented; result dropped."
+            show_info(text)
+            self.status.setText(text)
             return
         try:
             report = apply_result(self.viewer, self.session, image_layer, image, result,
@@ -293,8 +301,14 @@ class SegmentWidget(JobWidget):
             self._failed(exc)
             return
         self.progress.set_progress(1, 1)
-        self.status.setText(f"{report.n_objects} objects in {report.labels_layer.name}. "
-                            "Correct them with the brush/eraser, then fine-tune.")
+        text = (f"{report.n_objects} objects in {report.labels_layer.name}. "
+                "Correct them with the brush/eraser, then fine-tune.")
+        if labels_layer is not None and labels_layer not in self.viewer.layers:
+            closed = (f"'{labels_layer.name}' was closed while it was segmented again; the "
+                      f"result is in a new layer, '{report.labels_layer.name}'.")
+            show_info(closed)
+            text = closed + " " + text
+        self.status.setText(text)
 
     def _failed(self, exc: BaseException) -> None:
         self.status.setText(report_error(exc, "Segmentation"))

@@ -1,0 +1,594 @@
+"""Save an interactive session to a folder and open it again (no Qt, no napari import).
+
+A session folder (``<name>.unet-session``) holds ``session.json`` and the files it names:
+
+- one ``.safetensors`` model file per model version (the package's own format, no pickle);
+- one ``.npz`` per tracked labels layer: its labels, the last segmentation (baseline), the
+  edited and reviewed masks, and its supervised planes with their image (used when the
+  image cannot be opened again, so its corrections still teach the model);
+- one ``.npz`` with the corrections kept from earlier fine-tuning rounds.
+
+Every file is written through :mod:`napari_unet.atomic`. Data files carry a token unique to
+one save in their names and ``session.json`` is written last, so a save that fails midway
+leaves the previous ``session.json`` and every file it names as they were; files the new
+``session.json`` no longer names are removed once it is in place. A model already saved in
+the folder is not written again.
+
+:func:`capture` copies what a :class:`~._session.Session` holds (GUI thread), a
+:class:`SessionFolder` writes and reads it (worker thread), and :func:`restore` puts it
+back into a viewer (GUI thread). napari layers are plain Python objects here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import secrets
+import weakref
+import zipfile
+import zlib
+from contextlib import suppress
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .. import __version__
+from .._reader import META_KEY
+from ..atomic import atomic_write
+from ..errors import ModelFileError, NapariUnetError, SessionError
+from ..model import SUFFIX, Model, load_model_file
+from ._image import layer_image
+from ._jobs import SegmentSettings
+from ._session import LabelsLink, Session
+from ._state import Correction, CorrectionStore, EditTracker, ModelVersion
+
+FORMAT_NAME = "napari-unet-session"
+FORMAT_VERSION = 1
+SESSION_SUFFIX = ".unet-session"
+INDEX = "session.json"
+#: Names of the data files a save writes (removed once no session.json names them).
+_DATA_FILE = re.compile(r"^(model|labels|corrections)-[0-9a-f]+(-\d+)?\.(npz|safetensors)$")
+
+
+@dataclass
+class ImageRecord:
+    """An image layer by reference: where it came from and where it was placed."""
+
+    name: str
+    axes: str
+    rgb: bool
+    shape: tuple[int, ...]
+    scale: list[float]
+    translate: list[float]
+    path: Optional[str] = None  # the file it was read from
+    reader: Optional[str] = None  # the reader plugin that read it
+    sample: Optional[tuple[str, str]] = None  # (plugin, sample) of a napari sample
+
+
+@dataclass
+class LabelsRecord:
+    """A tracked labels layer: its data, its edit tracker's arrays and what made it."""
+
+    name: str
+    image: int  # index into SessionData.images
+    data: np.ndarray
+    baseline: np.ndarray
+    edited: np.ndarray
+    reviewed: np.ndarray
+    settings: SegmentSettings
+    scale: list[float]
+    translate: list[float]
+    version: Optional[int] = None
+    units: Optional[list[str]] = None
+    metadata: dict = field(default_factory=dict)
+    pending: list[Correction] = field(default_factory=list)  # supervised planes + image
+
+
+@dataclass
+class SessionData:
+    """Everything a session folder holds, in memory."""
+
+    images: list[ImageRecord]
+    labels: list[LabelsRecord]
+    corrections: list[Correction]
+    versions: list[ModelVersion]
+    active: Optional[int]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON: NaN and infinities become None, unknown objects strings."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def _floats(values: Any) -> list[float]:
+    return [float(v) for v in values]
+
+
+def _ints(values: Any) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
+def _opt_str(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
+
+
+def _opt_index(value: Any, size: int, what: str) -> Optional[int]:
+    """``value`` as an index below ``size``, or None; a ValueError names ``what``."""
+    if value is None:
+        return None
+    if not 0 <= int(value) < size:
+        raise ValueError(f"{what} {value} does not exist")
+    return int(value)
+
+
+def _settings(values: dict) -> SegmentSettings:
+    """Segment settings from JSON; keys this version does not know are ignored."""
+    known = {f.name for f in dataclasses.fields(SegmentSettings)}
+    return SegmentSettings(**{k: v for k, v in values.items() if k in known})
+
+
+def _pack(corrections: list[Correction], prefix: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Arrays (``<prefix>image_<i>``, ``labels_<i>``, ``mask_<i>``) and names, in order."""
+    arrays: dict[str, np.ndarray] = {}
+    for i, c in enumerate(corrections):
+        arrays[f"{prefix}image_{i}"] = np.asarray(c.image)
+        arrays[f"{prefix}labels_{i}"] = np.asarray(c.labels)
+        arrays[f"{prefix}mask_{i}"] = np.asarray(c.mask, dtype=bool)
+    return arrays, [c.name for c in corrections]
+
+
+def _unpack(arrays: dict[str, np.ndarray], names: list, prefix: str) -> list[Correction]:
+    """The corrections :func:`_pack` stored; a ValueError when their arrays do not fit."""
+    out = []
+    for i, name in enumerate(names):
+        image, labels, mask = (arrays[f"{prefix}{key}_{i}"] for key in ("image", "labels", "mask"))
+        if (image.ndim != 3 or labels.shape != image.shape[1:] or mask.shape != labels.shape
+                or mask.dtype != bool):
+            raise ValueError(f"the arrays of correction {name!r} do not fit together")
+        out.append(Correction(str(name), image, labels, mask))
+    return out
+
+
+def _check_labels(record: LabelsRecord) -> None:
+    """Refuse labels whose arrays do not describe one layer (so no save is unreadable)."""
+    arrays = (record.data, record.baseline, record.edited, record.reviewed)
+    if (any(a.shape != record.data.shape for a in arrays) or record.edited.dtype != bool
+            or record.reviewed.dtype != bool):
+        raise ValueError(f"the arrays of labels {record.name!r} do not fit together")
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as fh:
+        np.savez_compressed(fh, allow_pickle=False, **arrays)
+
+
+def is_session(path: str | Path) -> bool:
+    """Whether ``path`` is a session folder (it holds a ``session.json``)."""
+    return (Path(path) / INDEX).is_file()
+
+
+def check_save_target(path: str | Path) -> None:
+    """Refuse to save a session over a file, or into a folder that holds other things
+    (left-overs of an interrupted first save are not "other things")."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SessionError(f"{path} is a file, not a session folder; choose another name")
+    if path.is_dir() and not is_session(path) and any(
+            not (_DATA_FILE.match(p.name) or p.name.startswith(".tmp-"))
+            for p in path.iterdir()):
+        raise SessionError(
+            f"{path} is a folder with other files in it, not a napari-unet session; choose a "
+            f"new name (a '{SESSION_SUFFIX}' folder is created) or an empty folder"
+        )
+
+
+# --------------------------------------------------------------------------- folder
+
+
+class SessionFolder:
+    """A session's folder: writes and reads it, and remembers which model versions
+    already have a file there (a version's weights never change, so it is written once)."""
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        self.path = path.parent if path.name == INDEX else path
+        self._models: dict[int, tuple[weakref.ref, str]] = {}
+
+    def _model_file(self, model: Model) -> Optional[str]:
+        held = self._models.get(id(model))
+        if held is None or held[0]() is not model or not (self.path / held[1]).is_file():
+            return None
+        return held[1]
+
+    def _remember(self, model: Model, name: str) -> None:
+        self._models[id(model)] = (weakref.ref(model), name)
+
+    # ------------------------------------------------------------------ save
+    def save(self, data: SessionData) -> Path:
+        """Write ``data`` and return the path of ``session.json``.
+
+        Raises :class:`SessionError` or :class:`~napari_unet.errors.OutputWriteError`; the
+        previous session in the folder is then left as it was.
+        """
+        check_save_target(self.path)
+        for record in data.labels:
+            _check_labels(record)
+        token = secrets.token_hex(4)
+        written: list[Path] = []
+        try:
+            index = self._write_data(data, token, written)
+            text = json.dumps(index, indent=1, allow_nan=False)
+            atomic_write(self.path / INDEX, lambda tmp: tmp.write_text(text, encoding="utf-8"),
+                         overwrite=True)
+        except BaseException:
+            for path in written:
+                with suppress(OSError):
+                    path.unlink()
+            raise
+        self._remove_unused(index)
+        return self.path / INDEX
+
+    def _write_data(self, data: SessionData, token: str, written: list[Path]) -> dict:
+        """Write the data files (names with ``token``); returns the index naming them."""
+
+        def write(name: str, write_fn: Callable[[Path], object]) -> str:
+            written.append(atomic_write(self.path / name, write_fn, overwrite=True))
+            return name
+
+        versions = []
+        for i, version in enumerate(data.versions):
+            name = self._model_file(version.model)
+            if name is None:
+                name = f"model-{token}-{i}{SUFFIX}"
+                written.append(version.model.save(self.path / name, overwrite=True))
+                self._remember(version.model, name)
+            versions.append({
+                "label": version.label, "file": name, "parent": version.parent,
+                "round": version.round, "saved_as": version.saved_as,
+                "source": None if version.source is None else str(version.source),
+                "stats": _jsonable(version.stats),
+            })
+        labels = []
+        for k, record in enumerate(data.labels):
+            arrays, pending = _pack(record.pending, "pending_")
+            arrays.update(data=record.data, baseline=record.baseline, edited=record.edited,
+                          reviewed=record.reviewed)
+            name = write(f"labels-{token}-{k}.npz", lambda tmp, a=arrays: _write_npz(tmp, a))
+            labels.append({
+                "name": record.name, "image": record.image, "file": name,
+                "shape": list(record.data.shape), "settings": record.settings.to_dict(),
+                "version": record.version, "scale": record.scale,
+                "translate": record.translate, "units": record.units,
+                "metadata": _jsonable(record.metadata), "pending": pending,
+            })
+        arrays, names = _pack(data.corrections, "")
+        corrections = write(f"corrections-{token}.npz", lambda tmp: _write_npz(tmp, arrays))
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "napari_unet": __version__,
+            "images": [_jsonable(dataclasses.asdict(image)) for image in data.images],
+            "labels": labels,
+            "corrections": {"file": corrections, "names": names},
+            "models": {"active": data.active, "versions": versions},
+        }
+
+    def _remove_unused(self, index: dict) -> None:
+        """Delete data files of earlier saves that ``index`` does not name."""
+        used = {v["file"] for v in index["models"]["versions"]}
+        used.update(record["file"] for record in index["labels"])
+        used.add(index["corrections"]["file"])
+        for path in self.path.iterdir():
+            if _DATA_FILE.match(path.name) and path.name not in used:
+                with suppress(OSError):
+                    path.unlink()
+
+    # ------------------------------------------------------------------ load
+    def load(self) -> SessionData:
+        """Read the session; every problem raises a :class:`SessionError` naming it and
+        the fix."""
+        index = self._read_index()
+        try:
+            return self._parse(index)
+        except SessionError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise self._damaged(f"{type(exc).__name__}: {exc}") from None
+
+    def _damaged(self, detail: str) -> SessionError:
+        return SessionError(
+            f"session {self.path} is damaged ({detail}); it cannot be opened: restore the "
+            f"folder from a backup, or open the image and segment it again"
+        )
+
+    def _read_index(self) -> dict:
+        path = self.path / INDEX
+        if not path.is_file():
+            raise SessionError(
+                f"{self.path} is not a napari-unet session: it has no {INDEX}; choose the "
+                f"folder 'Save session...' made (a '{SESSION_SUFFIX}' folder)"
+            )
+        try:
+            index = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SessionError(f"cannot read {path} ({exc}); check that the folder is "
+                               "readable") from None
+        except ValueError as exc:  # JSON or UTF-8 decoding
+            raise self._damaged(f"{INDEX} is not valid JSON: {exc}") from None
+        if not isinstance(index, dict) or index.get("format") != FORMAT_NAME:
+            raise SessionError(
+                f"{path} is not a napari-unet session file (no '{FORMAT_NAME}' format); "
+                "choose a folder that 'Save session...' made"
+            )
+        version = index.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise self._damaged(f"unreadable format version {version!r}")
+        if version > FORMAT_VERSION:
+            raise SessionError(
+                f"{self.path} was saved by a newer napari-unet "
+                f"({index.get('napari_unet', '?')}, session format {version}; this "
+                f"napari-unet {__version__} reads format {FORMAT_VERSION}); upgrade "
+                "napari-unet (pip install -U napari-unet) to open it"
+            )
+        return index
+
+    def _file(self, name: str) -> Path:
+        """A data file the index names: a plain name inside the folder that exists."""
+        if not name or Path(name).name != name:
+            raise ValueError(f"{name!r} is not a file name in the session folder")
+        path = self.path / name
+        if not path.is_file():
+            raise SessionError(
+                f"session {self.path} is incomplete: {name} is missing; copy the whole "
+                f"'{SESSION_SUFFIX}' folder, not only {INDEX}, or restore it from a backup"
+            )
+        return path
+
+    def _load_npz(self, name: str) -> dict[str, np.ndarray]:
+        path = self._file(name)
+        try:
+            loaded = np.load(path, allow_pickle=False)
+            if not hasattr(loaded, "files"):
+                raise ValueError("not an .npz archive")
+            with loaded:
+                return {key: loaded[key] for key in loaded.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise SessionError(
+                f"{name} in session {self.path} is unreadable ({exc}); it may be truncated: "
+                "restore the folder from a backup"
+            ) from None
+
+    def _load_model(self, name: str) -> Model:
+        try:
+            model = load_model_file(self._file(name))
+        except ModelFileError as exc:
+            raise SessionError(f"a model of session {self.path} cannot be read: {exc}") from None
+        self._remember(model, name)
+        return model
+
+    def _parse(self, index: dict) -> SessionData:
+        images = []
+        for d in index["images"]:
+            sample = d.get("sample")
+            images.append(ImageRecord(
+                name=str(d["name"]), axes=str(d["axes"]), rgb=bool(d["rgb"]),
+                shape=_ints(d["shape"]), scale=_floats(d["scale"]),
+                translate=_floats(d["translate"]), path=_opt_str(d.get("path")),
+                reader=_opt_str(d.get("reader")),
+                sample=None if sample is None else (str(sample[0]), str(sample[1])),
+            ))
+        models = index["models"]
+        versions = []
+        for i, d in enumerate(models["versions"]):
+            versions.append(ModelVersion(
+                label=str(d["label"]), model=self._load_model(str(d["file"])),
+                parent=_opt_index(d.get("parent"), i, "parent model version"),
+                source=None if d.get("source") is None else Path(d["source"]),
+                round=int(d.get("round", 0)), saved_as=_opt_str(d.get("saved_as")),
+                stats=dict(d.get("stats") or {}),
+            ))
+        active = _opt_index(models.get("active"), len(versions), "active model version")
+        labels = []
+        for d in index["labels"]:
+            arrays = self._load_npz(str(d["file"]))
+            record = LabelsRecord(
+                name=str(d["name"]), image=int(_opt_index(d["image"], len(images), "image")),
+                data=arrays["data"], baseline=arrays["baseline"], edited=arrays["edited"],
+                reviewed=arrays["reviewed"], settings=_settings(dict(d.get("settings") or {})),
+                scale=_floats(d["scale"]), translate=_floats(d["translate"]),
+                version=_opt_index(d.get("version"), len(versions), "model version"),
+                units=None if d.get("units") is None else [str(u) for u in d["units"]],
+                metadata=dict(d.get("metadata") or {}),
+                pending=_unpack(arrays, list(d.get("pending") or []), "pending_"),
+            )
+            _check_labels(record)
+            if record.data.shape != _ints(d["shape"]):
+                raise ValueError(f"labels {record.name!r} do not have the saved shape")
+            labels.append(record)
+        corrections = index["corrections"]
+        stored = _unpack(self._load_npz(str(corrections["file"])), list(corrections["names"]), "")
+        return SessionData(images, labels, stored, versions, active)
+
+
+# --------------------------------------------------------------------------- session <-> data
+
+
+def _image_record(layer: Any, axes: str) -> ImageRecord:
+    source = getattr(layer, "source", None)
+    sample = getattr(source, "sample", None)
+    return ImageRecord(
+        name=layer.name, axes=axes, rgb=bool(getattr(layer, "rgb", False)),
+        shape=_ints(layer.data.shape), scale=_floats(layer.scale),
+        translate=_floats(layer.translate), path=_opt_str(getattr(source, "path", None)),
+        reader=_opt_str(getattr(source, "reader_plugin", None)),
+        sample=None if sample is None else (str(sample[0]), str(sample[1])),
+    )
+
+
+def capture(session: Session) -> SessionData:
+    """A copy of what ``session`` holds now, which a worker thread can then write.
+
+    Call it on the GUI thread: it reads the layers, the edit masks and the image planes of
+    supervised pixels. Models are shared, not copied: a version's weights never change.
+    """
+    images: list[ImageRecord] = []
+    seen: dict[int, int] = {}
+    labels = []
+    for link in session.links:
+        if id(link.image_layer) not in seen:
+            seen[id(link.image_layer)] = len(images)
+            images.append(_image_record(link.image_layer, link.image.axes))
+        tracker = link.current_tracker()
+        layer = link.labels_layer
+        meta = (layer.metadata or {}).get(META_KEY)
+        units = getattr(layer, "units", None)
+        labels.append(LabelsRecord(
+            name=layer.name, image=seen[id(link.image_layer)],
+            data=np.array(layer.data, copy=True), baseline=tracker.baseline.copy(),
+            edited=tracker.edited.copy(), reviewed=tracker.reviewed.copy(),
+            settings=link.settings, scale=_floats(layer.scale),
+            translate=_floats(layer.translate), version=link.version,
+            units=[str(u) for u in units] if units else None,
+            metadata=_jsonable(meta) if isinstance(meta, dict) else {},
+            pending=link.corrections(),
+        ))
+    versions = [dataclasses.replace(v, stats=dict(v.stats)) for v in session.versions.versions]
+    return SessionData(images, labels, list(session.store), versions, session.versions.active)
+
+
+def _is_kind(layer: Any, kind: str) -> bool:
+    """Whether ``layer`` is a napari layer of class ``kind`` (``"Image"``, ``"Labels"``)."""
+    return any(cls.__name__ == kind for cls in type(layer).__mro__)
+
+
+def _named(viewer: Any, name: str, kind: str, shape: tuple[int, ...]) -> Optional[Any]:
+    """The viewer's layer ``name`` when it is a ``kind`` layer of data shape ``shape``."""
+    if name not in viewer.layers:
+        return None
+    layer = viewer.layers[name]
+    return layer if _is_kind(layer, kind) and _ints(layer.data.shape) == shape else None
+
+
+def _image_layer(viewer: Any, record: ImageRecord) -> tuple[Optional[Any], Optional[str]]:
+    """The image layer of ``record``: in the viewer already, else opened again from its
+    file or napari sample. Returns (layer, None) or (None, what went wrong)."""
+    layer = _named(viewer, record.name, "Image", record.shape)
+    if layer is not None:
+        return layer, None
+
+    def lost(reason: str) -> tuple[None, str]:
+        return None, (f"image '{record.name}' could not be opened again: {reason}. Its labels "
+                      "and corrections are restored; open the image and segment it to link "
+                      "them again")
+
+    if record.path and Path(record.path).exists():
+        where = record.path
+        kwargs = {"plugin": record.reader} if record.reader else {}
+        opener = partial(viewer.open, record.path, **kwargs)
+    elif record.sample:
+        where = f"sample '{record.sample[1]}' of {record.sample[0]}"
+        opener = partial(viewer.open_sample, *record.sample)
+    elif record.path:
+        return lost(f"its file {record.path} is gone")
+    else:
+        return lost("it was not opened from a file")
+    try:
+        opened = opener()
+    except Exception as exc:  # noqa: BLE001 - any reader plugin's failure: restore the rest
+        return lost(f"reading {where} failed ({exc})")
+    fits = [layer for layer in opened
+            if _is_kind(layer, "Image") and _ints(layer.data.shape) == record.shape]
+    if not fits:
+        return lost(f"{where} no longer holds an image of shape {record.shape}")
+    layer = next((layer for layer in fits if layer.name == record.name), fits[0])
+    layer.name = record.name
+    layer.scale, layer.translate = record.scale, record.translate
+    return layer, None
+
+
+def _labels_layer(viewer: Any, record: LabelsRecord) -> Any:
+    """The labels layer of ``record``: the viewer's own of that name and shape, else new."""
+    metadata = {META_KEY: record.metadata} if record.metadata else {}
+    layer = _named(viewer, record.name, "Labels", record.data.shape)
+    if layer is not None:
+        layer.metadata = {**(layer.metadata or {}), **metadata}
+        layer.data = record.data
+        return layer
+    kwargs: dict[str, Any] = {"units": record.units} if record.units else {}
+    return viewer.add_labels(record.data, name=record.name, scale=record.scale,
+                             translate=record.translate, metadata=metadata, **kwargs)
+
+
+def restore(viewer: Any, session: Session, data: SessionData) -> list[str]:
+    """Replace ``session``'s state with ``data`` and show its layers in ``viewer``.
+
+    An image already in the viewer (same name and shape) is used as it is; otherwise it is
+    opened again from its file or napari sample. Labels whose image cannot be found are
+    still shown, untracked, and their corrections join the stored ones, so fine-tuning
+    keeps them. Returns one message per problem (empty when everything came back).
+    """
+    for link in list(session.links):
+        session.remove_link(link)
+    session.store = CorrectionStore()
+    for correction in data.corrections:
+        session.store.add(correction)
+    session.versions.versions = list(data.versions)
+    session.versions.active = data.active
+    problems: list[str] = []
+    image_layers = []
+    for record in data.images:
+        layer, problem = _image_layer(viewer, record)
+        image_layers.append(layer)
+        if problem:
+            problems.append(problem)
+    links = []
+    for record in data.labels:
+        image_layer, image = image_layers[record.image], None
+        if image_layer is not None:
+            try:
+                image = layer_image(image_layer.data, bool(getattr(image_layer, "rgb", False)),
+                                    image_layer.metadata)
+            except NapariUnetError as exc:
+                problems.append(f"'{record.name}' was restored without its image: {exc}")
+            else:
+                if _ints(image.label_shape) != record.data.shape:
+                    problems.append(
+                        f"'{record.name}' was restored without its image: "
+                        f"'{image_layer.name}' now has labels of shape {image.label_shape}, "
+                        f"not {record.data.shape}")
+                    image = None
+        layer = _labels_layer(viewer, record)
+        if image is None:
+            for correction in record.pending:
+                session.store.add(correction)
+            continue
+        tracker = EditTracker(record.baseline)
+        tracker.edited[...] = record.edited
+        tracker.reviewed[...] = record.reviewed
+        links.append(session.add_link(LabelsLink(image_layer, layer, image, tracker,
+                                                 record.settings, record.version)))
+    session.versions_changed.emit()
+    for link in links:
+        session.corrections_changed.emit(link)
+    session.corrections_changed.emit(None)
+    return problems

@@ -1,0 +1,231 @@
+"""Session folders without a viewer: write, read back, refuse newer or damaged files, and
+never lose the previous save when a write fails.
+
+Uses a real crop of the bundled fluorescence sample and its ground-truth labels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from _data import small_model
+
+from napari_unet.errors import NapariUnetError, SessionError
+from napari_unet.sample_data import load_sample
+from napari_unet._widgets._jobs import SegmentSettings
+from napari_unet._widgets._session_file import (
+    INDEX,
+    ImageRecord,
+    LabelsRecord,
+    SessionData,
+    SessionFolder,
+    check_save_target,
+)
+from napari_unet._widgets._state import Correction, CorrectionStore, ModelVersions
+
+
+@pytest.fixture(scope="module")
+def crop():
+    """A 96x96 crop of the nuclei sample and its instance labels."""
+    image = np.asarray(load_sample("nuclei_fluo").data)[:96, :96]
+    labels = np.asarray(load_sample("nuclei_fluo_labels").data)[:96, :96].astype(np.uint32)
+    assert len(np.unique(labels)) > 3  # several real nuclei in the crop
+    return image, labels
+
+
+def make_session(crop, image_path="/data/nuclei.tif") -> SessionData:
+    """A session as the widgets would capture it: one corrected labels layer, two stored
+    rounds of corrections of another plane, a base model and one fine-tuned round."""
+    image, truth = crop
+    baseline = truth.copy()
+    data = truth.copy()
+    first = int(np.unique(truth)[1])
+    data[truth == first] = 0  # an object erased
+    data[70:80, 70:80] = 77  # a missed one painted
+    edited = data != baseline
+    reviewed = np.zeros_like(edited)
+    reviewed[:20, :40] = True
+    pending = [Correction("nuclei", image[np.newaxis], data.copy(), edited | reviewed)]
+    store = CorrectionStore()
+    left = np.zeros(truth.shape, bool)
+    left[:, :30] = True
+    store.add(Correction("other", image[np.newaxis], truth.copy(), left))
+    store.add(Correction("other", image[np.newaxis], data.copy(), np.roll(left, 20, axis=1)))
+    versions = ModelVersions()
+    base = versions.add_base(small_model(name="tiny"), label="tiny")
+    versions.add_round(small_model(seed=1, name="tiny-tuned"), base,
+                       {"steps": 12, "agreement_before": float("nan"), "final_loss": 0.25})
+    return SessionData(
+        images=[ImageRecord("nuclei", "YX", False, image.shape, [0.5, 0.5], [10.0, 20.0],
+                            path=image_path, reader="napari-unet")],
+        labels=[LabelsRecord("nuclei labels", 0, data, baseline, edited, reviewed,
+                             SegmentSettings(seed_threshold=0.5), [0.5, 0.5], [10.0, 20.0],
+                             version=1, units=["micrometer", "micrometer"],
+                             metadata={"model": "tiny · round 1"}, pending=pending)],
+        corrections=list(store), versions=list(versions.versions), active=1,
+    )
+
+
+def assert_same_weights(a, b):
+    for (ka, va), (kb, vb) in zip(a.network.state_dict().items(),
+                                  b.network.state_dict().items(), strict=True):
+        assert ka == kb
+        np.testing.assert_array_equal(va.numpy(), vb.numpy())
+
+
+def assert_same_session(back: SessionData, saved: SessionData) -> None:
+    assert back.images == saved.images
+    (got,), (want,) = back.labels, saved.labels
+    for key in ("data", "baseline", "edited", "reviewed"):
+        np.testing.assert_array_equal(getattr(got, key), getattr(want, key))
+        assert getattr(got, key).dtype == getattr(want, key).dtype
+    assert (got.name, got.image, got.settings, got.version, got.scale, got.translate,
+            got.units, got.metadata) == (want.name, want.image, want.settings, want.version,
+                                         want.scale, want.translate, want.units, want.metadata)
+    pairs = (list(zip(got.pending, want.pending, strict=True))
+             + list(zip(back.corrections, saved.corrections, strict=True)))
+    assert len(pairs) == 3
+    for a, b in pairs:
+        assert a.name == b.name
+        for key in ("image", "labels", "mask"):
+            np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+    assert back.active == saved.active
+    assert [(v.label, v.parent, v.round) for v in back.versions] == \
+        [(v.label, v.parent, v.round) for v in saved.versions]
+    for a, b in zip(back.versions, saved.versions, strict=True):
+        assert_same_weights(a.model, b.model)
+
+
+def test_round_trip_and_incremental_save(tmp_path, crop):
+    saved = make_session(crop)
+    folder = SessionFolder(tmp_path / "work.unet-session")
+    index_path = folder.save(saved)
+    assert index_path == tmp_path / "work.unet-session" / INDEX
+    index = json.loads(index_path.read_text())
+    assert index["format"] == "napari-unet-session" and index["format_version"] == 1
+    assert index["images"][0]["path"] == "/data/nuclei.tif"
+    assert index["models"]["versions"][1]["stats"]["agreement_before"] is None  # NaN
+
+    back = SessionFolder(index_path).load()  # the session.json path works too
+    assert_same_session(back, saved)
+    assert back.versions[1].stats["steps"] == 12
+    assert back.versions[1].stats["agreement_before"] is None
+    store = CorrectionStore()
+    for correction in back.corrections:
+        store.add(correction)
+    assert store.n_supervised == sum(c.n_supervised for c in saved.corrections)
+
+    # Saving again (a later round) writes only what changed: the model files are kept,
+    # the labels file of the earlier save is replaced and removed.
+    models_before = {v["file"]: (folder.path / v["file"]).stat().st_mtime_ns
+                     for v in index["models"]["versions"]}
+    saved.labels[0].data[0:5, 0:5] = 5
+    saved.labels[0].edited[0:5, 0:5] = True
+    extra = small_model(seed=2, name="round2")
+    saved.versions.append(type(saved.versions[0])("tiny · round 2", extra, parent=1, round=2))
+    saved.active = 2
+    folder.save(saved)
+    index2 = json.loads(index_path.read_text())
+    files2 = [v["file"] for v in index2["models"]["versions"]]
+    assert files2[:2] == list(models_before)
+    assert all((folder.path / f).stat().st_mtime_ns == t for f, t in models_before.items())
+    names = sorted(p.name for p in folder.path.iterdir())
+    assert names == sorted([INDEX, *files2, index2["labels"][0]["file"],
+                            index2["corrections"]["file"]])
+    assert_same_session(SessionFolder(folder.path).load(), saved)
+
+
+def test_newer_format_is_refused(tmp_path, crop):
+    folder = SessionFolder(tmp_path / "s.unet-session")
+    path = folder.save(make_session(crop))
+    index = json.loads(path.read_text())
+    index["format_version"] = 7
+    path.write_text(json.dumps(index))
+    with pytest.raises(SessionError, match="newer napari-unet.*format 7.*upgrade napari-unet"):
+        SessionFolder(folder.path).load()
+
+
+def test_damaged_sessions_are_refused_with_the_fix(tmp_path, crop):
+    folder = SessionFolder(tmp_path / "s.unet-session")
+    path = folder.save(make_session(crop))
+    good = path.read_text()
+    index = json.loads(good)
+
+    path.write_text(good[: len(good) // 2])  # cut short
+    with pytest.raises(SessionError, match="damaged.*not valid JSON.*backup"):
+        SessionFolder(folder.path).load()
+
+    broken = json.loads(good)
+    broken["labels"][0]["shape"] = [5, 5]
+    path.write_text(json.dumps(broken))
+    with pytest.raises(SessionError, match="damaged.*saved shape"):
+        SessionFolder(folder.path).load()
+
+    path.write_text(good)
+    labels_file = folder.path / index["labels"][0]["file"]
+    content = labels_file.read_bytes()
+    labels_file.write_bytes(content[: len(content) // 2])
+    with pytest.raises(SessionError, match="unreadable.*truncated"):
+        SessionFolder(folder.path).load()
+    labels_file.unlink()
+    with pytest.raises(SessionError, match="incomplete.*missing"):
+        SessionFolder(folder.path).load()
+
+    model_file = folder.path / index["models"]["versions"][0]["file"]
+    labels_file.write_bytes(content)
+    model_file.write_bytes(b"garbage")
+    with pytest.raises(SessionError, match="model of session.*cannot be read"):
+        SessionFolder(folder.path).load()
+
+    with pytest.raises(SessionError, match="no session.json"):
+        SessionFolder(tmp_path).load()
+    # Left-overs of an interrupted first save do not block saving there; they are removed.
+    fresh = tmp_path / "fresh.unet-session"
+    fresh.mkdir()
+    (fresh / "labels-0badc0de-0.npz").write_bytes(b"half")
+    SessionFolder(fresh).save(make_session(crop))
+    assert not (fresh / "labels-0badc0de-0.npz").exists()
+    assert_same_session(SessionFolder(fresh).load(), make_session(crop))
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SessionError, match="other files in it"):
+        check_save_target(tmp_path)
+    with pytest.raises(SessionError, match="other files in it"):
+        SessionFolder(tmp_path).save(make_session(crop))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.unet-session", "notes.txt",
+                                                         "s.unet-session"]
+
+
+@pytest.mark.parametrize("fail_on", ["labels-", INDEX])
+def test_failed_save_keeps_the_previous_session(tmp_path, crop, monkeypatch, fail_on):
+    saved = make_session(crop)
+    folder = SessionFolder(tmp_path / "s.unet-session")
+    path = folder.save(saved)
+    before = path.read_bytes()
+    files_before = sorted(p.name for p in folder.path.iterdir())
+
+    changed = make_session(crop)  # new model objects: their files must be written too
+    changed.labels[0].data[:] = 0
+    real_replace = os.replace
+
+    def failing_replace(src, dst, *args, **kwargs):
+        if os.path.basename(dst).startswith(fail_on):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(NapariUnetError, match="disk is full"):
+        folder.save(changed)
+    monkeypatch.undo()
+
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in folder.path.iterdir()) == files_before  # nothing left over
+    assert_same_session(SessionFolder(folder.path).load(), saved)
+    # The folder still works for the next save.
+    folder.save(changed)
+    back = SessionFolder(folder.path).load()
+    assert not back.labels[0].data.any()
+    assert math.isnan(changed.versions[1].stats["agreement_before"])  # the input is untouched
