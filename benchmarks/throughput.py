@@ -4,8 +4,8 @@
 
 Reports medians of ``--runs`` runs, all measured in one process so ratios compare:
 1. bf16 and fp32 matrix-product ceilings (GFLOP/s) with the current torch thread count;
-2. network-only MP/s per shipped model, fp32 eager vs the fast path (bf16 autocast +
-   channels_last), and the fast path's share of the bf16 ceiling (FLOPs counted by torch);
+2. network-only MP/s per shipped model and path (see ``network_mps``), and each path's
+   share of its ceiling (FLOPs counted by torch);
 3. end-to-end ``segment`` of a 2048x2048 plane built from real DSB nuclei tiles, with the
    post-processing time measured on its own.
 """
@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import napari_unet
 from napari_unet.device import autocast
+from napari_unet.fastpath import inference_network, input_dtype
 from napari_unet.postprocess import instance_labels
 from napari_unet.segment import Predictor, prepare_image
 from napari_unet.tiff_io import read_image
@@ -48,20 +49,35 @@ def matmul_ceiling(dtype: torch.dtype, runs: int, n: int = 2048) -> float:
     return 4 * 2 * n**3 / t / 1e9
 
 
-def network_mps(model, size: int, fast: bool, runs: int) -> tuple[float, float]:
-    """(MP/s, FLOP per pixel) of one forward pass on a size x size tile."""
-    net = model.network.eval()
-    fmt = torch.channels_last if fast else torch.contiguous_format
-    net = net.to(memory_format=fmt)
-    x = torch.randn(1, model.in_channels, size, size).contiguous(memory_format=fmt)
+PATHS = ("fp32", "autocast", "fast", "fast+compile")
+
+
+def network_mps(model, size: int, path: str, runs: int) -> tuple[float, float]:
+    """(MP/s, FLOP per pixel) of one forward pass on a size x size tile.
+
+    Paths: ``fp32`` eager; ``autocast`` = bf16 autocast + channels_last on the training
+    network (the fast path until November 2026); ``fast`` = napari_unet.fastpath (BatchNorm
+    folded, weights cast once to bf16, channels_last: what ``segment`` uses);
+    ``fast+compile`` = the same through torch.compile (compile time excluded).
+    """
     dev = torch.device("cpu")
+    if path in ("fast", "fast+compile"):
+        net = inference_network(model.network, dev, fast=True, compile=path == "fast+compile")
+        dtype, use_autocast = input_dtype(net), False
+    else:
+        net = inference_network(model.network, dev, fast=False)
+        dtype, use_autocast = torch.float32, path == "autocast"
+    fmt = torch.contiguous_format if path == "fp32" else torch.channels_last
+    net = net.to(memory_format=fmt)
+    x = torch.randn(1, model.in_channels, size, size).to(dtype).contiguous(memory_format=fmt)
 
     def run() -> None:
-        with torch.inference_mode(), autocast(dev, enabled=fast):
+        with torch.inference_mode(), autocast(dev, enabled=use_autocast):
             net(x)
 
+    run()  # compiles on the first call for fast+compile
     with FlopCounterMode(display=False) as counter:
-        run()
+        inference_network(model.network, dev, fast=False)(x.float())
     t = median_time(run, runs)
     return size * size / t / 1e6, counter.get_total_flops() / (size * size)
 
@@ -83,6 +99,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=["nuclei", "membrane"])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--tiles", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     args = parser.parse_args()
     out: dict = {"threads": torch.get_num_threads(), "torch": torch.__version__,
                  "cpu_capability": torch.backends.cpu.get_cpu_capability()}
@@ -92,11 +110,11 @@ def main() -> None:
     out["network"] = []
     for name in args.models:
         model = napari_unet.load_model(name)
-        for size in (256, 512):
-            for fast in (False, True):
-                mps, flop_px = network_mps(model, size, fast, args.runs)
-                ceiling = out["ceiling_gflops"]["bf16" if fast else "fp32"] * 1e9 / flop_px / 1e6
-                row = {"model": name, "tile": size, "path": "bf16+channels_last" if fast else "fp32",
+        for size in args.tiles:
+            for path in args.paths:
+                mps, flop_px = network_mps(model, size, path, args.runs)
+                ceiling = out["ceiling_gflops"]["fp32" if path == "fp32" else "bf16"] * 1e9 / flop_px / 1e6
+                row = {"model": name, "tile": size, "path": path,
                        "MP/s": round(mps, 2), "kFLOP/px": round(flop_px / 1e3, 1),
                        "ceiling MP/s": round(ceiling, 1), "% of ceiling": round(100 * mps / ceiling, 1)}
                 out["network"].append(row)

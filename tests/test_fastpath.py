@@ -11,7 +11,7 @@ from _data import DSB_TRAIN, dsb_pair, small_model
 from napari_unet.device import cpu_has_fast_bf16
 from napari_unet.fastpath import fast_dtype, fold_batchnorm, inference_network
 from napari_unet.registry import load_model
-from napari_unet.segment import Predictor, prepare_image
+from napari_unet.segment import Predictor, prepare_image, segment
 
 CPU = torch.device("cpu")
 
@@ -66,3 +66,12 @@ def test_fast_probabilities_stay_close_to_fp32_on_a_real_image(shared_data):
     fast = Predictor(model, "cpu", fast=True).probabilities(plane)
     assert np.abs(exact - fast).mean() < 0.01
     assert ((exact.argmax(0) == fast.argmax(0)).mean()) > 0.99
+
+
+def test_the_compiled_network_gives_the_eager_fast_labels(shared_data):
+    model = load_model("nuclei")
+    image = dsb_pair(shared_data, DSB_TRAIN[2])[0][:128, :128]
+    eager = segment(image, model, device="cpu", tile_size=128)
+    compiled = segment(image, model, device="cpu", tile_size=128, compile=True)
+    assert eager.max() > 5
+    assert ((eager > 0) == (compiled > 0)).mean() > 0.99

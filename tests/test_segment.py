@@ -161,7 +161,7 @@ def test_semantic_model_gives_class_indices(nuclei) -> None:
 
 def test_progress_over_a_stack_and_cancel(embryo, model) -> None:
     calls = []
-    segment(embryo, model, device="cpu", tile_size=32, tile_overlap=0,
+    segment(embryo, model, device="cpu", tile_size=32, tile_overlap=0, batch_size=1,
             progress=lambda d, t: calls.append((d, t)))
     assert calls[-1] == (12, 12)  # 3 planes x 4 tiles
     assert [d for d, _ in calls] == list(range(1, 13))

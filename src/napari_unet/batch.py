@@ -49,17 +49,18 @@ class SegmentOptions:
     device: str = "auto"
     tile_size: Optional[int] = None
     tile_overlap: Optional[int] = None
-    batch_size: int = 1
+    batch_size: Optional[int] = None
     postprocess: Optional[PostprocessConfig] = None
     stitch_3d: bool = False
     fast: bool = True
+    compile: bool = False
     blocks: BlockConfig = field(default_factory=BlockConfig)
     threads: Optional[int] = None
 
     def segment_kwargs(self) -> dict[str, Any]:
         return dict(device=self.device, tile_size=self.tile_size, tile_overlap=self.tile_overlap,
                     batch_size=self.batch_size, postprocess=self.postprocess,
-                    fast=self.fast, blocks=self.blocks)
+                    fast=self.fast, compile=self.compile, blocks=self.blocks)
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,11 @@ def segment_plane(
         if not instance:
             out[index + core] = labels
             continue
-        owned = owned_ids(labels, (extended[0].start, extended[1].start), core)
+        if whole:  # every object lies in the one core
+            owned = np.ones(int(labels.max(initial=0)) + 1, dtype=bool)
+            owned[0] = False
+        else:
+            owned = owned_ids(labels, (extended[0].start, extended[1].start), core)
         n_owned = int(owned.sum())
         if not n_owned:
             continue

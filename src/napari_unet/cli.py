@@ -72,6 +72,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     options = SegmentOptions(
         axes=args.axes, device=args.device, tile_size=args.tile_size, tile_overlap=args.overlap,
         batch_size=args.batch_size, stitch_3d=args.stitch_3d, fast=not args.no_fast,
+        compile=args.compile,
         postprocess=with_postprocess(model, seed_threshold=args.seed_threshold,
                                      foreground_threshold=args.foreground_threshold,
                                      min_size=args.min_size),
@@ -236,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--axes", help="axes of the input, e.g. YX, CYX, ZYX (default: from the file)")
     p.add_argument("--tile-size", type=_positive_int, help="tile side in pixels (default: the model's)")
     p.add_argument("--overlap", type=_int_at_least(0), help="tile overlap in pixels (default: the model's)")
-    p.add_argument("--batch-size", type=_positive_int, default=1, help="tiles per forward pass")
+    p.add_argument("--batch-size", type=_positive_int,
+                   help="tiles per forward pass (default: 2 on CPU, 8 on CUDA, 4 on MPS)")
     p.add_argument("--seed-threshold", type=float, help="interior probability for seeds")
     p.add_argument("--foreground-threshold", type=float, help="foreground probability")
     p.add_argument("--min-size", type=_positive_int, help="smallest object kept, in pixels")
@@ -250,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--halo", type=_int_at_least(0), default=BlockConfig.halo,
                    help="pixels around each block for objects crossing its edge "
                         "(>= the largest object radius)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network first (seconds of set-up, then ~1.2x faster: "
+                        "for long batches)")
     p.add_argument("--scheduler", help="run on dask.distributed: 'local' for a LocalCluster, "
                                        "or a scheduler address tcp://host:8786")
     p.add_argument("--workers", type=_positive_int, default=2,

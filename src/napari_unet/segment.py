@@ -11,7 +11,7 @@ import torch
 from .axes import Layout, fit_channels, make_layout
 from .blocks import BlockConfig, segment_plane
 from .config import PostprocessConfig
-from .device import pick_device
+from .device import default_batch, pick_device
 from .fastpath import inference_network
 from .errors import InvalidImageError, InvalidLabelsError
 from .model import Model
@@ -98,7 +98,7 @@ def segment(
     device: str = "auto",
     tile_size: int | None = None,
     tile_overlap: int | None = None,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     postprocess: PostprocessConfig | None = None,
     stitch_3d: bool = False,
     planes: Optional[Sequence[tuple[int, ...]]] = None,
@@ -121,7 +121,8 @@ def segment(
     ``out`` (optional) is a zero-filled integer array of the labels' shape, e.g. a zarr
     array on disk, written plane region by plane region and returned: with a lazy (dask)
     image this segments data larger than memory. Without it a numpy array in the smallest
-    unsigned dtype is returned. ``fast`` (default) predicts with the fast path of
+    unsigned dtype is returned. ``batch_size`` (tiles per forward pass) defaults to the
+    device's best (:func:`~napari_unet.device.default_batch`). ``fast`` (default) predicts with the fast path of
     :mod:`napari_unet.fastpath`; ``compile`` adds ``torch.compile`` (seconds of set-up,
     then faster: for long batches). ``percentiles`` (from :func:`prepare_image`) normalise
     with values computed once elsewhere, e.g. for planes of one volume segmented by
@@ -130,12 +131,13 @@ def segment(
     """
     prepared = prepare_image(image, model, axes, percentiles)
     layout = prepared.layout
+    torch_device = pick_device(device)
     tiles = TileConfig(
         tile_size or model.config.tile_size,
         model.config.tile_overlap if tile_overlap is None else tile_overlap,
-        batch_size,
+        batch_size or default_batch(torch_device),
     )
-    predictor = Predictor(model, device, tiles, fast, compile)
+    predictor = Predictor(model, torch_device, tiles, fast, compile)
     indices = _plane_indices(layout.stack_shape, planes)
     target = np.zeros(layout.label_shape, dtype=np.uint32) if out is None else _check_out(out, layout)
     instance = model.config.task == "instance"
