@@ -127,6 +127,10 @@ def test_stack_planes_share_the_stack_normalisation(shared_data) -> None:
     whole = prepare_image(stack, model, "ZYX")
     np.testing.assert_allclose(sample.image, whole.plane((0,)), rtol=1e-6)
     assert not np.allclose(sample.image, alone.image)  # the plane's own percentiles differ
+    # a plane cut out of the stack (as the widgets keep it) with the stack's percentiles
+    cut = correction_samples(model, stack[0][np.newaxis], labels[0], mask[0], axes="CYX",
+                             percentiles=whole.percentiles)[0]
+    np.testing.assert_allclose(cut.image, whole.plane((0,)), rtol=1e-6)
 
 
 def test_several_images_in_one_round(pair) -> None:

@@ -53,7 +53,8 @@ def make_session(crop, image_path="/data/nuclei.tif") -> SessionData:
     store = CorrectionStore()
     left = np.zeros(truth.shape, bool)
     left[:, :30] = True
-    store.add(Correction("other", image[np.newaxis], truth.copy(), left))
+    store.add(Correction("other", image[np.newaxis], truth.copy(), left,
+                         np.array([[3.0, 180.5]])))  # a stack plane's stack percentiles
     store.add(Correction("other", image[np.newaxis], data.copy(), np.roll(left, 20, axis=1)))
     versions = ModelVersions()
     base = versions.add_base(small_model(name="tiny"), label="tiny")
@@ -91,8 +92,9 @@ def assert_same_session(back: SessionData, saved: SessionData) -> None:
     assert len(pairs) == 3
     for a, b in pairs:
         assert a.name == b.name
-        for key in ("image", "labels", "mask"):
+        for key in ("image", "labels", "mask", "percentiles"):
             np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+    assert any(c.percentiles is not None for c in back.corrections)
     assert back.active == saved.active
     assert [(v.label, v.parent, v.round) for v in back.versions] == \
         [(v.label, v.parent, v.round) for v in saved.versions]

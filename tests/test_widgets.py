@@ -19,6 +19,7 @@ import tifffile
 import napari_unet
 from napari_unet.errors import InvalidImageError
 from napari_unet.sample_data import load_sample
+from napari_unet.segment import prepare_image
 from napari_unet.tiff_io import read_image
 from napari_unet._widgets._image import layer_axes, layer_image
 from napari_unet._widgets._state import (
@@ -392,6 +393,11 @@ def test_3d_stack_planes_review_and_undo(qtbot, ui, shared_data):
     np.testing.assert_array_equal(link.tracker.edited, labels.data != link.tracker.baseline)
     tracker = link.current_tracker()
     assert tracker.supervised_planes(1) == [(3,)]
+    # the plane is kept for fine-tuning with the stack's normalisation, as Segment saw it
+    model = seg.session.versions.active_model
+    (correction,) = link.corrections(model=model)
+    np.testing.assert_allclose(correction.percentiles,
+                               prepare_image(crop, model, "ZYX").percentiles)
     n_painted = tracker.n_edited
     assert n_painted > 200
     qtbot.waitUntil(lambda: counts_are(fine, n_painted), timeout=3000)

@@ -32,14 +32,15 @@ def _as_list(x) -> list:
 
 
 def correction_samples(model: Model, image, labels, mask=None, axes: str | None = None,
-                       name: str = "image") -> list[Sample]:
+                       name: str = "image", percentiles: np.ndarray | None = None) -> list[Sample]:
     """Training samples from one image (2D or a stack) and its corrected labels.
 
     Stacks are split into 2D planes; only planes with at least one supervised pixel
     become samples. Planes are normalised with the whole image's percentiles, exactly
-    as :func:`~napari_unet.segment.segment` sees them.
+    as :func:`~napari_unet.segment.segment` sees them (or with ``percentiles``, e.g. those
+    of the stack a single corrected plane came from).
     """
-    prepared = prepare_image(image, model, axes)
+    prepared = prepare_image(image, model, axes, percentiles)
     layout = prepared.layout
     labels = np.asarray(labels)
     if labels.shape != layout.label_shape:
@@ -69,6 +70,7 @@ def correction_samples(model: Model, image, labels, mask=None, axes: str | None 
 def fine_tune(model: Model, image, labels, mask=None, *, axes: str | None = None,
               time_budget: float | None = 30.0, steps: int | None = None,
               config: TrainConfig | None = None, name: str | None = None,
+              percentiles=None,
               progress: Optional[ProgressCallback] = None,
               on_report: Optional[Callable[[TrainReport], None]] = None,
               cancel: Optional[CancelToken] = None) -> Model:
@@ -76,17 +78,20 @@ def fine_tune(model: Model, image, labels, mask=None, *, axes: str | None = None
 
     ``image``, ``labels`` and ``mask`` may each be one array or a list (several corrected
     images of a session). ``mask`` marks the pixels that count (``None``: all of them).
+    ``percentiles`` (one (C, 2) array, or a list with one array or ``None`` per image)
+    normalise an image like a larger one it was cut from; by default each image's own.
     Stops at ``time_budget`` seconds or ``steps``, whichever comes first; cancelling
     raises :class:`~napari_unet.errors.Cancelled` and leaves ``model`` untouched.
     """
     images, label_list = _as_list(image), _as_list(labels)
     masks = _as_list(mask) if mask is not None else [None] * len(images)
-    if not (len(images) == len(label_list) == len(masks)):
-        raise DatasetError("give as many label arrays and masks as images")
+    pcts = percentiles if isinstance(percentiles, (list, tuple)) else [percentiles] * len(images)
+    if not (len(images) == len(label_list) == len(masks) == len(pcts)):
+        raise DatasetError("give as many label arrays, masks and percentiles as images")
     tuned = model.copy(name or f"{model.name}-tuned")
     samples: list[Sample] = []
-    for i, (img, lab, m) in enumerate(zip(images, label_list, masks)):
-        samples += correction_samples(tuned, img, lab, m, axes, name=f"image{i}")
+    for i, (img, lab, m, pct) in enumerate(zip(images, label_list, masks, pcts)):
+        samples += correction_samples(tuned, img, lab, m, axes, name=f"image{i}", percentiles=pct)
     if not samples:
         raise DatasetError(
             "there are no corrections to learn from: paint or erase some labels first "

@@ -187,6 +187,7 @@ def run_fine_tune(model: Model, corrections: Sequence[Correction], time_budget: 
     images = [c.image for c in corrections]
     labels = [c.labels for c in corrections]
     masks = [c.mask for c in corrections]
+    percentiles = [c.percentiles for c in corrections]
     with torch_threads(threads if threads is not None else worker_threads()):
         return fine_tune(model, images, labels, masks, axes="CYX", time_budget=time_budget,
-                         name=name, progress=progress, on_report=on_report, cancel=cancel)
+                         name=name, percentiles=percentiles, progress=progress, on_report=on_report, cancel=cancel)

@@ -15,6 +15,8 @@ from typing import Any, Optional
 import numpy as np
 from psygnal import Signal
 
+from ..model import Model
+from ..segment import prepare_image
 from ._image import LayerImage
 from ._jobs import SegmentSettings
 from ._state import Correction, CorrectionStore, EditTracker, ModelVersions, merge_corrections
@@ -36,6 +38,7 @@ class LabelsLink:
     version: Optional[int] = None
     stale: bool = False
     _callbacks: list = field(default_factory=list)
+    _percentiles: dict = field(default_factory=dict)
 
     @property
     def n_stack(self) -> int:
@@ -50,9 +53,21 @@ class LabelsLink:
             self.stale = False
         return self.tracker
 
-    def corrections(self, planes: Optional[list[tuple[int, ...]]] = None) -> list[Correction]:
+    def stack_percentiles(self, model: Optional[Model]) -> Optional[np.ndarray]:
+        """The whole stack's normalisation for ``model`` (what Segment used), computed once
+        per normalisation setting; ``None`` for a 2D image or without a model."""
+        if model is None or not self.n_stack:
+            return None
+        norm = model.config.normalization
+        key = (norm.low, norm.high, model.in_channels)
+        if key not in self._percentiles:
+            self._percentiles[key] = prepare_image(self.image.data, model, self.image.axes).percentiles
+        return self._percentiles[key]
+
+    def corrections(self, planes: Optional[list[tuple[int, ...]]] = None,
+                    model: Optional[Model] = None) -> list[Correction]:
         """Supervised planes of this layer (all, or those in ``planes``) as (C, Y, X)
-        corrections for fine-tuning."""
+        corrections for fine-tuning, normalised as a whole-stack Segment with ``model``."""
         tracker = self.current_tracker()
         data = np.asarray(self.labels_layer.data)
         wanted = None if planes is None else {tuple(p) for p in planes}
@@ -65,6 +80,7 @@ class LabelsLink:
                 self.image.plane_cyx(index),
                 np.array(data[index], dtype=np.uint32, copy=True),
                 tracker.mask[index].copy(),
+                self.stack_percentiles(model),
             ))
         return out
 
@@ -174,7 +190,7 @@ class Session:
     def archive(self, link: LabelsLink, planes: Optional[list[tuple[int, ...]]] = None) -> int:
         """Keep the supervised planes of ``link`` (all, or only ``planes``) for later rounds."""
         count = 0
-        for correction in link.corrections(planes):
+        for correction in link.corrections(planes, self.versions.active_model):
             self.store.add(correction)
             count += correction.n_supervised
         return count
@@ -183,7 +199,7 @@ class Session:
         """Stored corrections with the live edits of every tracked layer (newest win)."""
         rounds = self.store.by_name()
         for link in self.links:
-            for correction in link.corrections():
+            for correction in link.corrections(model=self.versions.active_model):
                 rounds[correction.name] = merge_corrections(rounds.get(correction.name, []),
                                                             correction)
         return [c for plane in rounds.values() for c in plane if c.n_supervised]

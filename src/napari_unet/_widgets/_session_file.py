@@ -154,6 +154,8 @@ def _pack(corrections: list[Correction], prefix: str) -> tuple[dict[str, np.ndar
         arrays[f"{prefix}image_{i}"] = np.asarray(c.image)
         arrays[f"{prefix}labels_{i}"] = np.asarray(c.labels)
         arrays[f"{prefix}mask_{i}"] = np.asarray(c.mask, dtype=bool)
+        if c.percentiles is not None:
+            arrays[f"{prefix}percentiles_{i}"] = np.asarray(c.percentiles, dtype=np.float64)
     return arrays, [c.name for c in corrections]
 
 
@@ -165,7 +167,10 @@ def _unpack(arrays: dict[str, np.ndarray], names: list, prefix: str) -> list[Cor
         if (image.ndim != 3 or labels.shape != image.shape[1:] or mask.shape != labels.shape
                 or mask.dtype != bool):
             raise ValueError(f"the arrays of correction {name!r} do not fit together")
-        out.append(Correction(str(name), image, labels, mask))
+        pct = arrays.get(f"{prefix}percentiles_{i}")
+        if pct is not None and pct.shape != (image.shape[0], 2):
+            raise ValueError(f"the percentiles of correction {name!r} do not fit its image")
+        out.append(Correction(str(name), image, labels, mask, pct))
     return out
 
 

@@ -146,12 +146,15 @@ def foreground_agreement(pred: np.ndarray, corrected: np.ndarray, mask: np.ndarr
 
 @dataclass
 class Correction:
-    """One corrected 2D plane kept for later fine-tuning rounds: (C, Y, X) image, labels, mask."""
+    """One corrected 2D plane kept for later fine-tuning rounds: (C, Y, X) image, labels,
+    mask, and for a plane of a stack the stack's (C, 2) normalisation percentiles (so it
+    is learnt as Segment saw it; ``None``: the plane's own)."""
 
     name: str
     image: np.ndarray
     labels: np.ndarray
     mask: np.ndarray
+    percentiles: Optional[np.ndarray] = None
 
     @property
     def n_supervised(self) -> int:
@@ -169,7 +172,7 @@ def merge_corrections(older: Sequence[Correction], new: Correction) -> list[Corr
     for old in older:
         mask = old.mask & ~new.mask
         if mask.any():
-            out.append(Correction(old.name, old.image, old.labels, mask))
+            out.append(Correction(old.name, old.image, old.labels, mask, old.percentiles))
     if new.n_supervised:
         out.append(new)
     return out
