@@ -129,14 +129,19 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
     version = session.versions[version_index]
     layer, link = _find_labels_layer(viewer, session, image_layer, image)
     shape = tuple(image.label_shape)
-    if layer is None:
-        layer = viewer.add_labels(np.zeros(shape, np.uint32), name=labels_name(image_layer),
-                                  **labels_geometry(image_layer, image))
-    counts = np.zeros(3, dtype=np.int64)
+    new = None
     if result.planes is None:
         new = np.asarray(result.labels)
         if new.dtype != np.uint32:
             new = new.astype(np.uint32)
+    created = layer is None
+    if created:
+        # made with its data: assigning it afterwards would redraw the whole layer twice
+        layer = viewer.add_labels(np.zeros(shape, np.uint32) if new is None else new,
+                                  name=labels_name(image_layer),
+                                  **labels_geometry(image_layer, image))
+    counts = np.zeros(3, dtype=np.int64)
+    if new is not None:
         if link is None:
             # A fresh tracker has nothing supervised: it starts from the new labels.
             link = session.add_link(LabelsLink(image_layer, layer, image, EditTracker(new),
@@ -185,7 +190,8 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
     link.image, link.settings, link.version = image, settings, version_index
     link.stale = False
     layer.metadata = _metadata(layer, image_layer, image, version, settings)
-    layer.data = data
+    if not (created and new is not None):
+        layer.data = data
     link.stale = False
     session.corrections_changed.emit(link)
     n, before, after = (int(c) for c in counts)
