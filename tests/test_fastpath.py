@@ -75,3 +75,4 @@ def test_the_compiled_network_gives_the_eager_fast_labels(shared_data):
     compiled = segment(image, model, device="cpu", tile_size=128, compile=True)
     assert eager.max() > 5
     assert ((eager > 0) == (compiled > 0)).mean() > 0.99
+

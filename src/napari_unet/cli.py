@@ -19,7 +19,7 @@ from tqdm import tqdm
 from . import __version__
 from .batch import FORMATS, FileResult, SegmentOptions, segment_files
 from .blocks import BlockConfig
-from .device import DEVICE_CHOICES
+from .device import DEVICE_CHOICES, keep_freed_memory
 from .errors import Cancelled, NapariUnetError, OutputWriteError
 from .evaluation import evaluate
 from .model import SUFFIX, model_path
@@ -317,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -7,6 +7,9 @@ CUDA first, then Apple MPS, then the CPU. On CPUs with AVX-512/AMX, bf16 autocas
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import sys
 from typing import Iterator
 
 import torch
@@ -77,3 +80,19 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed buffers for reuse instead of returning them to the OS after
+    every tile (each return costs page faults on the next tile: ~10-20% of end-to-end time
+    here, docs/benchmarks.md). Process-wide, so only the CLI calls it, never the library or
+    the plugin; a no-op (False) off glibc Linux."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_trim_threshold, 512 << 20)
+                    and libc.mallopt(m_mmap_threshold, 32 << 20))
+    except (OSError, AttributeError):
+        return False
