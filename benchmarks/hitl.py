@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 import napari_unet
 from napari_unet.data import find_pairs, to_channels
+from napari_unet.finetune import FINE_TUNE_CONFIG
 from napari_unet.metrics import iou_pairs
 from napari_unet.tiff_io import read_image
 
@@ -61,7 +63,12 @@ def main() -> None:
     parser.add_argument("--budgets", type=float, nargs="+", default=[30, 60, 120])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--lr", type=float, default=FINE_TUNE_CONFIG.lr)
+    parser.add_argument("--batch-size", type=int, default=FINE_TUNE_CONFIG.batch_size)
+    parser.add_argument("--patch-size", type=int, default=FINE_TUNE_CONFIG.patch_size)
     args = parser.parse_args()
+    config = replace(FINE_TUNE_CONFIG, lr=args.lr, batch_size=args.batch_size,
+                     patch_size=args.patch_size)
 
     base = napari_unet.load_model(args.model)
     test_dir = args.data / "test"
@@ -82,7 +89,8 @@ def main() -> None:
             masks.append(mask)
         for budget in args.budgets:
             start = time.perf_counter()
-            tuned = napari_unet.fine_tune(base, images, labels, masks, axes="YX", time_budget=budget)
+            tuned = napari_unet.fine_tune(base, images, labels, masks, axes="YX", time_budget=budget,
+                                          config=config)
             seconds = time.perf_counter() - start
             after = accuracy_at_05(tuned, test_dir)
             round_info = tuned.config.provenance["fine_tune_rounds"][-1]
@@ -93,6 +101,7 @@ def main() -> None:
                 "acc_before": round(before, 3), "acc_after": round(after, 3),
                 "gain": round(after - before, 3),
                 "names": [p[0].stem[:12] for p in chosen],
+                "lr": config.lr, "batch_size": config.batch_size, "patch_size": config.patch_size,
             })
             print(json.dumps(rows[-1]), flush=True)
     print("\n| corrected images | budget (s) | steps | corrected px | acc@0.5 before | after | gain |")

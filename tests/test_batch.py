@@ -110,3 +110,13 @@ def test_a_local_cluster_gives_the_same_labels_as_one_process(images, stack, mod
                              workers=2)
     assert volume.error is None and volume.out_of_core
     assert np.array_equal(tifffile.imread(volume.labels), _expected(stack, model, axes="ZYX"))
+
+
+def test_the_overlay_of_a_large_plane_is_a_strided_preview(images, model, tmp_path):
+    from napari_unet.batch import preview_plane
+
+    image = tifffile.imread(images[0])
+    labels = segment(image, model, device="cpu")
+    plane, small = preview_plane(image, "YX", labels, side=100)
+    assert plane.shape == small.shape == (86, 86)  # every 3rd pixel of 256
+    np.testing.assert_array_equal(small, labels[::3, ::3])

@@ -11,7 +11,9 @@ from napari_unet.errors import Cancelled, DeviceError
 from napari_unet.config import NetworkConfig
 from napari_unet.progress import CancelToken
 from napari_unet.segment import prepare_image
-from napari_unet.tiling import TileConfig, gaussian_window, predict_plane, tile_starts
+from napari_unet.tiling import (
+    TileConfig, count_tiles, gaussian_window, predict_plane, tile_shape, tile_starts,
+)
 
 CPU = torch.device("cpu")
 
@@ -201,3 +203,14 @@ def test_out_of_memory_on_one_tile_is_a_clear_error(unet, plane) -> None:
     with pytest.raises(DeviceError, match="smaller tile size"):
         predict_plane(_OutOfMemoryAbove(unet, limit=0), plane[:, :64, :64], activation="softmax",
                       multiple=8, tiles=TileConfig(64, 32, batch=1), fast=False)
+
+
+def test_adaptive_tiles_compute_fewer_pixels_and_never_more():
+    fixed, adaptive = TileConfig(256, 32), TileConfig(256, 32, adaptive=True)
+    assert tile_shape((512, 512), adaptive, 16) == (512, 512)  # one tile, not nine
+    assert count_tiles((512, 512), fixed, 16) == 9 and count_tiles((512, 512), adaptive, 16) == 1
+    for shape in [(100, 130), (520, 696), (2048, 2048), (3000, 700)]:
+        t_fixed, t_adaptive = tile_shape(shape, fixed, 16), tile_shape(shape, adaptive, 16)
+        cost = [count_tiles(shape, c, 16) * t[0] * t[1]
+                for c, t in ((fixed, t_fixed), (adaptive, t_adaptive))]
+        assert cost[1] <= cost[0]

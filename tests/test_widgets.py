@@ -706,14 +706,20 @@ def test_closing_the_image_while_segmenting_drops_the_result(qtbot, ui, nuclei_c
     assert viewer.layers["again labels"].data.shape == (64, 64)
 
 
-def test_closing_the_labels_while_segmenting_makes_a_new_layer(qtbot, ui, nuclei_crop, gate,
-                                                               monkeypatch):
-    viewer, seg, fine = ui
-    image = viewer.add_image(nuclei_crop, name="nuc")
+def _segmented_then_held(qtbot, viewer, seg, crop, gate):
+    """Add ``crop`` as image 'nuc', segment it once, then hold the next job at the gate."""
+    image = viewer.add_image(crop, name="nuc")
     gate.set()
     click(qtbot, seg.segment_button)
     wait_idle(qtbot, seg)
     gate.clear()
+    return image
+
+
+def test_closing_the_labels_while_segmenting_makes_a_new_layer(qtbot, ui, nuclei_crop, gate,
+                                                               monkeypatch):
+    viewer, seg, fine = ui
+    image = _segmented_then_held(qtbot, viewer, seg, nuclei_crop, gate)
     old = viewer.layers["nuc labels"]
     old.data_setitem((np.array([3, 3]), np.array([3, 4])), 50)
     notes = []
@@ -734,11 +740,7 @@ def test_closing_the_labels_while_segmenting_makes_a_new_layer(qtbot, ui, nuclei
 def test_closing_a_layer_during_the_round_resegment(qtbot, ui, nuclei_crop, gate, monkeypatch,
                                                     close):
     viewer, seg, fine = ui
-    image = viewer.add_image(nuclei_crop, name="nuc")
-    gate.set()
-    click(qtbot, seg.segment_button)
-    wait_idle(qtbot, seg)
-    gate.clear()
+    image = _segmented_then_held(qtbot, viewer, seg, nuclei_crop, gate)
     labels = viewer.layers["nuc labels"]
     labels.brush_size = 20
     labels.paint((40, 40), 7)

@@ -191,12 +191,15 @@ def label_pixel_size(image: ImageData, layout: Layout) -> Optional[tuple[float, 
     return tuple(s for a, s in zip(spatial, image.pixel_size) if a in layout.label_axes)
 
 
-def preview_plane(image: Any, axes: str, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The middle plane of a stack (first channel) and its labels, read alone so a lazy
-    stack is never loaded whole (for the PNG overlay)."""
-    index = tuple(slice(None) if a in "YX" else (0 if a == "C" else n // 2)
-                  for a, n in zip(axes, image.shape))
-    label_index = tuple(n // 2 for n in labels.shape[:-2])
+def preview_plane(image: Any, axes: str, labels: Any, side: int = 2048
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The middle plane of a stack (first channel) and its labels for the PNG overlay,
+    read alone and with a stride so that neither a lazy stack nor a huge plane is loaded
+    whole (at most ``side`` pixels along Y and X)."""
+    step = max(1, -(-max(labels.shape[-2:]) // side))
+    yx = slice(None, None, step)
+    index = tuple(yx if a in "YX" else (0 if a == "C" else n // 2) for a, n in zip(axes, image.shape))
+    label_index = tuple(n // 2 for n in labels.shape[:-2]) + (yx, yx)
     return np.asarray(image[index]), np.asarray(labels[label_index])
 
 

@@ -121,7 +121,8 @@ def segment(
     ``out`` (optional) is a zero-filled integer array of the labels' shape, e.g. a zarr
     array on disk, written plane region by plane region and returned: with a lazy (dask)
     image this segments data larger than memory. Without it a numpy array in the smallest
-    unsigned dtype is returned. ``batch_size`` (tiles per forward pass) defaults to the
+    unsigned dtype is returned. Without ``tile_size`` each plane uses the model's tile or
+    up to twice it, whichever computes fewer pixels. ``batch_size`` (tiles per forward pass) defaults to the
     device's best (:func:`~napari_unet.device.default_batch`). ``fast`` (default) predicts with the fast path of
     :mod:`napari_unet.fastpath`; ``compile`` adds ``torch.compile`` (seconds of set-up,
     then faster: for long batches). ``percentiles`` (from :func:`prepare_image`) normalise
@@ -136,6 +137,7 @@ def segment(
         tile_size or model.config.tile_size,
         model.config.tile_overlap if tile_overlap is None else tile_overlap,
         batch_size or default_batch(torch_device),
+        adaptive=tile_size is None,
     )
     predictor = Predictor(model, torch_device, tiles, fast, compile)
     indices = _plane_indices(layout.stack_shape, planes)
