@@ -9,6 +9,7 @@ adds on top of the input image).
 
     .venv/bin/python benchmarks/memory.py --sizes 4096 8192 16384 --json runs/memory.json
     .venv/bin/python benchmarks/memory.py --cli --sizes 16384 30000 --json runs/memory_cli.json
+    .venv/bin/python benchmarks/memory.py --cli --depth 512 --sizes 2048 --json runs/stack_cli.json
 
 With ``--cli`` the plane is first written as a tiled BigTIFF (tile by tile, never whole
 in memory), then ``napari-unet segment --format zarr`` runs on it in a child process: the
@@ -58,8 +59,9 @@ print(json.dumps(dict(side=side, baseline_kib=base, peak_kib=peak, seconds=dt,
 """
 
 
-def write_big_tiff(path: Path, side: int, image: Path) -> None:
-    """A side x side uint8 tiled BigTIFF made of copies of a real image, tile by tile."""
+def write_big_tiff(path: Path, side: int, image: Path, depth: int = 0) -> None:
+    """A side x side uint8 tiled BigTIFF (``depth`` planes of it when > 0) made of copies of
+    a real image, tile by tile; each plane is shifted so the planes differ."""
     import numpy as np
     import tifffile
 
@@ -73,25 +75,30 @@ def write_big_tiff(path: Path, side: int, image: Path) -> None:
     big = np.tile(img, reps)
 
     def tiles():
-        for y in range(0, side, tile):
-            for x in range(0, side, tile):
-                oy, ox = y % img.shape[0], x % img.shape[1]
-                yield big[oy:oy + tile, ox:ox + tile]
+        for z in range(max(depth, 1)):
+            for y in range(0, side, tile):
+                for x in range(0, side, tile):
+                    oy, ox = (y + 7 * z) % img.shape[0], (x + 13 * z) % img.shape[1]
+                    yield big[oy:oy + tile, ox:ox + tile]
 
-    tifffile.imwrite(path, tiles(), shape=(side, side), dtype=np.uint8, tile=(tile, tile),
-                     bigtiff=True, compression="zlib", photometric="minisblack")
+    shape = (depth, side, side) if depth else (side, side)
+    tifffile.imwrite(path, tiles(), shape=shape, dtype=np.uint8, tile=(tile, tile),
+                     bigtiff=True, compression="zlib", photometric="minisblack",
+                     metadata={"axes": "ZYX" if depth else "YX"})
 
 
-def run_cli(side: int, image: Path, model: str, scratch: Path) -> dict:
-    """Peak RSS of ``napari-unet segment --format zarr`` on a lazily read side² plane."""
+def run_cli(side: int, image: Path, model: str, scratch: Path, depth: int = 0) -> dict:
+    """Peak RSS of ``napari-unet segment --format zarr`` on a side² plane (or a stack of
+    ``depth`` such planes, read lazily when over 1 GiB)."""
     import resource
     import shutil
     import time
 
-    src = scratch / f"plane_{side}.tif"
+    name = f"stack_{depth}x{side}" if depth else f"plane_{side}"
+    src = scratch / f"{name}.tif"
     if not src.exists():
-        write_big_tiff(src, side, image)
-    out = scratch / f"out_{side}"
+        write_big_tiff(src, side, image, depth)
+    out = scratch / f"out_{name}"
     shutil.rmtree(out, ignore_errors=True)
     cli = Path(sys.executable).with_name("napari-unet")
     t0 = time.perf_counter()
@@ -101,8 +108,10 @@ def run_cli(side: int, image: Path, model: str, scratch: Path) -> dict:
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
     if proc.returncode != 0:
         return dict(side=side, error=proc.stderr.strip().splitlines()[-1:], rc=proc.returncode)
-    return dict(side=side, megapixels=side * side / 1e6, peak_mib=peak / 1024, seconds=dt,
-                input_mib=side * side / 2**20, output=proc.stdout.strip().splitlines()[-1])
+    pixels = side * side * max(depth, 1)
+    return dict(side=side, depth=depth, megapixels=pixels / 1e6, peak_mib=peak / 1024, seconds=dt,
+                mp_per_s=pixels / 1e6 / dt, input_mib=pixels / 2**20,
+                output=proc.stdout.strip().splitlines()[-1])
 
 
 def first_image() -> Path:
@@ -132,6 +141,8 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=None)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--cli", action="store_true", help="measure the out-of-core CLI path")
+    parser.add_argument("--depth", type=int, default=0,
+                        help="with --cli: a ZYX stack of this many planes per size")
     parser.add_argument("--scratch", type=Path, default=Path("runs/memory_scratch"),
                         help="folder for the big input TIFFs and outputs (--cli)")
     args = parser.parse_args()
@@ -140,21 +151,22 @@ def main() -> None:
         args.scratch.mkdir(parents=True, exist_ok=True)
         rows = []
         for side in args.sizes:  # increasing sizes: RUSAGE_CHILDREN keeps the maximum
-            row = run_cli(side, image, args.model, args.scratch)
+            row = run_cli(side, image, args.model, args.scratch, args.depth)
             print(json.dumps(row), file=sys.stderr, flush=True)
             rows.append(row)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(dict(image=str(image), model=args.model, rows=rows),
                                             indent=2))
-        print("| plane | MP | input MiB (uint8) | CLI peak RSS MiB | s |")
-        print("|---|---|---|---|---|")
+        print("| planes x side² | MP | input MiB (uint8) | CLI peak RSS MiB | s | MP/s |")
+        print("|---|---|---|---|---|---|")
         for r in rows:
             if "error" in r:
                 print(f"| {r['side']}² | error: {r['error']} | | | |")
                 continue
-            print(f"| {r['side']}² | {r['megapixels']:.0f} | {r['input_mib']:,.0f} | "
-                  f"{r['peak_mib']:,.0f} | {r['seconds']:.0f} |")
+            print(f"| {max(r['depth'], 1)} x {r['side']}² | {r['megapixels']:.0f} | "
+                  f"{r['input_mib']:,.0f} | {r['peak_mib']:,.0f} | {r['seconds']:.0f} | "
+                  f"{r['mp_per_s']:.1f} |")
         return
     rows = []
     for side in args.sizes:

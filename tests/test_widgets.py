@@ -12,6 +12,7 @@ import math
 import subprocess
 import sys
 
+import dask.array as da
 import numpy as np
 import pytest
 import tifffile
@@ -428,6 +429,28 @@ def test_3d_stack_planes_review_and_undo(qtbot, ui, shared_data):
     click(qtbot, seg.segment_button)
     wait_idle(qtbot, seg)
     assert viewer.layers["embryo labels"] is labels and labels.data.shape == crop.shape
+
+
+def test_a_lazily_read_stack_segments_like_the_same_stack_in_memory(qtbot, ui, shared_data,
+                                                                      tmp_path, monkeypatch):
+    viewer, seg, _ = ui
+    stack = read_image(shared_data / "qcanet_mouse_embryo_3d/test/images/16_cell_stage.tif")
+    crop = np.asarray(stack.data)[20:24, :96, :96]
+    path = tmp_path / "embryo.tif"
+    tifffile.imwrite(path, crop, imagej=True, metadata={"axes": "ZYX"})
+    monkeypatch.setattr("napari_unet.tiff_io.LAZY_THRESHOLD_BYTES", 0)  # as if > 1 GiB
+    (lazy,) = viewer.open(path, plugin="napari-unet")
+    assert isinstance(lazy.data, da.Array)
+    seg.model_combo.setCurrentIndex(seg.model_combo.findText("nuclei"))  # finds objects here
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    from_dask = np.array(viewer.layers["embryo labels"].data)
+    eager = viewer.add_image(crop, name="eager")
+    seg.image_combo.select(eager)
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    np.testing.assert_array_equal(from_dask, viewer.layers["eager labels"].data)
+    assert from_dask.shape == crop.shape and from_dask.max() > 0
 
 
 def test_multichannel_and_rgb_images(qtbot, ui, nuclei_crop, tmp_path, tiny_model):
