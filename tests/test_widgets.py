@@ -129,6 +129,14 @@ def test_model_versions_rounds_and_revert(tiny_model):
     assert versions.active_model is tiny_model
 
 
+def test_whole_image_labels_become_uint16_layers_while_ids_leave_room_to_paint():
+    from napari_unet._widgets._jobs import UINT16_IDS, layer_dtype
+
+    assert layer_dtype(np.array([[0, UINT16_IDS - 1]], np.uint32)) == np.uint16
+    assert layer_dtype(np.array([[0, UINT16_IDS]], np.uint32)) == np.uint32
+    assert layer_dtype(np.zeros((0, 0), np.uint8)) == np.uint16
+
+
 def test_qt_free_modules_import_without_qt():
     code = ("import sys; import napari_unet._widgets._state, napari_unet._widgets._session, "
             "napari_unet._widgets._image, napari_unet._widgets._jobs, "

@@ -63,7 +63,7 @@ class SegmentResult:
     """Labels for the whole image (``planes is None``) or for some stack planes.
 
     Jobs also fill in what the delivery would otherwise compute on the GUI thread: the
-    labels already as uint32, ``n_objects`` (for the whole image or summed over planes)
+    labels already in the layer's dtype (:func:`layer_dtype`), ``n_objects`` (for the whole image or summed over planes)
     and, given a snapshot, the agreement ``counts`` (pixels, before, after) with it.
     """
 
@@ -90,9 +90,21 @@ def count_objects(labels: np.ndarray) -> int:
     return int(np.count_nonzero(ids))
 
 
-def _as_uint32(labels: np.ndarray) -> np.ndarray:
+#: Whole-image results with ids below this become uint16 layers: napari maps uint16 labels
+#: to its texture ~2x faster than uint32 (a shorter GUI stall, docs/benchmarks.md), and the
+#: ids left free above it are for objects the user paints.
+UINT16_IDS = 60_000
+
+
+def layer_dtype(labels: np.ndarray) -> np.dtype:
+    """uint16 while the ids leave room for painting new objects, else uint32."""
+    top = int(labels.max(initial=0)) if labels.size else 0
+    return np.dtype(np.uint16 if top < UINT16_IDS else np.uint32)
+
+
+def _as_dtype(labels: np.ndarray, dtype: np.dtype) -> np.ndarray:
     labels = np.asarray(labels)
-    return labels if labels.dtype == np.uint32 else labels.astype(np.uint32)
+    return labels if labels.dtype == dtype else labels.astype(dtype)
 
 
 def _snapshot_counts(snapshot: AgreementSnapshot, new: np.ndarray,
@@ -112,18 +124,19 @@ def _snapshot_counts(snapshot: AgreementSnapshot, new: np.ndarray,
 
 def prepare_result(result: SegmentResult,
                    snapshot: Optional[AgreementSnapshot] = None) -> SegmentResult:
-    """Do in the worker what delivering ``result`` needs: uint32 labels, object count and
-    (with a snapshot of the layer's supervised pixels) the agreement counts."""
+    """Do in the worker what delivering ``result`` needs: labels in the layer's dtype
+    (uint16 or uint32 for a whole image, uint32 for planes merged into a layer), the object
+    count and (with a snapshot of the layer's supervised pixels) the agreement counts."""
     counts = np.zeros(3, dtype=np.int64)
     if result.planes is None:
-        result.labels = _as_uint32(result.labels)
+        result.labels = _as_dtype(result.labels, layer_dtype(np.asarray(result.labels)))
         result.n_objects = count_objects(result.labels)
         if snapshot is not None:
             counts += _snapshot_counts(snapshot, result.labels)
     else:
         n_objects = 0
         for index in result.planes:
-            plane = result.labels[index] = _as_uint32(result.labels[index])
+            plane = result.labels[index] = _as_dtype(result.labels[index], np.dtype(np.uint32))
             n_objects += count_objects(plane)
             if snapshot is not None:
                 counts += _snapshot_counts(snapshot, plane, index)

@@ -15,7 +15,7 @@ from napari.layers import Labels
 
 from .._reader import META_KEY
 from ._image import LayerImage, scale_axes, spatial_positions
-from ._jobs import AgreementSnapshot, SegmentResult, SegmentSettings, count_objects
+from ._jobs import AgreementSnapshot, SegmentResult, SegmentSettings, count_objects, layer_dtype
 from ._session import LabelsLink, Session
 from ._state import EditTracker, ModelVersion, agreement_counts
 
@@ -123,7 +123,7 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
                  settings: SegmentSettings) -> ApplyReport:
     """Write ``result`` into the image's labels layer (creating it on first use).
 
-    What a worker job prepared (uint32 labels, object count, agreement counts from a
+    What a worker job prepared (labels in the layer's dtype, object count, agreement counts from a
     snapshot that is still current) is used as is, so the GUI thread mostly assigns data.
     """
     version = session.versions[version_index]
@@ -132,8 +132,8 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
     new = None
     if result.planes is None:
         new = np.asarray(result.labels)
-        if new.dtype != np.uint32:
-            new = new.astype(np.uint32)
+        if new.dtype not in (np.uint16, np.uint32):  # the worker gives one of these
+            new = new.astype(layer_dtype(new))
     created = layer is None
     if created:
         # made with its data: assigning it afterwards would redraw the whole layer twice
