@@ -95,10 +95,10 @@ def _tiles(shape: tuple[int, int], tile: tuple[int, int], overlap: int) -> Itera
 
 
 def _probabilities(network: torch.nn.Module, batch: np.ndarray, activation: str,
-                   device: torch.device, fmt: torch.memory_format) -> np.ndarray:
+                   device: torch.device, fmt: torch.memory_format, dtype: torch.dtype) -> np.ndarray:
     """Run one batch of tiles; on device out-of-memory, halve the batch and retry."""
     try:
-        x = torch.from_numpy(batch).to(device, dtype=input_dtype(network) or torch.float32)
+        x = torch.from_numpy(batch).to(device, dtype=dtype)
         x = x.contiguous(memory_format=fmt)
         logits = network(x).float()
     except torch.OutOfMemoryError:
@@ -111,8 +111,8 @@ def _probabilities(network: torch.nn.Module, batch: np.ndarray, activation: str,
             ) from None
         half = len(batch) // 2
         return np.concatenate([
-            _probabilities(network, batch[:half], activation, device, fmt),
-            _probabilities(network, batch[half:], activation, device, fmt),
+            _probabilities(network, batch[:half], activation, device, fmt, dtype),
+            _probabilities(network, batch[half:], activation, device, fmt, dtype),
         ])
     probs = torch.softmax(logits, 1) if activation == "softmax" else torch.sigmoid(logits)
     return probs.cpu().numpy()
@@ -145,13 +145,15 @@ def predict_plane(
     weight = np.zeros(padded.shape[1:], dtype=np.float32)
     boxes = list(_tiles(padded.shape[1:], tile, tiles.overlap))
     fmt = memory_format(device) if fast else torch.contiguous_format
+    dtype = input_dtype(network) or torch.float32
     done = 0
-    with torch.inference_mode(), autocast(device, enabled=fast):
+    # weights already in a fast dtype need no autocast (it would re-cast them every call)
+    with torch.inference_mode(), autocast(device, enabled=fast and dtype == torch.float32):
         for i in range(0, len(boxes), tiles.batch):
             check_cancel(cancel)
             batch_boxes = boxes[i : i + tiles.batch]
             batch = np.stack([padded[(slice(None),) + b] for b in batch_boxes])
-            probs = _probabilities(network, batch, activation, device, fmt)
+            probs = _probabilities(network, batch, activation, device, fmt, dtype)
             for p, (ys, xs) in zip(probs, batch_boxes):
                 acc[:, ys, xs] += p * window
                 weight[ys, xs] += window
