@@ -113,10 +113,16 @@ def test_relative_unit_and_bool_mask(tmp_path):
                elements=st.integers(0, 70000)),
     ),
     pixel=st.floats(0.01, 100),
+    lazy=st.booleans(),
 )
-def test_round_trip_property(tmp_path, labels, pixel):
+def test_round_trip_property(tmp_path, labels, pixel, lazy):
+    """In memory or lazy (dask: streamed tile by tile into a tiled OME-TIFF), what is
+    written reads back the same."""
+    import dask.array as da
+
     sizes = (pixel,) * labels.ndim
-    path = write_labels(tmp_path / "p.tif", labels, pixel_size=sizes, overwrite=True)
+    given_labels = da.from_array(labels, chunks=3) if lazy else labels
+    path = write_labels(tmp_path / "p.tif", given_labels, pixel_size=sizes, overwrite=True)
     back = read_image(path)
     expected = labels[0] if labels.ndim == 3 and labels.shape[0] == 1 else labels
     assert back.data.shape == expected.shape
@@ -373,3 +379,16 @@ def test_inch_calibration_is_written_in_micrometres(tmp_path) -> None:
     back = read_image(path)
     assert back.unit == "um"
     assert back.pixel_size == pytest.approx((25.4, 50.8))
+
+
+@pytest.mark.parametrize(("labels", "words"), [
+    (np.array([[0, -1], [2, 3]]), "negative"),
+    (np.zeros((3, 3), np.float32), "float32"),
+    (np.full((2, 2), 2**32, np.int64), "32 bits"),
+])
+def test_lazy_labels_are_refused_like_arrays_and_nothing_is_written(tmp_path, labels, words):
+    import dask.array as da
+
+    with pytest.raises(InvalidLabelsError, match=words):
+        write_labels(tmp_path / "lazy.tif", da.from_array(labels, chunks=1))
+    assert _files(tmp_path) == []
