@@ -796,3 +796,23 @@ def test_closing_a_layer_during_the_round_resegment(qtbot, ui, nuclei_crop, gate
         np.testing.assert_array_equal(labels.data, before)  # not overwritten
     assert seg.session.store.n_supervised == n_painted  # the correction is kept
     assert not seg.session.busy and fine.finetune_button.isEnabled()
+
+
+def test_the_compile_option_reaches_segment(qtbot, ui, nuclei_crop, monkeypatch):
+    viewer, seg, _ = ui
+    seen = []
+    real = napari_unet._widgets._jobs.segment
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["compile"])
+        return real(*args, **{**kwargs, "compile": False})  # the path itself: test_fastpath
+
+    monkeypatch.setattr("napari_unet._widgets._jobs.segment", spy)
+    viewer.add_image(nuclei_crop[:64, :64], name="small")
+    seg.advanced.setChecked(True)
+    seg.compile.setChecked(True)
+    assert seg.settings().compile
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    assert seen == [True] and "small labels" in viewer.layers
+    assert viewer.layers["small labels"].metadata["napari_unet"]["settings"]["compile"] is True

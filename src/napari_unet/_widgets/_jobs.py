@@ -38,6 +38,7 @@ class SegmentSettings:
     min_size: Optional[int] = None
     scope: str = "stack"  # "stack": every plane; "plane": the plane in view
     stitch_3d: bool = False
+    compile: bool = False  # torch.compile: seconds once per session, then faster
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -180,6 +181,7 @@ def run_segment(image: LayerImage, model: Union[Model, str, Path], settings: Seg
         labels = segment(image.data, model, image.axes, device=settings.device,
                          tile_size=settings.tile_size, postprocess=postprocess,
                          stitch_3d=settings.stitch_3d and chosen is None, planes=chosen,
+                         compile=settings.compile,
                          progress=progress, cancel=cancel)
     if chosen is None:
         result = SegmentResult(labels)

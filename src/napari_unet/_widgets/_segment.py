@@ -88,11 +88,16 @@ class SegmentWidget(JobWidget):
         self.scope = QComboBox()
         self.scope.addItems(["Whole stack", "Current plane"])
         self.stitch_3d = QCheckBox("Join objects across Z planes (3D)")
+        self.compile = QCheckBox("Compile the network (faster after a few seconds, once)")
+        self.compile.setToolTip(
+            "torch.compile: the first Segment in this napari session takes a few seconds "
+            "longer (up to ~30 s the very first time on this computer), later ones are faster")
         adv.addRow("Tile size", self.tile_size)
         adv.addRow("Seed threshold", self.seed_threshold)
         adv.addRow("Min size", self.min_size)
         adv.addRow("Stacks", self.scope)
         adv.addRow(self.stitch_3d)
+        adv.addRow(self.compile)
         self.advanced.toggled.connect(self._show_advanced)
         self._show_advanced(False)
 
@@ -224,6 +229,7 @@ class SegmentWidget(JobWidget):
             min_size=None if self.min_size.value() < 0 else self.min_size.value(),
             scope="plane" if self.scope.currentIndex() == 1 else "stack",
             stitch_3d=self.stitch_3d.isChecked(),
+            compile=self.compile.isChecked(),
         )
 
     # ------------------------------------------------------------------ running
