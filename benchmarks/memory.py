@@ -149,28 +149,10 @@ def main() -> None:
     image = args.image or first_image()
     if args.cli:
         args.scratch.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for side in args.sizes:  # increasing sizes: RUSAGE_CHILDREN keeps the maximum
-            row = run_cli(side, image, args.model, args.scratch, args.depth)
-            print(json.dumps(row), file=sys.stderr, flush=True)
-            rows.append(row)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(dict(image=str(image), model=args.model, rows=rows),
-                                            indent=2))
-        print("| planes x side² | MP | input MiB (uint8) | CLI peak RSS MiB | s | MP/s |")
-        print("|---|---|---|---|---|---|")
-        for r in rows:
-            if "error" in r:
-                print(f"| {r['side']}² | error: {r['error']} | | | |")
-                continue
-            print(f"| {max(r['depth'], 1)} x {r['side']}² | {r['megapixels']:.0f} | "
-                  f"{r['input_mib']:,.0f} | {r['peak_mib']:,.0f} | {r['seconds']:.0f} | "
-                  f"{r['mp_per_s']:.1f} |")
-        return
     rows = []
-    for side in args.sizes:
-        row = run_one(side, image, args.model)
+    for side in args.sizes:  # increasing sizes: RUSAGE_CHILDREN keeps the maximum
+        row = (run_cli(side, image, args.model, args.scratch, args.depth) if args.cli
+               else run_one(side, image, args.model))
         print(json.dumps(row), file=sys.stderr, flush=True)
         rows.append(row)
     result = dict(image=str(image), model=args.model, rows=rows)
@@ -179,16 +161,27 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
     print()
-    print("| plane | MP | baseline RSS MiB | peak RSS MiB | added MiB | MiB / MP | bytes / px | s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print_table(rows, args.cli)
+
+
+def print_table(rows: list[dict], cli: bool) -> None:
+    if cli:
+        print("| planes x side² | MP | input MiB (uint8) | CLI peak RSS MiB | s | MP/s |")
+        print("|---|---|---|---|---|---|")
+    else:
+        print("| plane | MP | baseline RSS MiB | peak RSS MiB | added MiB | MiB / MP | bytes / px | s |")
+        print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['side']}² | | | | error: {r['error']} | | | |")
-            continue
-        print(f"| {r['side']}² | {r['megapixels']:.1f} | {r['baseline_mib']:,.0f} | "
-              f"{r['peak_mib']:,.0f} | {r['added_mib']:,.0f} | {r['mib_per_mp']:.1f} | "
-              f"{r['bytes_per_pixel']:.1f} | {r['seconds']:.1f} |")
-
+            print(f"| {r['side']}² | error: {r['error']} |")
+        elif cli:
+            print(f"| {max(r['depth'], 1)} x {r['side']}² | {r['megapixels']:.0f} | "
+                  f"{r['input_mib']:,.0f} | {r['peak_mib']:,.0f} | {r['seconds']:.0f} | "
+                  f"{r['mp_per_s']:.1f} |")
+        else:
+            print(f"| {r['side']}² | {r['megapixels']:.1f} | {r['baseline_mib']:,.0f} | "
+                  f"{r['peak_mib']:,.0f} | {r['added_mib']:,.0f} | {r['mib_per_mp']:.1f} | "
+                  f"{r['bytes_per_pixel']:.1f} | {r['seconds']:.1f} |")
 
 if __name__ == "__main__":
     main()
