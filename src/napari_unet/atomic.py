@@ -107,7 +107,9 @@ def atomic_folder(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     folder is removed only once the new one is complete), on failure it is deleted."""
     target = Path(path)
     if target.exists() and not target.is_dir():
-        raise OutputWriteError(f"{str(target)!r} is a file; give a folder name (e.g. ending in .zarr)")
+        raise OutputWriteError(
+            f"{str(target)!r} is a file; give a folder name (e.g. ending in .zarr)"
+        )
     if target.exists() and not overwrite:
         raise OutputWriteError(
             f"{str(target)!r} exists; pass overwrite=True (CLI: --overwrite) to replace it, "

@@ -77,7 +77,8 @@ class FileResult:
 
 
 def output_paths(sources: Sequence[PathLike], out_dir: PathLike, fmt: str = "tiff",
-                 overwrite: bool = False, overlay: bool = False) -> list[tuple[Path, Optional[Path]]]:
+                 overwrite: bool = False, overlay: bool = False
+                 ) -> list[tuple[Path, Optional[Path]]]:
     """(labels, overlay) paths per source, checked before any work so a batch never
     stops halfway on a name clash or an existing file."""
     if fmt not in FORMATS:
@@ -174,8 +175,10 @@ def _label_store(target: Path, fmt: str, overwrite: bool, out_of_core: bool
             target.parent.mkdir(parents=True, exist_ok=True)
             scratch = tempfile.TemporaryDirectory(dir=target.parent, prefix=".napari-unet-scratch-")
         except OSError as exc:
-            raise OutputWriteError(f"could not create a scratch folder in {str(target.parent)!r}: "
-                                   f"{exc}; choose a writable output folder with free space") from exc
+            raise OutputWriteError(
+                f"could not create a scratch folder in {str(target.parent)!r}: {exc}; "
+                "choose a writable output folder with free space"
+            ) from exc
         with scratch as folder:
             yield Path(folder) / "labels.zarr"
     else:
@@ -202,7 +205,8 @@ def preview_plane(image: Any, axes: str, labels: Any, side: int = 2048
     whole (at most ``side`` pixels along Y and X)."""
     step = max(1, -(-max(labels.shape[-2:]) // side))
     yx = slice(None, None, step)
-    index = tuple(yx if a in "YX" else (0 if a == "C" else n // 2) for a, n in zip(axes, image.shape))
+    index = tuple(yx if a in "YX" else (0 if a == "C" else n // 2)
+                  for a, n in zip(axes, image.shape))
     label_index = tuple(n // 2 for n in labels.shape[:-2]) + (yx, yx)
     return np.asarray(image[index]), np.asarray(labels[label_index])
 

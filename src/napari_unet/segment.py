@@ -12,8 +12,8 @@ from .axes import Layout, fit_channels, make_layout
 from .blocks import BlockConfig, segment_plane
 from .config import PostprocessConfig
 from .device import default_batch, pick_device
-from .fastpath import inference_network
 from .errors import InvalidImageError, InvalidLabelsError
+from .fastpath import inference_network
 from .model import Model
 from .normalize import channel_percentiles, normalize
 from .postprocess import PlaneStitcher, instance_labels, semantic_labels, smallest_uint
@@ -122,10 +122,11 @@ def segment(
     array on disk, written plane region by plane region and returned: with a lazy (dask)
     image this segments data larger than memory. Without it a numpy array in the smallest
     unsigned dtype is returned. Without ``tile_size`` each plane uses the model's tile or
-    up to twice it, whichever computes fewer pixels. ``batch_size`` (tiles per forward pass) defaults to the
-    device's best (:func:`~napari_unet.device.default_batch`). ``fast`` (default) predicts with the fast path of
-    :mod:`napari_unet.fastpath`; ``compile`` adds ``torch.compile`` (seconds of set-up,
-    then faster: for long batches). ``percentiles`` (from :func:`prepare_image`) normalise
+    up to twice it, whichever computes fewer pixels. ``batch_size`` (tiles per forward
+    pass) defaults to the device's best (:func:`~napari_unet.device.default_batch`).
+    ``fast`` (default) predicts with the fast path of :mod:`napari_unet.fastpath`;
+    ``compile`` adds ``torch.compile`` (seconds of set-up, then faster: for long
+    batches). ``percentiles`` (from :func:`prepare_image`) normalise
     with values computed once elsewhere, e.g. for planes of one volume segmented by
     separate workers. ``progress(done, total)`` counts tiles; ``cancel`` stops
     between tiles with :class:`~napari_unet.errors.Cancelled`.
