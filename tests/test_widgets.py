@@ -381,7 +381,7 @@ def test_cancel_finetune_keeps_previous_model(qtbot, ui, nuclei_crop):
     assert seg.session.store.n_supervised == n_painted
 
 
-def test_3d_stack_planes_review_and_undo(qtbot, ui, shared_data):
+def test_3d_stack_planes_review_and_undo(qtbot, ui, shared_data, monkeypatch):
     viewer, seg, fine = ui
     stack = read_image(shared_data / "qcanet_mouse_embryo_3d/test/images/16_cell_stage.tif")
     crop = np.asarray(stack.data)[20:26, :96, :96]
@@ -402,11 +402,17 @@ def test_3d_stack_planes_review_and_undo(qtbot, ui, shared_data):
     np.testing.assert_array_equal(link.tracker.edited, labels.data != link.tracker.baseline)
     tracker = link.current_tracker()
     assert tracker.supervised_planes(1) == [(3,)]
-    # the plane is kept for fine-tuning with the stack's normalisation, as Segment saw it
+    # the plane is kept for fine-tuning with the stack's normalisation, as Segment saw it,
+    # computed by the Segment worker (never again here, on the GUI thread)
     model = seg.session.versions.active_model
+    expected = prepare_image(crop, model, "ZYX").percentiles
+
+    def no_stack_pass(*args, **kwargs):
+        raise AssertionError("stack percentiles computed on the GUI thread")
+
+    monkeypatch.setattr("napari_unet._widgets._session.prepare_image", no_stack_pass)
     (correction,) = link.corrections(model=model)
-    np.testing.assert_allclose(correction.percentiles,
-                               prepare_image(crop, model, "ZYX").percentiles)
+    np.testing.assert_allclose(correction.percentiles, expected)
     n_painted = tracker.n_edited
     assert n_painted > 200
     qtbot.waitUntil(lambda: counts_are(fine, n_painted), timeout=3000)

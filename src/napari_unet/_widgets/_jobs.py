@@ -18,7 +18,7 @@ from ..device import torch_threads
 from ..finetune import fine_tune
 from ..model import Model, load_model_file
 from ..progress import CancelToken, ProgressCallback
-from ..segment import segment, with_postprocess
+from ..segment import prepare_image, segment, with_postprocess
 from ._image import LayerImage
 from ._state import Correction
 
@@ -75,6 +75,7 @@ class SegmentResult:
     snapshot: Optional[AgreementSnapshot] = None
     model: Optional[Model] = None  # the model, when the job loaded it from a file
     source: Optional[Path] = None  # ... and that file
+    percentiles: Optional[np.ndarray] = None  # the image's normalisation, for corrections
 
 
 def count_objects(labels: np.ndarray) -> int:
@@ -178,15 +179,17 @@ def run_segment(image: LayerImage, model: Union[Model, str, Path], settings: Seg
     postprocess = with_postprocess(model, seed_threshold=settings.seed_threshold,
                                    min_size=settings.min_size)
     with torch_threads(threads if threads is not None else worker_threads()):
+        percentiles = prepare_image(image.data, model, image.axes).percentiles
         labels = segment(image.data, model, image.axes, device=settings.device,
                          tile_size=settings.tile_size, postprocess=postprocess,
                          stitch_3d=settings.stitch_3d and chosen is None, planes=chosen,
-                         compile=settings.compile,
+                         compile=settings.compile, percentiles=percentiles,
                          progress=progress, cancel=cancel)
     if chosen is None:
         result = SegmentResult(labels)
     else:
         result = SegmentResult({index: labels[index] for index in chosen}, chosen)
+    result.percentiles = percentiles
     if loaded is not None:
         result.model, result.source = loaded, Path(model_arg)
     return prepare_result(result, snapshot)

@@ -188,6 +188,8 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
         if result.n_objects is not None:
             n_objects = result.n_objects
     link.image, link.settings, link.version = image, settings, version_index
+    if result.percentiles is not None:  # from the worker: no stack pass on this thread
+        link.remember_percentiles(version.model, result.percentiles)
     link.stale = False
     layer.metadata = _metadata(layer, image_layer, image, version, settings)
     if not (created and new is not None):

@@ -53,13 +53,21 @@ class LabelsLink:
             self.stale = False
         return self.tracker
 
+    @staticmethod
+    def _percentile_key(model: Model) -> tuple:
+        norm = model.config.normalization
+        return norm.low, norm.high, model.in_channels
+
+    def remember_percentiles(self, model: Model, percentiles: np.ndarray) -> None:
+        """Keep the normalisation a Segment job computed in its worker for ``model``."""
+        self._percentiles[self._percentile_key(model)] = percentiles
+
     def stack_percentiles(self, model: Optional[Model]) -> Optional[np.ndarray]:
-        """The whole stack's normalisation for ``model`` (what Segment used), computed once
-        per normalisation setting; ``None`` for a 2D image or without a model."""
+        """The whole stack's normalisation for ``model``: what Segment used (remembered
+        from its worker), else computed here once; ``None`` for a 2D image or no model."""
         if model is None or not self.n_stack:
             return None
-        norm = model.config.normalization
-        key = (norm.low, norm.high, model.in_channels)
+        key = self._percentile_key(model)
         if key not in self._percentiles:
             self._percentiles[key] = prepare_image(self.image.data, model, self.image.axes).percentiles
         return self._percentiles[key]
