@@ -120,3 +120,12 @@ def test_the_overlay_of_a_large_plane_is_a_strided_preview(images, model, tmp_pa
     plane, small = preview_plane(image, "YX", labels, side=100)
     assert plane.shape == small.shape == (86, 86)  # every 3rd pixel of 256
     np.testing.assert_array_equal(small, labels[::3, ::3])
+
+
+def test_an_unreachable_scheduler_is_one_clear_error():
+    from napari_unet.batch import cluster
+    from napari_unet.errors import NapariUnetError
+
+    with pytest.raises(NapariUnetError, match="could not reach the dask scheduler"):
+        with cluster("tcp://127.0.0.1:1", timeout="1s"):
+            pass

@@ -268,8 +268,9 @@ def _guarded(fn: Callable[..., FileResult], source: PathLike, target: Path, *arg
 
 
 @contextmanager
-def cluster(scheduler: str, workers: int = 2) -> Iterator[Any]:
-    """A dask.distributed client: a new LocalCluster for ``"local"``, else a connection."""
+def cluster(scheduler: str, workers: int = 2, timeout: str = "10s") -> Iterator[Any]:
+    """A dask.distributed client: a new LocalCluster for ``"local"``, else a connection
+    (given up after ``timeout``)."""
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
@@ -284,7 +285,7 @@ def cluster(scheduler: str, workers: int = 2) -> Iterator[Any]:
             yield client
     else:
         try:
-            client = Client(scheduler, timeout="10s")
+            client = Client(scheduler, timeout=timeout)
         except OSError as exc:
             raise NapariUnetError(
                 f"could not reach the dask scheduler at {scheduler!r} ({exc}); check the "
