@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 import zarr
 
+from .axes import guess_axes
 from .errors import ImageReadError, InvalidLabelsError
 from .tiff_io import ImageData
 
@@ -38,7 +39,8 @@ def is_zarr(path: PathLike) -> bool:
 
 def read_zarr(path: PathLike) -> ImageData:
     """Open a zarr array or OME-Zarr image lazily (dask), with axes and pixel size when
-    the store's NGFF metadata gives them (the highest-resolution level is used)."""
+    the store's NGFF metadata gives them (the highest-resolution level is used); a plain
+    array's axes are guessed from its shape."""
     import dask.array as da
 
     p = Path(path)
@@ -66,6 +68,7 @@ def read_zarr(path: PathLike) -> ImageData:
     if 0 in node.shape:
         raise ImageReadError(f"{str(p)!r} holds an empty image (shape {node.shape}); "
                              "check that this is the store you meant")
+    axes = axes or guess_axes(tuple(node.shape))  # a plain array names none: as for TIFFs
     pixel_size = None
     if scale is not None:
         pixel_size = tuple(float(s) for a, s in zip(axes, scale) if a in "ZYX")
