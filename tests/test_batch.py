@@ -107,8 +107,9 @@ def test_a_local_cluster_gives_the_same_labels_as_one_process(images, stack, mod
         assert np.array_equal(tifffile.imread(a.labels), tifffile.imread(b.labels))
     # one stack: its planes are split over the workers; ids are unique across planes
     [volume] = segment_files([stack], tmp_path / "vol", "nuclei", CPU, scheduler="local",
-                             workers=2)
+                             workers=2, overlay=True)
     assert volume.error is None and volume.out_of_core
+    assert volume.overlay is not None and volume.overlay.read_bytes()[:4] == b"\x89PNG"
     assert np.array_equal(tifffile.imread(volume.labels), _expected(stack, model, axes="ZYX"))
 
 

@@ -368,7 +368,7 @@ def _segment_volume(client: Any, source: PathLike, target: tuple, model: str,
     n_tasks = min(len(indices), 4 * max(1, len(client.scheduler_info()["workers"])))
     groups = [list(g) for g in np.array_split(np.array(indices), n_tasks) if len(g)]
     groups = [[tuple(int(i) for i in p) for p in g] for g in groups]
-    labels_path, _ = target
+    labels_path, overlay = target
     pixel_size = label_pixel_size(image, layout)
     with _label_store(labels_path, fmt, overwrite, True) as store:
         labels = create_labels(store, layout.label_shape, layout.label_axes, pixel_size=pixel_size,
@@ -386,7 +386,11 @@ def _segment_volume(client: Any, source: PathLike, target: tuple, model: str,
             write_labels(labels_path, labels, axes=layout.label_axes, pixel_size=pixel_size,
                          unit=image.unit, metadata=_provenance(loaded, source), overwrite=overwrite)
         n = count_objects(labels)
-    result = FileResult(str(source), labels_path, n, True, time.perf_counter() - start)
+        preview = None
+        if overlay is not None:
+            plane, plane_labels = preview_plane(image.data, layout.axes, labels)
+            preview = write_overlay(overlay, plane, plane_labels, overwrite)
+    result = FileResult(str(source), labels_path, n, True, time.perf_counter() - start, preview)
     if on_result:
         on_result(result)
     return result
