@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_folder
+from .atomic import PathLike, atomic_folder
 from .axes import Layout, make_layout
 from .blocks import BlockConfig, block_boxes
 from .config import PostprocessConfig
@@ -35,7 +35,6 @@ from .segment import prepare_image, segment, stitch_along_z
 from .tiff_io import LAZY_THRESHOLD_BYTES, ImageData, image_stem, read_image, write_labels
 from .zarr_io import create_labels
 
-PathLike = Union[str, "os.PathLike[str]"]
 FORMATS = ("tiff", "zarr")
 _SUFFIX = {"tiff": "_labels.tif", "zarr": "_labels.zarr"}
 
@@ -237,8 +236,8 @@ def segment_files(
     of a running scheduler (``tcp://host:8786``) whose workers see the same files.
     """
     targets = output_paths(sources, out_dir, fmt, overwrite, overlay)
+    loaded = load_model(model)
     if scheduler is None:
-        loaded = load_model(model)
         results = []
         for source, (labels, preview) in zip(sources, targets):
             progress = progress_for(str(source)) if progress_for else None
@@ -249,9 +248,12 @@ def segment_files(
             results.append(result)
         return results
     with cluster(scheduler, workers) as client:
-        if len(sources) == 1 and _n_planes(sources[0], options, model) > 1:
-            return [_segment_volume(client, sources[0], targets[0], str(model), options,
-                                    fmt, overwrite, on_result)]
+        if len(sources) == 1:
+            image = read_image(sources[0])
+            prepared = prepare_image(image.data, loaded, options.axes or image.axes)
+            if int(np.prod(prepared.layout.stack_shape, dtype=np.int64)) > 1:
+                return [_segment_volume(client, sources[0], image, prepared, targets[0],
+                                        str(model), loaded, options, fmt, overwrite, on_result)]
         return _segment_many(client, sources, targets, str(model), options, fmt, overwrite,
                              on_result)
 
@@ -324,12 +326,6 @@ def _segment_many(client: Any, sources: Sequence[PathLike], targets: list, model
     return [r for r in results if r is not None]
 
 
-def _n_planes(source: PathLike, options: SegmentOptions, model: Union[str, Path]) -> int:
-    image = read_image(source)
-    layout = make_layout(image.data, options.axes or image.axes, load_model(model).in_channels)
-    return int(np.prod(layout.stack_shape, dtype=np.int64))
-
-
 def _remote_planes(source: str, store: str, model: str, options: SegmentOptions,
                    planes: list[tuple[int, ...]], percentiles: np.ndarray) -> int:
     """Segment some planes of one stack into the shared zarr; returns their largest id."""
@@ -355,14 +351,13 @@ def _remote_shift(store: str, planes: list[tuple[int, ...]], offset: int) -> Non
             out[p + box] = np.where(block > 0, block + np.uint32(offset), 0)
 
 
-def _segment_volume(client: Any, source: PathLike, target: tuple, model: str,
-                    options: SegmentOptions, fmt: str, overwrite: bool,
+def _segment_volume(client: Any, source: PathLike, image: ImageData, prepared: Any,
+                    target: tuple, model: str, loaded: Model, options: SegmentOptions,
+                    fmt: str, overwrite: bool,
                     on_result: Optional[Callable[[FileResult], None]]) -> FileResult:
-    """One stack split into plane groups over the cluster's workers."""
+    """One stack (already read and prepared here, once) split into plane groups over the
+    cluster's workers, which open the file and ``model`` themselves."""
     start = time.perf_counter()
-    image = read_image(source)
-    loaded = load_model(model)
-    prepared = prepare_image(image.data, loaded, options.axes or image.axes)
     layout = prepared.layout
     indices = list(np.ndindex(*layout.stack_shape))
     n_tasks = min(len(indices), 4 * max(1, len(client.scheduler_info()["workers"])))

@@ -17,9 +17,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .config import PostprocessConfig
 from .progress import CancelToken, ProgressCallback, check_cancel, report
-from .tiling import count_tiles
 
 Box = tuple[slice, slice]
 

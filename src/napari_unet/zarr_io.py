@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import zarr
 
+from .atomic import PathLike
 from .axes import guess_axes
 from .errors import ImageReadError, InvalidLabelsError
 from .tiff_io import ImageData
 
-PathLike = Union[str, "os.PathLike[str]"]
 NGFF_VERSION = "0.5"
 #: Chunk side of label output in Y and X (one plane deep for stacks).
 CHUNK = 1024
