@@ -31,6 +31,9 @@ Models (``load_model``)
     3-channel model, 1-channel image ... tests/test_model.py::test_channel_mismatch_is_reported_by_segment; CLI here
     pickle that would run code . tests/test_model.py::test_malicious_pickles_are_refused_without_running_them;
                                  load_model and CLI here (marker file never created)
+    safetensors header length of 128 mod 256 (first byte 0x80, not a pickle: loads)
+                                 ... tests/test_model.py::test_a_header_length_of_128_mod_256_is_not_taken_for_a_pickle,
+                                 ::test_torch_files_are_recognised_by_their_signature
 Labels given to ``fine_tune()``
     negative ids, ids > 65535 (work), float labels (refused, even whole-numbered), wrong shape
                                  ... here (API and CLI; + tests/test_finetune.py::test_wrong_label_shapes_and_types)

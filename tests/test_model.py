@@ -184,6 +184,40 @@ def test_pickles_get_a_message_about_pickles(tmp_path: Path) -> None:
         load_model_file(path)
 
 
+def test_a_header_length_of_128_mod_256_is_not_taken_for_a_pickle(tmp_path: Path) -> None:
+    # A safetensors file starts with its header length (8 bytes, little-endian); for about
+    # one name/config in 32 its first byte is 0x80, the first byte of most pickles too.
+    model = small_model(seed=4)
+    for extra in range(256):
+        name = "nuclei" + "x" * extra
+        model.name = name
+        path = model.save(tmp_path / f"m{extra}.safetensors", overwrite=True)
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:  # pragma: no cover - the header grows by 8 bytes at most per step
+        pytest.fail("no name gave a header length of 128 mod 256")
+    loaded = load_model_file(path)
+    assert loaded.name == name
+    x = torch.rand(1, 1, 32, 32)
+    np.testing.assert_array_equal(_logits(loaded, x).numpy(), _logits(model, x).numpy())
+
+
+def test_torch_files_are_recognised_by_their_signature(tmp_path: Path) -> None:
+    tensors = {"w": torch.zeros(2)}
+    zipped, legacy = tmp_path / "zip.safetensors", tmp_path / "legacy.safetensors"
+    torch.save(tensors, zipped)
+    torch.save(tensors, legacy, _use_new_zipfile_serialization=False)
+    for path in (zipped, legacy):
+        with pytest.raises(ModelFileError, match="pickle"):
+            load_model_file(path)
+    # Bytes that only begin like a pickle or a zip are not called one.
+    for i, head in enumerate([b"\x80", b"PK", b"\x80\x00\x00\x00\x00\x00\x00\x00{"]):
+        path = tmp_path / f"odd{i}.safetensors"
+        path.write_bytes(head)
+        with pytest.raises(ModelFileError, match="not a readable model file"):
+            load_model_file(path)
+
+
 def test_channel_mismatch_is_reported_by_segment() -> None:
     rgb_model = small_model(in_channels=3)
     with pytest.raises(ModelMismatchError, match="3 channel"):

@@ -84,6 +84,30 @@ class Model:
         return path
 
 
+#: Signatures of PyTorch's pickle-based files: a zip archive (``torch.save`` since 1.6;
+#: also the empty-archive record) or a pickle of protocol 2 to 5 (the legacy format).
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def file_kind(head: bytes, size: int) -> str:
+    """What a file is from its first 9 bytes and its size: ``"safetensors"``, ``"pickle"``
+    or ``"unknown"``.
+
+    A safetensors file starts with its JSON header's length (8 bytes, little-endian) and
+    then the header's ``{``; the length must fit in the file. That length's first byte is
+    0x80 for about one header in 32, so a pickle is recognised by its whole opcode (0x80
+    followed by a protocol number), never by the first byte alone.
+    """
+    if len(head) >= 9 and head[8:9] == b"{":
+        length = int.from_bytes(head[:8], "little")
+        if 2 <= length <= size - 8:
+            return "safetensors"
+    if head.startswith(_ZIP_SIGNATURES) or (
+            len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+        return "pickle"
+    return "unknown"
+
+
 def load_model_file(path: str | Path) -> Model:
     """Load a ``.safetensors`` model file; every failure becomes a :class:`ModelFileError`."""
     path = Path(path)
@@ -91,14 +115,19 @@ def load_model_file(path: str | Path) -> Model:
         raise ModelFileError(f"model file {path} does not exist; check the path or run 'napari-unet models'")
     try:
         with open(path, "rb") as fh:
-            head = fh.read(2)
+            kind = file_kind(fh.read(9), path.stat().st_size)
     except OSError as exc:
         raise ModelFileError(f"cannot read model file {path} ({exc.strerror}); check its permissions") from None
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    if kind == "pickle":
         raise ModelFileError(
             f"{path} is a pickled PyTorch file; napari-unet refuses pickles because loading them "
             f"can run arbitrary code. Convert it to a napari-unet .safetensors model in a trusted "
             f"environment first"
+        )
+    if kind != "safetensors":
+        raise ModelFileError(
+            f"{path} is not a readable model file (it is not in the safetensors format); it may "
+            f"be truncated or corrupt: copy it again or retrain"
         )
     try:
         from safetensors import safe_open
