@@ -185,12 +185,13 @@ def test_damaged_sessions_are_refused_with_the_fix(tmp_path, crop):
 
     with pytest.raises(SessionError, match="no session.json"):
         SessionFolder(tmp_path).load()
-    # Left-overs of an interrupted first save do not block saving there; they are removed.
+    # Left-overs of an interrupted first save do not block saving there; no session.json
+    # names them, so they are not the session's to remove.
     fresh = tmp_path / "fresh.unet-session"
     fresh.mkdir()
     (fresh / "labels-0badc0de-0.npz").write_bytes(b"half")
     SessionFolder(fresh).save(make_session(crop))
-    assert not (fresh / "labels-0badc0de-0.npz").exists()
+    assert (fresh / "labels-0badc0de-0.npz").read_bytes() == b"half"
     assert_same_session(SessionFolder(fresh).load(), make_session(crop))
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(SessionError, match="other files in it"):
@@ -231,3 +232,41 @@ def test_failed_save_keeps_the_previous_session(tmp_path, crop, monkeypatch, fai
     back = SessionFolder(folder.path).load()
     assert not back.labels[0].data.any()
     assert math.isnan(changed.versions[1].stats["agreement_before"])  # the input is untouched
+
+
+def test_saving_removes_only_files_the_previous_save_wrote(tmp_path, crop):
+    """Files named like a save's data files, which no session.json of this folder named,
+    are the user's: saving there (first or again) never removes them."""
+    mine = {"model-1.safetensors": b"my model", "labels-2024.npz": b"my labels",
+            "corrections-0.npz": b"my corrections"}
+    fresh = tmp_path / "fresh.unet-session"
+    fresh.mkdir()
+    for name, content in mine.items():
+        (fresh / name).write_bytes(content)
+    folder = SessionFolder(fresh)
+    first = json.loads(folder.save(make_session(crop)).read_text())
+    assert all((fresh / name).read_bytes() == content for name, content in mine.items())
+
+    # A saved session, then the user's files appear next to it; the next save removes the
+    # previous save's labels and corrections files, and nothing else.
+    changed = make_session(crop)
+    changed.labels[0].data[:] = 0
+    second = json.loads(folder.save(changed).read_text())
+    assert all((fresh / name).read_bytes() == content for name, content in mine.items())
+    assert not (fresh / first["labels"][0]["file"]).exists()
+    assert not (fresh / first["corrections"]["file"]).exists()
+    names = {p.name for p in fresh.iterdir()}
+    assert names == {INDEX, *mine, *(v["file"] for v in second["models"]["versions"]),
+                     second["labels"][0]["file"], second["corrections"]["file"]}
+
+    # A session.json naming files outside its folder (or not named like a save's data
+    # file) cannot make a save remove them.
+    outside = tmp_path / "labels-1.npz"
+    outside.write_bytes(b"outside")
+    (fresh / "notes.txt").write_bytes(b"notes")
+    second["labels"][0]["file"] = "../labels-1.npz"
+    second["corrections"]["file"] = "notes.txt"
+    (fresh / INDEX).write_text(json.dumps(second))
+    SessionFolder(fresh).save(make_session(crop))
+    assert outside.read_bytes() == b"outside" and (fresh / "notes.txt").read_bytes() == b"notes"
+    assert all((fresh / name).read_bytes() == content for name, content in mine.items())

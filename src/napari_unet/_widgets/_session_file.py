@@ -10,9 +10,10 @@ A session folder (``<name>.unet-session``) holds ``session.json`` and the files 
 
 Every file is written through :mod:`napari_unet.atomic`. Data files carry a token unique to
 one save in their names and ``session.json`` is written last, so a save that fails midway
-leaves the previous ``session.json`` and every file it names as they were; files the new
-``session.json`` no longer names are removed once it is in place. A model already saved in
-the folder is not written again.
+leaves the previous ``session.json`` and every file it names as they were; files the
+previous ``session.json`` named and the new one does not are removed once it is in place
+(nothing else in the folder is ever removed: a file named like a data file that no index
+named is the user's). A model already saved in the folder is not written again.
 
 :func:`capture` copies what a :class:`~._session.Session` holds (GUI thread), a
 :class:`SessionFolder` writes and reads it (worker thread), and :func:`restore` puts it
@@ -51,7 +52,7 @@ FORMAT_NAME = "napari-unet-session"
 FORMAT_VERSION = 1
 SESSION_SUFFIX = ".unet-session"
 INDEX = "session.json"
-#: Names of the data files a save writes (removed once no session.json names them).
+#: Names of the data files a save writes (removed when the next save no longer names them).
 _DATA_FILE = re.compile(r"^(model|labels|corrections)-[0-9a-f]+(-\d+)?\.(npz|safetensors)$")
 
 
@@ -182,6 +183,14 @@ def _check_labels(record: LabelsRecord) -> None:
         raise ValueError(f"the arrays of labels {record.name!r} do not fit together")
 
 
+def _index_files(index: dict) -> list:
+    """The data file names a session index holds (models, labels, corrections)."""
+    names = [v["file"] for v in index["models"]["versions"]]
+    names.extend(record["file"] for record in index["labels"])
+    names.append(index["corrections"]["file"])
+    return names
+
+
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as fh:
         np.savez_compressed(fh, allow_pickle=False, **arrays)
@@ -238,6 +247,7 @@ class SessionFolder:
         check_save_target(self.path)
         for record in data.labels:
             _check_labels(record)
+        previous = self._previous_files()
         token = secrets.token_hex(4)
         written: list[Path] = []
         try:
@@ -250,7 +260,7 @@ class SessionFolder:
                 with suppress(OSError):
                     path.unlink()
             raise
-        self._remove_unused(index)
+        self._remove_unused(previous, index)
         return self.path / INDEX
 
     def _write_data(self, data: SessionData, token: str, written: list[Path]) -> dict:
@@ -298,15 +308,24 @@ class SessionFolder:
             "models": {"active": data.active, "versions": versions},
         }
 
-    def _remove_unused(self, index: dict) -> None:
-        """Delete data files of earlier saves that ``index`` does not name."""
-        used = {v["file"] for v in index["models"]["versions"]}
-        used.update(record["file"] for record in index["labels"])
-        used.add(index["corrections"]["file"])
-        for path in self.path.iterdir():
-            if _DATA_FILE.match(path.name) and path.name not in used:
-                with suppress(OSError):
-                    path.unlink()
+    def _previous_files(self) -> set[str]:
+        """The data files the folder's current ``session.json`` names (the only files a save
+        may remove): plain names of this folder, named like a save's data files. Empty when
+        there is no readable index."""
+        try:
+            index = json.loads((self.path / INDEX).read_text(encoding="utf-8"))
+            names = _index_files(index)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return set()
+        return {n for n in names
+                if isinstance(n, str) and Path(n).name == n and _DATA_FILE.match(n)}
+
+    def _remove_unused(self, previous: set[str], index: dict) -> None:
+        """Delete the files of the previous save (``previous``) that ``index`` no longer
+        names; files the previous session.json did not name are never touched."""
+        for name in previous - set(_index_files(index)):
+            with suppress(OSError):
+                (self.path / name).unlink()
 
     # ------------------------------------------------------------------ load
     def load(self) -> SessionData:
