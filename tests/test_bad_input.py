@@ -34,6 +34,20 @@ Models (``load_model``)
     safetensors header length of 128 mod 256 (first byte 0x80, not a pickle: loads)
                                  ... tests/test_model.py::test_a_header_length_of_128_mod_256_is_not_taken_for_a_pickle,
                                  ::test_torch_files_are_recognised_by_their_signature
+Session folders (Open session; tests/test_session_file.py unless noted)
+    image path naming a script with napari's reader (never run) ... tests/test_widgets.py::
+                                 test_open_session_never_runs_a_script_the_session_names;
+                                 ::test_a_session_never_hands_a_script_or_other_file_to_a_viewer
+    image path to a non-image file, a folder or a FIFO (not opened) ... same test
+    reader plugin named by the file (ignored: napari-unet's reader) ...
+                                 ::test_a_session_image_opens_only_with_this_plugins_reader
+    image outside the session folder, also via a link (asked first) ...
+                                 ::test_an_image_outside_the_session_folder_is_opened_only_when_the_user_agrees
+    sample of another plugin (not opened) ... ::test_only_this_plugins_samples_are_opened
+    labels/model file linked from outside the folder (refused) ...
+                                 ::test_data_files_linked_from_outside_the_folder_are_refused
+    user files named like a save's data files (never removed by a save) ...
+                                 ::test_saving_removes_only_files_the_previous_save_wrote
 Labels given to ``fine_tune()``
     negative ids, ids > 65535 (work), float labels (refused, even whole-numbered), wrong shape
                                  ... here (API and CLI; + tests/test_finetune.py::test_wrong_label_shapes_and_types)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,3 +271,129 @@ def test_saving_removes_only_files_the_previous_save_wrote(tmp_path, crop):
     SessionFolder(fresh).save(make_session(crop))
     assert outside.read_bytes() == b"outside" and (fresh / "notes.txt").read_bytes() == b"notes"
     assert all((fresh / name).read_bytes() == content for name, content in mine.items())
+
+
+# --------------------------------------------------------------------------- untrusted files
+
+
+class _Image:
+    """A stand-in napari Image layer (restore recognises layers by class name)."""
+
+    def __init__(self, data):
+        self.data, self.name, self.rgb, self.metadata = data, "opened", False, {}
+        self.scale = self.translate = (1.0, 1.0)
+
+
+class _Labels:
+    def __init__(self, data, name, **kwargs):
+        self.data, self.name, self.metadata = data, name, kwargs.get("metadata", {})
+
+
+class _Viewer:
+    """Records what restore asks a viewer to open (nothing is opened)."""
+
+    def __init__(self):
+        self.layers, self.opened, self.samples = {}, [], []
+
+    def open(self, path, **kwargs):
+        self.opened.append((str(path), kwargs))
+        return [_Image(np.zeros((3, 3), np.uint8))]
+
+    def open_sample(self, plugin, sample):
+        self.samples.append((plugin, sample))
+        return [_Image(np.zeros((3, 3), np.uint8))]
+
+    def add_labels(self, data, name, **kwargs):
+        self.layers[name] = _Labels(data, name, **kwargs)
+        return self.layers[name]
+
+
+def _restore_with_image(tmp_path, crop, image_path, reader="napari", sample=None, answer=False):
+    """Save a session naming ``image_path`` (read by ``reader``), open it in a recording
+    viewer; returns (viewer, problems, the paths the user was asked about)."""
+    from napari_unet._widgets._session import Session
+    from napari_unet._widgets._session_file import restore
+
+    folder = tmp_path / "s.unet-session"
+    if not (folder / INDEX).is_file():
+        SessionFolder(folder).save(make_session(crop))
+    index = json.loads((folder / INDEX).read_text())
+    index["images"][0].update(path=image_path, reader=reader, sample=sample)
+    (folder / INDEX).write_text(json.dumps(index))
+    viewer, asked = _Viewer(), []
+
+    def confirm(path):
+        asked.append(Path(path))
+        return answer
+
+    problems = restore(viewer, Session(), SessionFolder(folder).load(), confirm=confirm)
+    return viewer, problems, asked
+
+
+def test_a_session_never_hands_a_script_or_other_file_to_a_viewer(tmp_path, crop):
+    folder = tmp_path / "s.unet-session"
+    SessionFolder(folder).save(make_session(crop))
+    (folder / "readme.py").write_text("open('ran', 'w')\n")
+    for image_path in [str(folder / "readme.py"), "readme.py", "/etc/passwd", str(folder)]:
+        viewer, problems, asked = _restore_with_image(tmp_path, crop, image_path)
+        assert viewer.opened == [] and asked == [], image_path
+        assert len(problems) == 1 and "not an image file" in problems[0], problems
+    # A FIFO named like a TIFF is not opened either (reading it would wait forever).
+    os.mkfifo(folder / "pipe.tif")
+    viewer, problems, _ = _restore_with_image(tmp_path, crop, "pipe.tif")
+    assert viewer.opened == [] and "not a regular file" in problems[0], problems
+
+
+def test_a_session_image_opens_only_with_this_plugins_reader(tmp_path, crop):
+    folder = tmp_path / "s.unet-session"
+    SessionFolder(folder).save(make_session(crop))
+    inside = folder / "image.tif"
+    inside.write_bytes(b"II*\0")  # only its name and kind matter here
+    # Inside the folder (relative paths are relative to the folder, not the working one):
+    # opened without asking, with napari-unet's reader whatever the file says.
+    for image_path in ["image.tif", str(inside)]:
+        viewer, _, asked = _restore_with_image(tmp_path, crop, image_path, reader="evil")
+        assert viewer.opened == [(str(inside), {"plugin": "napari-unet"})] and asked == []
+
+
+def test_an_image_outside_the_session_folder_is_opened_only_when_the_user_agrees(tmp_path, crop):
+    outside = tmp_path / "nuclei.tif"
+    outside.write_bytes(b"II*\0")
+    viewer, problems, asked = _restore_with_image(tmp_path, crop, str(outside), answer=False)
+    assert asked == [outside] and viewer.opened == []
+    assert len(problems) == 1 and "outside the session folder" in problems[0]
+    viewer, problems, asked = _restore_with_image(tmp_path, crop, str(outside), answer=True)
+    assert asked == [outside]
+    assert viewer.opened == [(str(outside), {"plugin": "napari-unet"})]
+    # A link in the folder to an image outside it is outside too.
+    link = tmp_path / "s.unet-session" / "link.tif"
+    link.symlink_to(outside)
+    viewer, _, asked = _restore_with_image(tmp_path, crop, "link.tif", answer=False)
+    assert asked == [link] and viewer.opened == []
+
+
+def test_only_this_plugins_samples_are_opened(tmp_path, crop):
+    viewer, problems, _ = _restore_with_image(tmp_path, crop, None,
+                                              sample=["other-plugin", "x"])
+    assert viewer.samples == [] and "sample of plugin 'other-plugin'" in problems[0]
+    viewer, problems, _ = _restore_with_image(tmp_path, crop, None,
+                                              sample=["napari-unet", "nuclei_fluo"])
+    assert viewer.samples == [("napari-unet", "nuclei_fluo")]
+
+
+@pytest.mark.parametrize("kind", ["labels", "model"])
+def test_data_files_linked_from_outside_the_folder_are_refused(tmp_path, crop, kind):
+    folder = SessionFolder(tmp_path / "s.unet-session")
+    index = json.loads(folder.save(make_session(crop)).read_text())
+    name = (index["labels"][0]["file"] if kind == "labels"
+            else index["models"]["versions"][0]["file"])
+    outside = tmp_path / f"outside-{name}"
+    os.replace(folder.path / name, outside)
+    (folder.path / name).symlink_to(outside)
+    with pytest.raises(SessionError, match="outside the session folder"):
+        SessionFolder(folder.path).load()
+    # A link to a file inside the folder is fine.
+    os.replace(outside, folder.path / "real")
+    (folder.path / name).unlink()
+    (folder.path / name).symlink_to("real")
+    SessionFolder(folder.path).load()

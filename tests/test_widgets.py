@@ -8,6 +8,7 @@ and closing layers while a job runs.
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -592,12 +593,17 @@ def test_session_save_open_and_autosave(qtbot, ui, nuclei_crop, tmp_path, monkey
 
     # Open session... in a fresh viewer: the image is opened again from its file, the
     # labels, their edit and review masks and the model versions come back.
+    # The image is outside the session folder: the user is asked before it is opened.
     viewer2 = make_napari_viewer()
     seg2, fine2 = SegmentWidget(viewer2), FineTuneWidget(viewer2)
     viewer2.window.add_dock_widget(fine2, name="Fine-tune")
     monkeypatch.setattr(_dialogs, "ask_session_folder", lambda parent: folder)
+    asked = []
+    monkeypatch.setattr(_dialogs, "confirm_open_image",
+                        lambda parent, path, folder=None: asked.append(path) or True)
     click(qtbot, fine2.open_session_button)
     wait_idle(qtbot, fine2)
+    assert asked == [image_path]
     assert "Opened session" in fine2.status.text(), fine2.status.text()
     image2 = viewer2.layers["nuclei"]
     np.testing.assert_array_equal(image2.data, nuclei_crop)
@@ -677,6 +683,46 @@ def test_session_reopens_a_napari_sample(qtbot, ui, tmp_path, monkeypatch, make_
     np.testing.assert_array_equal(image2.data, image.data)
     link = fine2.session.link_for_labels(viewer2.layers["nuclei_fluo labels"])
     assert link.image_layer is image2 and link.current_tracker().n_edited == 2
+
+
+def test_open_session_never_runs_a_script_the_session_names(qtbot, ui, nuclei_crop, tmp_path,
+                                                           monkeypatch, make_napari_viewer):
+    """A session.json is untrusted: an image path naming a Python file (napari's own
+    reader would run it) with napari's reader as its plugin opens nothing and runs nothing."""
+    from napari_unet._widgets import _dialogs
+    from napari_unet._widgets._finetune import FineTuneWidget
+    from napari_unet._widgets._session_file import INDEX
+
+    viewer, seg, fine = ui
+    viewer.add_image(nuclei_crop, name="nuclei")
+    seg.image_combo.select(viewer.layers["nuclei"])
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    folder = tmp_path / "shared.unet-session"
+    monkeypatch.setattr(_dialogs, "ask_session_path", lambda parent, suggestion: folder)
+    click(qtbot, fine.save_session_button)
+    wait_saved(qtbot, fine)
+
+    marker = tmp_path / "payload-ran"
+    script = folder / "readme.py"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    index = json.loads((folder / INDEX).read_text())
+    index["images"][0].update(path=str(script), reader="napari")
+    (folder / INDEX).write_text(json.dumps(index))
+
+    viewer2 = make_napari_viewer()
+    fine2 = FineTuneWidget(viewer2)
+    warnings, asked = [], []
+    monkeypatch.setattr("napari_unet._widgets._finetune.show_warning", warnings.append)
+    monkeypatch.setattr(_dialogs, "ask_session_folder", lambda parent: folder)
+    monkeypatch.setattr(_dialogs, "confirm_open_image",
+                        lambda parent, path, folder=None: asked.append(path) or True)
+    click(qtbot, fine2.open_session_button)
+    wait_idle(qtbot, fine2)
+    assert not marker.exists()
+    assert asked == [] and "nuclei" not in viewer2.layers
+    assert len(warnings) == 1 and "not an image file" in warnings[0], warnings
+    assert "nuclei labels" in viewer2.layers  # the rest of the session is there
 
 
 def test_open_session_refuses_a_damaged_folder(qtbot, ui, tmp_path, monkeypatch):

@@ -75,3 +75,17 @@ def confirm_replace_session(parent: Optional[QWidget]) -> bool:
         QMessageBox.StandardButton.No,
     )
     return answer == QMessageBox.StandardButton.Yes
+
+
+def confirm_open_image(parent: Optional[QWidget], path: Path,
+                       folder: Optional[Path] = None) -> bool:
+    """Whether to open ``path``, an image a session names outside its own folder."""
+    where = f"the session folder {folder}" if folder else "the session folder"
+    answer = QMessageBox.question(
+        parent, "Open an image outside the session?",
+        f"The session names the image\n{path}\nwhich is outside {where}.\n"
+        "Open it only if you trust where the session came from. Open it?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes

@@ -25,8 +25,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import secrets
+import stat
 import weakref
 import zipfile
 import zlib
@@ -39,15 +41,18 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .. import __version__
-from .._reader import META_KEY
+from .._reader import META_KEY, SUFFIXES
 from ..atomic import atomic_write
 from ..errors import ModelFileError, NapariUnetError, SessionError
 from ..model import SUFFIX, Model, load_model_file
+from ..zarr_io import is_zarr
 from ._image import layer_image
 from ._jobs import SegmentSettings
 from ._session import LabelsLink, Session
 from ._state import Correction, CorrectionStore, EditTracker, ModelVersion
 
+#: The only reader a session opens images with (never the plugin its file names).
+PLUGIN = "napari-unet"
 FORMAT_NAME = "napari-unet-session"
 FORMAT_VERSION = 1
 SESSION_SUFFIX = ".unet-session"
@@ -66,8 +71,9 @@ class ImageRecord:
     shape: tuple[int, ...]
     scale: list[float]
     translate: list[float]
-    path: Optional[str] = None  # the file it was read from
-    reader: Optional[str] = None  # the reader plugin that read it
+    path: Optional[str] = None  # the file it was read from (absolute when saved)
+    reader: Optional[str] = None  # the reader plugin that read it (kept for information
+    # only: an image is opened again with napari-unet's reader, whatever this says)
     sample: Optional[tuple[str, str]] = None  # (plugin, sample) of a napari sample
 
 
@@ -99,6 +105,7 @@ class SessionData:
     corrections: list[Correction]
     versions: list[ModelVersion]
     active: Optional[int]
+    folder: Optional[Path] = None  # the session folder it was read from
 
 
 # --------------------------------------------------------------------------- helpers
@@ -377,13 +384,26 @@ class SessionFolder:
         return index
 
     def _file(self, name: str) -> Path:
-        """A data file the index names: a plain name inside the folder that exists."""
+        """A data file the index names: a plain name of a regular file inside the folder
+        (a link is followed only when it stays inside the folder)."""
         if not name or Path(name).name != name:
             raise ValueError(f"{name!r} is not a file name in the session folder")
         path = self.path / name
-        if not path.is_file():
+        real = path.resolve()
+        if real.parent != self.path.resolve():
             raise SessionError(
-                f"session {self.path} is incomplete: {name} is missing; copy the whole "
+                f"{name} in session {self.path} is a link to {real}, outside the session "
+                "folder; a session only reads its own files: copy that file into the folder "
+                "in place of the link if you trust it"
+            )
+        try:
+            mode = os.stat(real).st_mode
+        except OSError:
+            mode = None
+        if mode is None or not stat.S_ISREG(mode):
+            what = "missing" if mode is None else "not a regular file"
+            raise SessionError(
+                f"session {self.path} is incomplete: {name} is {what}; copy the whole "
                 f"'{SESSION_SUFFIX}' folder, not only {INDEX}, or restore it from a backup"
             )
         return path
@@ -451,7 +471,7 @@ class SessionFolder:
             labels.append(record)
         corrections = index["corrections"]
         stored = _unpack(self._load_npz(str(corrections["file"])), list(corrections["names"]), "")
-        return SessionData(images, labels, stored, versions, active)
+        return SessionData(images, labels, stored, versions, active, self.path)
 
 
 # --------------------------------------------------------------------------- session <-> data
@@ -460,10 +480,13 @@ class SessionFolder:
 def _image_record(layer: Any, axes: str) -> ImageRecord:
     source = getattr(layer, "source", None)
     sample = getattr(source, "sample", None)
+    path = _opt_str(getattr(source, "path", None))
+    if path is not None and "://" not in path:
+        path = str(Path(path).absolute())  # a session opens relative paths from its folder
     return ImageRecord(
         name=layer.name, axes=axes, rgb=bool(getattr(layer, "rgb", False)),
         shape=_ints(layer.data.shape), scale=_floats(layer.scale),
-        translate=_floats(layer.translate), path=_opt_str(getattr(source, "path", None)),
+        translate=_floats(layer.translate), path=path,
         reader=_opt_str(getattr(source, "reader_plugin", None)),
         sample=None if sample is None else (str(sample[0]), str(sample[1])),
     )
@@ -513,9 +536,39 @@ def _named(viewer: Any, name: str, kind: str, shape: tuple[int, ...]) -> Optiona
     return layer if _is_kind(layer, kind) and _ints(layer.data.shape) == shape else None
 
 
-def _image_layer(viewer: Any, record: ImageRecord) -> tuple[Optional[Any], Optional[str]]:
+def _image_file_problem(path: Path) -> Optional[str]:
+    """Why ``path`` is not an image file napari-unet's reader opens (None when it is one):
+    a regular ``.tif``/``.tiff`` file or a zarr store, so no other kind of file (a script
+    that a reader would run, a FIFO that would block) is ever opened from a session."""
+    if is_zarr(path):
+        return None
+    if not path.name.lower().endswith(SUFFIXES):
+        return (f"{path} is not an image file napari-unet opens (a .tif/.tiff file or a zarr "
+                "store), so a session does not open it")
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as exc:
+        return f"{path} cannot be read ({exc.strerror})"
+    return None if regular else f"{path} is not a regular file"
+
+
+def _inside(path: Path, folder: Optional[Path]) -> bool:
+    """Whether ``path`` (links followed) lies inside ``folder``."""
+    if folder is None:
+        return False
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _image_layer(viewer: Any, record: ImageRecord, folder: Optional[Path],
+                 confirm: Callable[[Path], bool]) -> tuple[Optional[Any], Optional[str]]:
     """The image layer of ``record``: in the viewer already, else opened again from its
-    file or napari sample. Returns (layer, None) or (None, what went wrong)."""
+    file (with napari-unet's reader, only an image file, after asking ``confirm`` when it
+    is outside the session ``folder``) or from a napari-unet sample. Returns (layer, None)
+    or (None, what went wrong)."""
     layer = _named(viewer, record.name, "Image", record.shape)
     if layer is not None:
         return layer, None
@@ -525,15 +578,28 @@ def _image_layer(viewer: Any, record: ImageRecord) -> tuple[Optional[Any], Optio
                       "and corrections are restored; open the image and segment it to link "
                       "them again")
 
-    if record.path and Path(record.path).exists():
-        where = record.path
-        kwargs = {"plugin": record.reader} if record.reader else {}
-        opener = partial(viewer.open, record.path, **kwargs)
+    if record.path:
+        path = Path(record.path)
+        if not path.is_absolute():  # relative to the session, never to the working folder
+            if folder is None:
+                return lost(f"its path {record.path} is relative to an unknown folder")
+            path = folder / path
+        if not os.path.lexists(path):
+            return lost(f"its file {record.path} is gone")
+        problem = _image_file_problem(path)
+        if problem:
+            return lost(problem)
+        if not _inside(path, folder) and not confirm(path):
+            return lost(f"{path} is outside the session folder and you chose not to open it")
+        where = str(path)
+        opener = partial(viewer.open, str(path), plugin=PLUGIN)
     elif record.sample:
-        where = f"sample '{record.sample[1]}' of {record.sample[0]}"
-        opener = partial(viewer.open_sample, *record.sample)
-    elif record.path:
-        return lost(f"its file {record.path} is gone")
+        if record.sample[0] != PLUGIN:
+            return lost(f"it is a sample of plugin '{record.sample[0]}', and a session opens "
+                        f"only {PLUGIN}'s samples: open it yourself (File > Open Sample), then "
+                        "open the session again")
+        where = f"sample '{record.sample[1]}' of {PLUGIN}"
+        opener = partial(viewer.open_sample, PLUGIN, record.sample[1])
     else:
         return lost("it was not opened from a file")
     try:
@@ -563,14 +629,22 @@ def _labels_layer(viewer: Any, record: LabelsRecord) -> Any:
                              translate=record.translate, metadata=metadata, **kwargs)
 
 
-def restore(viewer: Any, session: Session, data: SessionData) -> list[str]:
+def restore(viewer: Any, session: Session, data: SessionData,
+            confirm: Optional[Callable[[Path], bool]] = None) -> list[str]:
     """Replace ``session``'s state with ``data`` and show its layers in ``viewer``.
 
     An image already in the viewer (same name and shape) is used as it is; otherwise it is
-    opened again from its file or napari sample. Labels whose image cannot be found are
-    still shown, untracked, and their corrections join the stored ones, so fine-tuning
-    keeps them. Returns one message per problem (empty when everything came back).
+    opened again from its file or napari sample. The session file is untrusted: only a
+    TIFF file or zarr store is opened, only with napari-unet's reader, and one outside the
+    session folder only when ``confirm(path)`` says yes (default: ask the user in a
+    dialog). Labels whose image cannot be found are still shown, untracked, and their
+    corrections join the stored ones, so fine-tuning keeps them. Returns one message per
+    problem (empty when everything came back).
     """
+    if confirm is None:
+        from . import _dialogs  # Qt: only when restoring into a real viewer
+
+        confirm = partial(_dialogs.confirm_open_image, None, folder=data.folder)
     for link in list(session.links):
         session.remove_link(link)
     session.store = CorrectionStore()
@@ -581,7 +655,7 @@ def restore(viewer: Any, session: Session, data: SessionData) -> list[str]:
     problems: list[str] = []
     image_layers = []
     for record in data.images:
-        layer, problem = _image_layer(viewer, record)
+        layer, problem = _image_layer(viewer, record, data.folder, confirm)
         image_layers.append(layer)
         if problem:
             problems.append(problem)
