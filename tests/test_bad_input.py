@@ -48,6 +48,11 @@ Session folders (Open session; tests/test_session_file.py unless noted)
                                  ::test_data_files_linked_from_outside_the_folder_are_refused
     user files named like a save's data files (never removed by a save) ...
                                  ::test_saving_removes_only_files_the_previous_save_wrote
+Hangs (here)
+    FIFO given as an image (read_image, napari reader, CLI) ... test_a_fifo_given_as_an_image_is_refused_without_waiting
+    tile overlap >= tile size (API, CLI, model's tile with --overlap) ... test_tile_overlap_must_be_below_the_tile_size
+    model file with such a tiling, or tile size 0 ... test_a_model_file_whose_overlap_is_not_below_its_tile_size_is_refused
+    --time-budget 0 / nan / inf / -5 (train, fine-tune) ... test_time_budget_must_be_a_positive_finite_number
 Labels given to ``fine_tune()``
     negative ids, ids > 65535 (work), float labels (refused, even whole-numbered), wrong shape
                                  ... here (API and CLI; + tests/test_finetune.py::test_wrong_label_shapes_and_types)
@@ -77,6 +82,7 @@ from napari_unet.errors import (
     ImageReadError,
     InvalidImageError,
     InvalidLabelsError,
+    InvalidSettingError,
     ModelFileError,
     ModelMismatchError,
     NapariUnetError,
@@ -518,3 +524,90 @@ def test_segment_never_raises_a_foreign_exception(arr: np.ndarray) -> None:
     except NapariUnetError:
         return
     _ok_labels(labels, _expected_label_shape(arr.shape))
+
+
+# --------------------------------------------------------------------------- hangs
+
+
+def _unblock_later(fifo: Path, seconds: float = 3.0):
+    """Open ``fifo``'s write end after ``seconds`` (and close it), so a reader stuck opening
+    it gets an empty file instead of waiting forever (a safety net for this test only)."""
+    import threading
+
+    def release() -> None:
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader waits: nothing to release
+            pass
+
+    timer = threading.Timer(seconds, release)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def test_a_fifo_given_as_an_image_is_refused_without_waiting(capsys, tmp_path, model_file) -> None:
+    from napari_unet._reader import get_reader
+
+    fifo = tmp_path / "in.tif"
+    os.mkfifo(fifo)
+    timer = _unblock_later(fifo)
+    try:
+        with pytest.raises(ImageReadError, match="not a regular file"):
+            read_image(fifo)
+        reader = get_reader(str(fifo))
+        with pytest.raises(ImageReadError, match="not a regular file"):
+            reader(str(fifo))
+        assert "not a regular file" in _segment_cli(capsys, fifo, model_file, tmp_path / "out")
+    finally:
+        timer.cancel()
+
+
+def test_tile_overlap_must_be_below_the_tile_size(capsys, tmp_path, model, model_file) -> None:
+    image = _image((48, 48))
+    with pytest.raises(InvalidSettingError, match="overlap 64.*tile size 64"):
+        segment(image, model, tile_size=64, tile_overlap=64, device="cpu")
+    # A tile size alone at or below the model's overlap (32) takes a quarter of the tile as
+    # overlap instead (the widget offers tiles from 32 pixels and no overlap).
+    assert model.config.tile_overlap == 32
+    small = segment(image, model, tile_size=16, device="cpu")
+    np.testing.assert_array_equal(small, segment(image, model, tile_size=16, tile_overlap=4,
+                                                 device="cpu"))
+    path = _write(tmp_path / "in.tif", image)
+    line = _segment_cli(capsys, path, model_file, tmp_path / "out", "--tile-size", "64",
+                        "--overlap", "100")
+    assert "overlap 100" in line and "tile size 64" in line
+    # The model's own tile size, with an overlap from the command line.
+    tile = load_model(model_file).config.tile_size
+    line = _segment_cli(capsys, path, model_file, tmp_path / "out", "--overlap", str(tile))
+    assert f"overlap {tile}" in line and "below the tile size" in line
+
+
+def test_a_model_file_whose_overlap_is_not_below_its_tile_size_is_refused(tmp_path) -> None:
+    import json as _json
+
+    from safetensors import safe_open
+
+    good = small_model().save(tmp_path / "good.safetensors")
+    with safe_open(str(good), framework="pt") as fh:
+        meta = fh.metadata()
+    for i, (tile, overlap) in enumerate([(64, 64), (64, 200), (0, 0), (64, -1)]):
+        config = _json.loads(meta["config"])
+        config.update(tile_size=tile, tile_overlap=overlap)
+        bad = tmp_path / f"bad{i}.safetensors"
+        save_file(load_file(str(good)), str(bad), metadata={**meta, "config": _json.dumps(config)})
+        with pytest.raises(ModelFileError, match="tile"):
+            load_model(bad)
+
+
+@pytest.mark.parametrize("command", ["fine-tune", "train"])
+@pytest.mark.parametrize("budget", ["0", "nan", "inf", "-5"])
+def test_time_budget_must_be_a_positive_finite_number(capsys, tmp_path, command, budget) -> None:
+    # The inputs do not exist: a budget that got through would fail on them instead.
+    argv = (["fine-tune", tmp_path / "a.tif", tmp_path / "b.tif"] if command == "fine-tune"
+            else ["train", tmp_path, "--out", tmp_path / "m.safetensors"])
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in argv] + ["--time-budget", budget])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert "--time-budget" in err and "positive" in err and budget in err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -65,6 +66,20 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 
 
 _positive_int = _int_at_least(1)
+
+
+def _positive_finite(text: str) -> float:
+    """An argparse type for a time budget: a number above 0 that is not NaN or infinite
+    (0, a negative, NaN or inf would leave only the step limit, 100,000 steps)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a positive finite number (e.g. 30), got {text}; to limit the work by "
+            "steps instead, pass --steps")
+    return value
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -274,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invert-masks", action="store_true",
                    help="mask value 0 is the class (ISBI membrane convention)")
     p.add_argument("--steps", type=_positive_int, default=2000)
-    p.add_argument("--time-budget", type=float, help="stop after this many minutes")
+    p.add_argument("--time-budget", type=_positive_finite, help="stop after this many minutes")
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--patch-size", type=_positive_int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -302,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="TIFF marking the pixels that count (default: all)")
     p.add_argument("--model", default="nuclei")
     p.add_argument("--axes", help="axes of the image (default: from the file)")
-    p.add_argument("--time-budget", type=float, default=30.0, help="seconds (default 30)")
+    p.add_argument("--time-budget", type=_positive_finite, default=30.0,
+                   help="seconds (default 30)")
     p.add_argument("--steps", type=_positive_int, help="stop after this many steps")
     p.add_argument("--out", help="write the tuned model to this .safetensors file")
     p.add_argument("--save-as", help="save in the user model folder under this name")

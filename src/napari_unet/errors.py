@@ -49,3 +49,8 @@ class Cancelled(NapariUnetError):
 
 class SessionError(NapariUnetError, ValueError):
     """A saved session cannot be written or reopened (damaged, foreign or newer format)."""
+
+
+class InvalidSettingError(NapariUnetError, ValueError):
+    """A setting (an option or argument) has a value that cannot work, such as a tile
+    overlap that is not smaller than the tile."""

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_write
 from .config import ModelConfig
-from .errors import ModelFileError, ModelMismatchError
+from .errors import InvalidSettingError, ModelFileError, ModelMismatchError
 from .network import UNet
 
 FORMAT_NAME = "napari-unet"
@@ -167,6 +167,13 @@ def load_model_file(path: str | Path) -> Model:
             f"{path} has a napari-unet header but its config and weights do not fit together "
             f"({type(exc).__name__}: {str(exc)[:200]}); the file is damaged: copy it again or retrain"
         ) from None
+    try:
+        from .tiling import check_tiling
+
+        check_tiling(config.tile_size, config.tile_overlap, where=f"model file {path}")
+    except InvalidSettingError as exc:
+        raise ModelFileError(f"{exc}; the file's config is damaged: copy it again or "
+                             "retrain") from None
     network.eval()
     return Model(config=config, network=network, name=metadata.get("name", path.stem))
 

@@ -122,8 +122,11 @@ def segment(
     array on disk, written plane region by plane region and returned: with a lazy (dask)
     image this segments data larger than memory. Without it a numpy array in the smallest
     unsigned dtype is returned. Without ``tile_size`` each plane uses the model's tile or
-    up to twice it, whichever computes fewer pixels. ``batch_size`` (tiles per forward
-    pass) defaults to the device's best (:func:`~napari_unet.device.default_batch`).
+    up to twice it, whichever computes fewer pixels. ``tile_overlap`` must be below the
+    tile size (:class:`~napari_unet.errors.InvalidSettingError`); without it the model's
+    overlap is used, or a quarter of ``tile_size`` when the model's does not fit.
+    ``batch_size`` (tiles per forward pass) defaults to the device's best
+    (:func:`~napari_unet.device.default_batch`).
     ``fast`` (default) predicts with the fast path of :mod:`napari_unet.fastpath`;
     ``compile`` adds ``torch.compile`` (seconds of set-up, then faster: for long
     batches). ``percentiles`` (from :func:`prepare_image`) normalise
@@ -134,9 +137,12 @@ def segment(
     prepared = prepare_image(image, model, axes, percentiles)
     layout = prepared.layout
     torch_device = pick_device(device)
+    size = tile_size or model.config.tile_size
+    overlap = model.config.tile_overlap if tile_overlap is None else tile_overlap
+    if tile_overlap is None and overlap >= size:
+        overlap = size // 4  # the model's overlap does not fit a tile this small
     tiles = TileConfig(
-        tile_size or model.config.tile_size,
-        model.config.tile_overlap if tile_overlap is None else tile_overlap,
+        size, overlap,
         batch_size or default_batch(torch_device),
         adaptive=tile_size is None,
     )

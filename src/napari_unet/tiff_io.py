@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import stat
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ def read_image(path: PathLike, lazy: Optional[bool] = None) -> ImageData:
 
     if is_zarr(p):
         return read_zarr(p)
+    _check_regular(p)
     head = _read_head(p)
     if head.startswith(_TIFF_MAGIC):
         return _read_tiff(p, lazy)
@@ -137,6 +139,21 @@ def read_labels(path: PathLike) -> np.ndarray:
         return data.astype(np.uint8)
     check_label_values(data, what=repr(str(path)))
     return data
+
+
+def _check_regular(p: Path) -> None:
+    """Refuse a FIFO, socket or device before opening it: opening a FIFO waits for a
+    writer, forever when there is none. A missing path or a folder is left to
+    :func:`_read_head`, which says so."""
+    try:
+        mode = os.stat(p).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise ImageReadError(
+            f"{str(p)!r} is not a regular file (a FIFO, socket or device); reading it could "
+            "wait forever: pass an image file (TIFF, PNG, JPEG) or a zarr folder"
+        )
 
 
 def _read_head(p: Path) -> bytes:

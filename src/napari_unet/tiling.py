@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .device import autocast, memory_format
-from .errors import DeviceError
+from .errors import DeviceError, InvalidSettingError
 from .fastpath import input_dtype
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 
@@ -28,6 +28,32 @@ class TileConfig:
     overlap: int = 32
     batch: int = 1
     adaptive: bool = False
+
+    def __post_init__(self) -> None:
+        check_tiling(self.tile, self.overlap)
+        if self.batch < 1:
+            raise InvalidSettingError(f"a batch of {self.batch} tiles is not possible; use a "
+                                      "batch size of 1 or more (--batch-size)")
+
+
+def check_tiling(tile: int, overlap: int, where: str = "") -> None:
+    """Refuse a tile size below 1 or an overlap that is negative or not below the tile:
+    tiles would advance by one pixel (the step is the tile minus the overlap), so the
+    work would practically never end. ``where`` names the source (e.g. a model file)."""
+    source = f" ({where})" if where else ""
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+        raise InvalidSettingError(f"tile size {tile!r}{source} is not a whole number of pixels "
+                                  "of 1 or more; choose a tile size such as 256 (--tile-size)")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        raise InvalidSettingError(f"tile overlap {overlap!r}{source} is not a whole number of "
+                                  "pixels of 0 or more; choose an overlap such as 32 (--overlap)")
+    if overlap >= tile:
+        raise InvalidSettingError(
+            f"tile overlap {overlap} is not below the tile size {tile}{source}: tiles would "
+            f"advance by one pixel and segmenting would practically never end; choose an "
+            f"overlap below the tile size (--overlap {min(32, tile // 4)}) or a larger tile "
+            "(--tile-size)"
+        )
 
 
 def _round_up(n: int, multiple: int) -> int:
