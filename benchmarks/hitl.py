@@ -1,15 +1,30 @@
-"""Human-in-the-loop benchmark: correct a few images of an unseen domain, fine-tune, re-score.
+"""Human-in-the-loop benchmark: a simulated user who makes few corrections, round after round.
 
-Simulates a user on dsb2018_histo_brightfield (never seen by the shipped ``nuclei`` model):
-on N training images the user corrects every pixel of every object the model got wrong
-(unmatched at IoU 0.5, on either side) and every foreground/background error; untouched
-pixels keep the model's prediction and do not count as ground truth. Then ``fine_tune``
-runs with a time budget, and accuracy at IoU 0.5 is measured on the test split.
+Each round the user looks at the labels shown (the active model's prediction with every
+earlier correction pasted on top, as the Fine-tune widget shows them), fixes the N largest
+errors and touches nothing else:
 
-    .venv/bin/python benchmarks/hitl.py --images 1 2 4 --budgets 30 60 120
+- a true object missed or badly drawn (no predicted object at IoU >= 0.5): the predicted
+  pixels that cover it (and no other true object) are erased and the object is painted;
+- a false object (no true object at IoU >= 0.5): it is erased.
 
-Results go to stdout as a Markdown table (and to --json). Uses the same ``fine_tune`` as
-the widget and the CLI.
+Corrections accumulate over rounds. Then one Fine-tune round with the defaults (the same
+``fine_tune`` and round check as the widget) runs; a round the check refuses does not
+become active, as in the widget. Accuracy at IoU 0.5 is scored on held-out images after
+every round (the candidate's score is reported too, so the check itself is judged).
+``--review`` instead simulates a fully reviewed image: every error fixed and the whole
+image marked as reviewed.
+
+    .venv/bin/python benchmarks/hitl.py --case fluo --fixes 3 --rounds 3
+    .venv/bin/python benchmarks/hitl.py --case histo --fixes 10 --rounds 5
+    .venv/bin/python benchmarks/hitl.py --case histo --review --rounds 1
+    .venv/bin/python benchmarks/hitl.py --case em --fixes 10 --rounds 5
+
+Cases (data in ../shared/data): ``fluo`` tunes on the bundled sample (a dsb2018_fluo test
+image) and scores the other 57 test images; ``histo`` tunes on one dsb2018_histo_brightfield
+training image and scores its 13 test images; ``em`` tunes on ISBI 2012 slice 0 with cells
+as instances (connected components of the non-membrane mask) and scores slices 20-29.
+One JSON line per round goes to stdout, then a Markdown table.
 """
 
 from __future__ import annotations
@@ -17,98 +32,177 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 import napari_unet
-from napari_unet.data import find_pairs, to_channels
-from napari_unet.finetune import FINE_TUNE_CONFIG
-from napari_unet.metrics import iou_pairs
-from napari_unet.tiff_io import read_image
+from napari_unet.corrections import TargetOptions, paste_corrections
+from napari_unet.data import find_pairs, read_pair
+from napari_unet.finetune import FINE_TUNE_CONFIG, FineTuneOptions
+from napari_unet.metrics import iou_pairs, match_instances
+from napari_unet.round_check import check_round
+from napari_unet.sample_data import load_sample
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dsb2018_histo_brightfield"
-
-
-def load_gray(path: Path) -> np.ndarray:
-    image = read_image(path)
-    return to_channels(np.asarray(image.data), image.axes, 1)[0]
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SAMPLE_STEM = "07fb37aafa6626608af90c1e18f6a743f29b6b233d2e427dcd1102df6a916cf5"
 
 
-def simulate_corrections(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(corrected labels, edit mask) as a diligent user would leave them."""
-    true_ids, pred_ids, i, j, iou = iou_pairs(truth, pred)
+@dataclass
+class Case:
+    tune: list[tuple[np.ndarray, np.ndarray]]  # (C, Y, X) image, true labels
+    test: list[tuple[np.ndarray, np.ndarray]]
+
+
+def _em_instances(mask: np.ndarray) -> np.ndarray:
+    cells, _ = ndi.label(mask > 0)
+    return cells
+
+
+def load_case(name: str, data: Path, seed: int) -> Case:
+    if name == "fluo":
+        image = np.asarray(load_sample("nuclei_fluo").data)[None]
+        truth = np.asarray(load_sample("nuclei_fluo_labels").data)
+        pairs = [p for p in find_pairs(data / "dsb2018_fluo" / "test") if p[0].stem != SAMPLE_STEM]
+        return Case([(image, truth)], [read_pair(i, m, 1) for i, m in pairs])
+    if name == "histo":
+        root = data / "dsb2018_histo_brightfield"
+        train = find_pairs(root / "train")
+        pick = train[int(np.random.default_rng(seed).permutation(len(train))[0])]
+        return Case([read_pair(*pick, 1)], [read_pair(i, m, 1) for i, m in find_pairs(root / "test")])
+    if name == "em":
+        pairs = find_pairs(data / "isbi2012_em_membrane" / "train")
+        load = [read_pair(i, m, 1) for i, m in pairs]
+        cells = [(img, _em_instances(mask)) for img, mask in load]
+        return Case([cells[0]], cells[20:30])
+    raise SystemExit(f"unknown case {name!r}")
+
+
+def accuracy(model, test: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    tp = fp = fn = 0
+    for image, truth in test:
+        pred = napari_unet.segment(image, model, axes="CYX")
+        (m,) = match_instances(truth, pred, thresholds=(0.5,))
+        tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
+    return tp / max(tp + fp + fn, 1)
+
+
+def errors(shown: np.ndarray, truth: np.ndarray) -> list[tuple[int, str, int]]:
+    """(size, kind, id) of every error, largest first: 'missed' true ids (missed or badly
+    drawn, e.g. merged with a neighbour), 'false' shown ids (mostly on true background; an
+    unmatched object lying on true objects is fixed by redrawing those)."""
+    t_ids, p_ids, i, j, iou = iou_pairs(truth, shown)
     good = iou >= 0.5
-    matched_true = set(true_ids[i[good]].tolist())
-    matched_pred = set(pred_ids[j[good]].tolist())
-    wrong_true = np.isin(truth, [t for t in true_ids.tolist() if t not in matched_true and t > 0])
-    wrong_pred = np.isin(pred, [p for p in pred_ids.tolist() if p not in matched_pred and p > 0])
-    mask = wrong_true | wrong_pred | ((truth > 0) != (pred > 0))
-    corrected = np.where(mask, truth.astype(np.int64) + int(pred.max()), pred).astype(np.int64)
-    corrected[mask & (truth == 0)] = 0
-    return corrected, mask
+    matched_t = set(t_ids[i[good]].tolist())
+    matched_p = set(p_ids[j[good]].tolist())
+    t_area = np.bincount(truth.ravel().astype(np.int64))
+    shown_flat = shown.ravel().astype(np.int64)
+    p_area = np.bincount(shown_flat)
+    on_background = np.bincount(shown_flat, weights=(truth.ravel() == 0), minlength=p_area.size)
+    out = [(int(t_area[t]), "missed", int(t)) for t in t_ids.tolist() if t not in matched_t]
+    out += [(int(p_area[p]), "false", int(p)) for p in p_ids.tolist()
+            if p not in matched_p and on_background[p] * 2 >= p_area[p]]
+    return sorted(out, reverse=True)
 
 
-def accuracy_at_05(model, test_dir: Path) -> float:
-    summary = napari_unet.evaluate(model, test_dir).summary
-    return float(summary["per_threshold"][0]["accuracy"])
+def fix_largest(shown: np.ndarray, truth: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels after the user's n fixes, pixels changed)."""
+    labels = shown.astype(np.int64, copy=True)
+    next_id = int(labels.max()) + 1
+    for _size, kind, obj in errors(shown, truth)[:n]:
+        if kind == "false":
+            labels[shown == obj] = 0
+            continue
+        inside = truth == obj
+        covering = np.unique(shown[inside])
+        cover = np.isin(shown, covering[covering > 0]) & ((truth == 0) | inside)
+        labels[cover] = 0
+        labels[inside] = next_id
+        next_id += 1
+    return labels, labels != shown
+
+
+def review_all(shown: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every error fixed and the whole image reviewed: the truth, all supervised."""
+    return truth.astype(np.int64), np.ones(truth.shape, bool)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=("fluo", "histo", "em"), required=True)
     parser.add_argument("--model", default="nuclei")
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--images", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--budgets", type=float, nargs="+", default=[30, 60, 120])
+    parser.add_argument("--fixes", type=int, default=10, help="errors fixed per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--review", action="store_true", help="fully reviewed image instead")
+    parser.add_argument("--steps", type=int, default=FINE_TUNE_CONFIG.steps)
+    parser.add_argument("--time-limit", type=float, default=FINE_TUNE_CONFIG.time_budget)
+    parser.add_argument("--anchor-weight", type=float, default=FINE_TUNE_CONFIG.anchor_weight)
+    parser.add_argument("--context", type=float, default=TargetOptions().context)
+    parser.add_argument("--no-polarity", action="store_true")
+    parser.add_argument("--no-size", action="store_true")
+    parser.add_argument("--lr", type=float, default=FINE_TUNE_CONFIG.lr)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--lr", type=float, default=FINE_TUNE_CONFIG.lr)
-    parser.add_argument("--batch-size", type=int, default=FINE_TUNE_CONFIG.batch_size)
-    parser.add_argument("--patch-size", type=int, default=FINE_TUNE_CONFIG.patch_size)
     args = parser.parse_args()
-    config = replace(FINE_TUNE_CONFIG, lr=args.lr, batch_size=args.batch_size,
-                     patch_size=args.patch_size)
+    config = replace(FINE_TUNE_CONFIG, lr=args.lr, seed=args.seed, anchor_weight=args.anchor_weight)
+    options = FineTuneOptions(TargetOptions(args.context),
+                              adapt_polarity=not args.no_polarity, adapt_size=not args.no_size)
 
-    base = napari_unet.load_model(args.model)
-    test_dir = args.data / "test"
-    before = accuracy_at_05(base, test_dir)
-    pairs = find_pairs(args.data / "train")
-    order = np.random.default_rng(args.seed).permutation(len(pairs))
-    rows = []
-    for n in args.images:
-        chosen = [pairs[k] for k in order[:n]]
-        images, labels, masks = [], [], []
-        for image_path, mask_path in chosen:
-            gray = load_gray(image_path)
-            truth = np.asarray(read_image(mask_path).data)
-            pred = napari_unet.segment(gray, base, axes="YX")
-            corrected, mask = simulate_corrections(pred, truth)
-            images.append(gray)
-            labels.append(corrected)
-            masks.append(mask)
-        for budget in args.budgets:
-            start = time.perf_counter()
-            tuned = napari_unet.fine_tune(base, images, labels, masks, axes="YX", time_budget=budget,
-                                          config=config)
-            seconds = time.perf_counter() - start
-            after = accuracy_at_05(tuned, test_dir)
-            round_info = tuned.config.provenance["fine_tune_rounds"][-1]
-            rows.append({
-                "images": n, "budget_s": budget, "seconds": round(seconds, 1),
-                "steps": round_info["steps"],
-                "corrected_pixels": int(sum(m.sum() for m in masks)),
-                "acc_before": round(before, 3), "acc_after": round(after, 3),
-                "gain": round(after - before, 3),
-                "names": [p[0].stem[:12] for p in chosen],
-                "lr": config.lr, "batch_size": config.batch_size, "patch_size": config.patch_size,
-            })
-            print(json.dumps(rows[-1]), flush=True)
-    print("\n| corrected images | budget (s) | steps | corrected px | acc@0.5 before | after | gain |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['images']} | {r['budget_s']:.0f} | {r['steps']} | {r['corrected_pixels']} | "
-              f"{r['acc_before']:.3f} | {r['acc_after']:.3f} | {r['gain']:+.3f} |")
+    case = load_case(args.case, args.data, args.seed)
+    active = napari_unet.load_model(args.model)
+    base_acc = accuracy(active, case.test)
+    images = [img for img, _ in case.tune]
+    truths = [t for _, t in case.tune]
+    shown = [napari_unet.segment(img, active, axes="CYX").astype(np.int64) for img in images]
+    corrected = [s.copy() for s in shown]
+    masks = [np.zeros(s.shape, bool) for s in shown]
+    rows = [{"round": 0, "acc": round(base_acc, 3), "gain": 0.0}]
+    print(json.dumps(rows[-1]), flush=True)
+    for rnd in range(1, args.rounds + 1):
+        for k, truth in enumerate(truths):
+            fix = review_all if args.review else (lambda s, t: fix_largest(s, t, args.fixes))
+            labels, changed = fix(shown[k], truth)
+            # earlier corrections stay as they are: the user only adds
+            corrected[k] = np.where(masks[k] & ~changed, corrected[k], labels)
+            masks[k] |= changed
+        start = time.perf_counter()
+        candidate = napari_unet.fine_tune(active, images, corrected, masks, axes="CYX",
+                                          steps=args.steps, time_budget=args.time_limit,
+                                          config=config, options=options)
+        seconds = time.perf_counter() - start
+        previous = [napari_unet.segment(img, active, axes="CYX") for img in images]
+        new = [napari_unet.segment(img, candidate, axes="CYX") for img in images]
+        check = check_round(previous, new, corrected, masks)
+        cand_acc = accuracy(candidate, case.test)
+        if check.accepted:
+            active = candidate
+        acc = cand_acc if check.accepted else rows[-1]["acc"]
+        shown = [paste_corrections(p, c, m).astype(np.int64)
+                 for p, c, m in zip(new if check.accepted else previous, corrected, masks)]
+        info = candidate.config.provenance["fine_tune_rounds"][-1]
+        rows.append({
+            "round": rnd, "corrected_px": int(sum(m.sum() for m in masks)),
+            "steps": info["steps"], "planned": info["steps_planned"],
+            "seconds": round(seconds, 1), "accepted": check.accepted,
+            "check": check.summary(), "candidate_acc": round(cand_acc, 3),
+            "acc": round(acc, 3), "gain": round(acc - base_acc, 3),
+            "invert": info["invert"], "input_scale": info["input_scale"],
+            "diameter_found": info["object_diameter_found"],
+        })
+        print(json.dumps(rows[-1]), flush=True)
+    what = "fully reviewed" if args.review else f"{args.fixes} fixes/round"
+    print(f"\ncase {args.case}, {what}, {args.steps} steps, anchor {args.anchor_weight}, "
+          f"context {args.context}, seed {args.seed}")
+    print("| round | corrected px | steps | s | check | candidate acc@0.5 | active acc@0.5 | gain |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows[1:]:
+        verdict = "accepted" if r["accepted"] else "refused"
+        print(f"| {r['round']} | {r['corrected_px']} | {r['steps']} | {r['seconds']:.0f} | "
+              f"{verdict}: {r['check']} | {r['candidate_acc']:.3f} | {r['acc']:.3f} | "
+              f"{r['gain']:+.3f} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

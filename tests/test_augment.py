@@ -32,14 +32,29 @@ def test_small_images_are_padded_with_zero_weight() -> None:
     assert w[:10, :12].all() and not w[10:].any() and not w[:, 12:].any()
 
 
-def test_focus_centres_crops_on_annotations() -> None:
+def test_focus_centres_crops_on_both_classes_equally() -> None:
     image, target, weight = _coded((200, 200))
-    focus = np.array([[180, 20]])
+    focus = (np.array([[180, 20]]), np.array([[20, 180]]))  # one object, one background pixel
     rng = np.random.default_rng(1)
-    for _ in range(10):
+    near = {0: 0, 1: 0}
+    for _ in range(40):
         _, t, _ = random_crop(image, target, weight, 32, rng, focus)
         ys, xs = t // 1000, t % 1000
-        assert ys.min() <= 180 <= ys.max() and xs.min() <= 20 <= xs.max()
+        for k, (y, x) in enumerate((focus[0][0], focus[1][0])):
+            near[k] += int(ys.min() <= y <= ys.max() and xs.min() <= x <= xs.max())
+    assert near[0] + near[1] == 40 and min(near.values()) >= 10
+
+
+def test_elastic_deformation_moves_pixels_by_about_alpha() -> None:
+    """The displacement's standard deviation is ``elastic_alpha`` pixels (it was 0.19 px
+    while the alpha was divided by sigma and multiplied again)."""
+    from napari_unet.augment import _elastic
+
+    yy, xx = np.meshgrid(np.arange(128.0), np.arange(128.0), indexing="ij")
+    moved_y, = _elastic([(yy, 1)], alpha=3.0, sigma=10.0, rng=np.random.default_rng(0))
+    inner = (slice(20, -20), slice(20, -20))  # away from the reflected edges
+    shift = np.abs(moved_y - yy)[inner]
+    assert 1.5 < float(shift.mean()) < 4.5
 
 
 def test_geometric_augmentation_moves_everything_alike() -> None:

@@ -204,7 +204,7 @@ def test_segment_correct_finetune_save_revert(qtbot, ui, nuclei_crop, user_model
     image = viewer.add_image(nuclei_crop, name="nuclei", scale=(0.5, 0.5), translate=(10, 20))
     seg.image_combo.select(image)
     seg.advanced.setChecked(True)
-    seg.seed_threshold.setValue(0.5)  # robust to a slow machine (fewer training steps)
+    seg.seed_threshold.setValue(0.5)
     click(qtbot, seg.segment_button)
     assert not seg.segment_button.isEnabled()  # disabled while running
     wait_idle(qtbot, seg)
@@ -216,48 +216,50 @@ def test_segment_correct_finetune_save_revert(qtbot, ui, nuclei_crop, user_model
     assert labels.metadata["napari_unet"]["settings"]["seed_threshold"] == 0.5
     assert seg.segment_button.isEnabled()
 
-    # Re-running updates the same layer instead of adding another.
+    # Re-running updates the same layer instead of adding another; now with the shipped
+    # model, whose fine-tuning rounds are meaningful.
     n_layers = len(viewer.layers)
+    names = [seg.model_combo.itemText(i) for i in range(seg.model_combo.count())]
+    seg.model_combo.setCurrentIndex(next(i for i, n in enumerate(names) if n.startswith("nuclei")))
     click(qtbot, seg.segment_button)
     wait_idle(qtbot, seg)
     assert len(viewer.layers) == n_layers and viewer.layers["nuclei labels"] is labels
     predicted = np.array(labels.data)
 
-    # A big correction: a disc painted as one object with napari's brush.
-    labels.brush_size = 60
-    labels.paint((64, 64), 1)
+    # A correction: a nucleus-sized disc painted with napari's brush.
+    labels.brush_size = 14
+    labels.paint((64, 64), int(predicted.max()) + 1)
     painted = labels.data != predicted
-    assert painted.sum() > 2000
+    assert painted.sum() > 100
     fine.labels_combo.select(labels)
     qtbot.waitUntil(lambda: counts_are(fine, painted.sum()), timeout=3000)
     link = seg.session.link_for_labels(labels)
     np.testing.assert_array_equal(link.current_tracker().edited, painted)
-    before_cover = float((predicted[painted] > 0).mean())
 
-    fine.budget.setValue(3)
+    fine.steps.setValue(5)
     click(qtbot, fine.finetune_button)
     assert not seg.segment_button.isEnabled() and not fine.finetune_button.isEnabled()
     assert not seg.segment()  # a second job is refused while fine-tuning
-    wait_idle(qtbot, fine, timeout=40_000)
+    wait_idle(qtbot, fine, timeout=60_000)
     assert "Loss:" in fine.loss_label.text() and len(fine.loss_plot.values) >= 3
+    assert "of 5" in fine.loss_label.text()  # steps done of planned
     versions = seg.session.versions
-    assert len(versions) == 2 and versions.active == 1
-    # The labels were re-segmented with the tuned model: the disc is now (mostly) labelled.
-    after_cover = float((labels.data[painted] > 0).mean())
-    assert after_cover > before_cover + 0.3, (before_cover, after_cover)
+    assert len(versions) == 3 and versions.active == 2  # tiny, nuclei, nuclei · round 1
     result = fine.last_result
-    assert result["pixels"] == painted.sum()
-    assert result["after"] > result["before"]
-    assert "before" in fine.status.text() and "after" in fine.status.text()
-    assert labels.metadata["napari_unet"]["model"] == versions[1].label
-    assert link.current_tracker().n_edited == 0  # fresh segmentation: nothing edited yet
-    assert seg.session.store.n_supervised == painted.sum()  # the correction is kept
+    assert result["accepted"] and result["check"].fixes >= 1
+    assert "5 of 5 steps" in fine.report.text() and "fixes right" in fine.report.text().lower()
+    assert labels.metadata["napari_unet"]["model"] == versions[2].label
+    # The user's correction stands over the new prediction, and still counts as one.
+    assert (labels.data[painted] > 0).all() and len(np.unique(labels.data[painted])) == 1
+    assert link.current_tracker().edited[painted].all()
+    assert seg.session.store.n_supervised == painted.sum()  # kept for later rounds too
     assert "round 1" in seg.model_combo.currentText()
+    assert "fixes right" in fine.versions_list.item(2).text()
 
     # Save model as... -> a user model listed in the Segment widget.
     from napari_unet._widgets import _dialogs
 
-    fine.versions_list.setCurrentRow(1)
+    fine.versions_list.setCurrentRow(2)
     original = _dialogs.ask_model_name
     _dialogs.ask_model_name = lambda parent, suggestion: "my-tuned"
     try:
@@ -269,7 +271,7 @@ def test_segment_correct_finetune_save_revert(qtbot, ui, nuclei_crop, user_model
     items = [seg.model_combo.itemText(i) for i in range(seg.model_combo.count())]
     assert "my-tuned (user)" in items and seg.model_combo.currentText() == "my-tuned (user)"
     reloaded = napari_unet.load_model("my-tuned")
-    tuned_state = versions[1].model.network.state_dict().values()
+    tuned_state = versions[2].model.network.state_dict().values()
     for a, b in zip(reloaded.network.state_dict().values(), tuned_state):
         np.testing.assert_allclose(a.numpy(), b.numpy())
 
@@ -351,7 +353,7 @@ def test_failed_resegment_delivery_is_reported(ui, monkeypatch):
 
     monkeypatch.setattr(_finetune, "apply_result", refuse)
     fine.status.setText("Segmenting again with tiny · round 1...")
-    fine._round_done(0, [((link, None), object())])  # raises nothing: reported instead
+    fine._round_done(0, 0, [((link, None), object())], None)  # raises nothing: reported instead
     assert fine.status.text() == "Re-segmentation failed: the labels changed shape"
 
 
@@ -366,7 +368,7 @@ def test_cancel_finetune_keeps_previous_model(qtbot, ui, nuclei_crop):
     labels.paint((40, 40), 2)
     before = np.array(labels.data)
     n_painted = int((before != predicted).sum())
-    fine.budget.setValue(120)
+    fine.steps.setValue(10_000)
     click(qtbot, fine.finetune_button)
     qtbot.waitUntil(lambda: len(fine.loss_plot.values) >= 1, timeout=20_000)
     click(qtbot, fine.progress.cancel_button)
@@ -628,7 +630,7 @@ def test_session_save_open_and_autosave(qtbot, ui, nuclei_crop, tmp_path, monkey
 
     # A fine-tuning round saves the session again, by itself.
     index_before = (folder / INDEX).read_text()
-    fine2.budget.setValue(2)
+    fine2.steps.setValue(3)
     click(qtbot, fine2.finetune_button)
     wait_idle(qtbot, fine2, timeout=60_000)
     qtbot.waitUntil(lambda: "auto-saved" in fine2.status.text(), timeout=30_000)
@@ -832,7 +834,7 @@ def test_closing_a_layer_during_the_round_resegment(qtbot, ui, nuclei_crop, gate
     assert n_painted > 100
     notes = []
     monkeypatch.setattr("napari_unet._widgets._finetune.show_info", notes.append)
-    fine.budget.setValue(1)
+    fine.steps.setValue(2)
     click(qtbot, fine.finetune_button)
     qtbot.waitUntil(lambda: "Segmenting again" in fine.status.text(), timeout=30_000)
     with qtbot.waitSignal(fine.worker.finished, timeout=30_000):
@@ -840,7 +842,7 @@ def test_closing_a_layer_during_the_round_resegment(qtbot, ui, nuclei_crop, gate
         gate.set()
     assert len(seg.session.versions) == 2 and seg.session.versions.active == 1
     assert len(notes) == 1 and "'nuc labels' (or its image) was closed" in notes[0]
-    assert notes[0] in fine.status.text()
+    assert notes[0] in fine.report.text()
     if close == "labels":
         assert "nuc labels" not in viewer.layers
     else:
@@ -868,3 +870,137 @@ def test_the_compile_option_reaches_segment(qtbot, ui, nuclei_crop, monkeypatch)
     wait_idle(qtbot, seg)
     assert seen == [True] and "small labels" in viewer.layers
     assert viewer.layers["small labels"].metadata["napari_unet"]["settings"]["compile"] is True
+
+
+# --------------------------------------------------------------------------- few corrections
+# The loop as a new user tries it: the shipped nuclei model on the bundled sample, a few
+# corrections with napari's own tools, Fine-tune with the widget's defaults but fewer steps.
+
+
+@pytest.fixture
+def nuclei_ui(ui):
+    viewer, seg, fine = ui
+    names = [seg.model_combo.itemText(i) for i in range(seg.model_combo.count())]
+    seg.model_combo.setCurrentIndex(next(i for i, n in enumerate(names) if n.startswith("nuclei")))
+    return ui
+
+
+def _segment_sample(qtbot, viewer, seg, size: int = 256):
+    """Segment the top-left crop of the bundled sample; returns its labels layer and truth."""
+    image = np.asarray(load_sample("nuclei_fluo").data)[:size, :size]
+    truth = np.asarray(load_sample("nuclei_fluo_labels").data)[:size, :size]
+    layer = viewer.add_image(image, name="nuclei")
+    seg.image_combo.select(layer)
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg, timeout=60_000)
+    return viewer.layers["nuclei labels"], truth
+
+
+def _least_covered_nucleus(labels: np.ndarray, truth: np.ndarray) -> int:
+    """The true nucleus of 100+ pixels the prediction covers least (ties: the largest)."""
+    ids, areas = np.unique(truth, return_counts=True)
+    ids = ids[(ids > 0) & (areas >= 100)]
+    cover = [((labels[truth == t] > 0).mean(), -(truth == t).sum()) for t in ids]
+    return int(ids[min(range(len(ids)), key=lambda k: cover[k])])
+
+
+def test_painting_one_nucleus_does_not_make_everything_an_object(qtbot, nuclei_ui):
+    viewer, seg, fine = nuclei_ui
+    labels, truth = _segment_sample(qtbot, viewer, seg)
+    before = np.array(labels.data)
+    nucleus = _least_covered_nucleus(before, truth)
+    ys, xs = np.nonzero(truth == nucleus)
+    labels.brush_size = int(2 * np.sqrt(len(ys) / np.pi))
+    labels.paint((int(ys.mean()), int(xs.mean())), int(before.max()) + 1)
+    painted = np.array(labels.data) != before
+    assert painted.sum() > 50
+    fine.steps.setValue(40)
+    click(qtbot, fine.finetune_button)
+    wait_idle(qtbot, fine, timeout=180_000)
+    versions = seg.session.versions
+    assert len(versions) == 3  # tiny, nuclei, nuclei · round 1
+    after = np.array(labels.data)
+    fg_before, fg_after = float((before > 0).mean()), float((after > 0).mean())
+    assert fg_after < 1.25 * fg_before + painted.mean(), (fg_before, fg_after)
+    # the new version itself, not only the pasted layer, keeps the background
+    raw = napari_unet.segment(np.asarray(viewer.layers["nuclei"].data), versions[2].model)
+    assert float((raw > 0).mean()) < 1.25 * fg_before + painted.mean()
+    assert (after[painted] > 0).all()  # the painted nucleus stands
+    assert "steps" in fine.report.text()
+
+
+def test_an_erased_object_stays_erased_and_edits_during_the_round_are_kept(qtbot, nuclei_ui):
+    viewer, seg, fine = nuclei_ui
+    labels, truth = _segment_sample(qtbot, viewer, seg)
+    before = np.array(labels.data)
+    ids, areas = np.unique(before, return_counts=True)
+    victim = int(ids[1:][np.argmax(areas[1:])])  # the largest predicted object
+    y, x = np.argwhere(before == victim)[0]
+    labels.fill((int(y), int(x)), 0)  # napari's fill tool with label 0
+    erased = before == victim
+    assert not np.asarray(labels.data)[erased].any()
+    fine.steps.setValue(30)
+    click(qtbot, fine.finetune_button)
+    qtbot.waitUntil(lambda: len(fine.loss_plot.values) >= 1, timeout=60_000)
+    # the user keeps correcting while the round runs
+    labels.brush_size = 10
+    free = np.argwhere(ndi_distance_to_objects(np.asarray(labels.data)) > 8)[0]
+    labels.paint(tuple(int(c) for c in free), int(before.max()) + 5)
+    during = np.asarray(labels.data) == int(before.max()) + 5
+    assert during.any()
+    wait_idle(qtbot, fine, timeout=180_000)
+    after = np.asarray(labels.data)
+    assert seg.session.versions.active == 2
+    assert not after[erased].any()  # the erased object did not come back
+    assert (after[during] > 0).all() and len(np.unique(after[during])) == 1
+    # the erasure is kept for the next round (in the session's store, and still marked as
+    # an edit wherever the new prediction disagrees with it)
+    stored = [c for c in seg.session.store if c.mask[erased].all()]
+    assert stored and not stored[0].labels[erased].any()
+
+
+def ndi_distance_to_objects(labels: np.ndarray) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    return ndi.distance_transform_edt(labels == 0)
+
+
+def _everything_an_object(model, corrections, steps, time_limit, **_kwargs):
+    """A fine-tuning round gone wrong: the model calls every pixel an object's interior."""
+    import torch
+
+    bad = model.copy("broken")
+    last = [m for m in bad.network.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([-10.0, 10.0, -10.0]))
+    bad.config.provenance = {"fine_tune_rounds": [{"steps": steps, "steps_requested": steps}]}
+    return bad
+
+
+def test_a_degrading_round_is_not_made_active(qtbot, nuclei_ui, monkeypatch):
+    from napari_unet._widgets import _finetune
+
+    viewer, seg, fine = nuclei_ui
+    labels, truth = _segment_sample(qtbot, viewer, seg)
+    before = np.array(labels.data)
+    nucleus = _least_covered_nucleus(before, truth)
+    labels.data_setitem(np.nonzero(truth == nucleus), int(before.max()) + 1)
+    edited = np.array(labels.data)
+    monkeypatch.setattr(_finetune, "run_fine_tune", _everything_an_object)
+    click(qtbot, fine.finetune_button)
+    wait_idle(qtbot, fine, timeout=60_000)
+    versions = seg.session.versions
+    assert len(versions) == 3 and versions.active == 1  # nuclei stays active
+    np.testing.assert_array_equal(labels.data, edited)  # nothing replaced
+    report = fine.report.text()
+    assert "NOT made active" in report and "changed" in report
+    assert "refused" in fine.versions_list.item(2).text()
+    assert "round" not in seg.model_combo.currentText()
+    # The report stays: a later status message does not replace it.
+    fine.status.setText("Session auto-saved.")
+    assert fine.report.text() == report
+    # The user can still choose it.
+    fine.versions_list.setCurrentRow(2)
+    click(qtbot, fine.revert_button)
+    assert versions.active == 2 and "round 1" in seg.model_combo.currentText()

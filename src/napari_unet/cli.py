@@ -24,7 +24,7 @@ from .device import DEVICE_CHOICES, keep_freed_memory
 from .errors import Cancelled, NapariUnetError, OutputWriteError
 from .evaluation import evaluate
 from .model import SUFFIX, model_path
-from .finetune import FINE_TUNE_CONFIG, fine_tune
+from .finetune import FINE_TUNE_CONFIG, describe_round, fine_tune
 from .registry import list_models, load_model, save_user_model, user_dir
 from .segment import with_postprocess
 from .tiff_io import read_image, read_labels
@@ -213,8 +213,8 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     rnd = tuned.config.provenance["fine_tune_rounds"][-1]
-    print(f"fine-tuned {model.name!r}: {rnd['steps']} steps in {rnd['seconds']} s on "
-          f"{rnd['supervised_pixels']} corrected pixels")
+    print(f"fine-tuned {model.name!r} on {rnd['supervised_pixels']} corrected pixels: "
+          f"{describe_round(rnd)}")
     if args.save_as:
         print(f"model saved -> {save_user_model(tuned, args.save_as, overwrite=args.overwrite)}")
     if args.out:
@@ -317,9 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="TIFF marking the pixels that count (default: all)")
     p.add_argument("--model", default="nuclei")
     p.add_argument("--axes", help="axes of the image (default: from the file)")
-    p.add_argument("--time-budget", type=_positive_finite, default=30.0,
-                   help="seconds (default 30)")
-    p.add_argument("--steps", type=_positive_int, help="stop after this many steps")
+    p.add_argument("--steps", type=_positive_int, default=FINE_TUNE_CONFIG.steps,
+                   help=f"training steps of the round (default {FINE_TUNE_CONFIG.steps})")
+    p.add_argument("--time-budget", type=_positive_finite, default=FINE_TUNE_CONFIG.time_budget,
+                   help="time limit in seconds: fewer steps run when they do not fit "
+                        f"(default {FINE_TUNE_CONFIG.time_budget:.0f})")
     p.add_argument("--out", help="write the tuned model to this .safetensors file")
     p.add_argument("--save-as", help="save in the user model folder under this name")
     _add_common(p)

@@ -38,6 +38,9 @@ class NormalizationConfig:
 
     low: float = 1.0
     high: float = 99.8
+    #: ``1 - x`` after normalising: dark objects on a light background reach the network as
+    #: the bright objects it learnt (set by fine-tuning from the corrections' polarity).
+    invert: bool = False
 
 
 @dataclass
@@ -62,6 +65,13 @@ class ModelConfig:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     tile_size: int = 256
     tile_overlap: int = 32
+    #: The objects as the network learnt them: median equivalent diameter in (network) pixels
+    #: and polarity ("bright" objects on a darker background, or "dark"); None when unknown.
+    object_diameter: float | None = None
+    object_polarity: Literal["bright", "dark"] | None = None
+    #: Images are resized by this factor before the network (and the result back), so objects
+    #: of another size reach it at ``object_diameter``; Cellpose calls this the diameter.
+    input_scale: float = 1.0
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

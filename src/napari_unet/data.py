@@ -13,6 +13,7 @@ import numpy as np
 
 from .axes import fit_channels, make_layout
 from .config import ModelConfig
+from .domain import resize_labels, resize_plane, scaled_shape
 from .errors import DatasetError, InvalidImageError, InvalidLabelsError
 from .normalize import channel_percentiles, normalize
 from .targets import labels_to_target
@@ -26,6 +27,10 @@ class Sample:
     """One training image: normalised (C, Y, X) input, target, and per-pixel weight.
 
     ``weight`` is 1 where the target is ground truth and 0 where nobody annotated.
+    ``supervised`` marks the pixels a user corrected or reviewed when that is only part of
+    the image: training patches are then drawn around them. ``soft`` holds (K, Y, X)
+    probabilities of the model being fine-tuned: where the weight is 0, training keeps the
+    new model close to them instead of leaving those pixels free to drift.
     """
 
     name: str
@@ -33,13 +38,18 @@ class Sample:
     target: np.ndarray
     weight: np.ndarray
     labels: np.ndarray
+    supervised: np.ndarray | None = None
+    soft: np.ndarray | None = None
 
     @property
-    def focus(self) -> np.ndarray | None:
-        """Coordinates of annotated pixels when only part of the image is annotated."""
-        if self.weight.all():
+    def focus(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(object, background) coordinates of supervised pixels when only part of the
+        image is supervised, so patches can be centred on both classes equally often."""
+        where = self.supervised if self.supervised is not None else self.weight > 0
+        if where.all():
             return None
-        return np.argwhere(self.weight > 0)
+        fg = where & (self.target > 0 if self.target.ndim == 2 else self.target.any(0))
+        return np.argwhere(fg), np.argwhere(where & ~fg)
 
 
 def to_channels(image: np.ndarray, axes: str | None, n_channels: int) -> np.ndarray:
@@ -60,11 +70,13 @@ def to_channels(image: np.ndarray, axes: str | None, n_channels: int) -> np.ndar
 
 def make_sample(name: str, image: np.ndarray, labels: np.ndarray, config: ModelConfig,
                 axes: str | None = None, weight: np.ndarray | None = None,
-                invert_masks: bool = False, percentiles: np.ndarray | None = None) -> Sample:
+                invert_masks: bool = False, percentiles: np.ndarray | None = None,
+                supervised: np.ndarray | None = None) -> Sample:
     """Normalise an image and derive its target, checking that shapes agree.
 
     ``percentiles`` lets a plane of a stack share the stack's normalisation, as in
-    :func:`~napari_unet.segment.segment`; by default the plane's own are used.
+    :func:`~napari_unet.segment.segment`; by default the plane's own are used. The
+    config's ``normalization.invert`` and ``input_scale`` apply as at prediction time.
     """
     planes = to_channels(image, axes, config.network.in_channels)
     labels = np.asarray(labels)
@@ -76,11 +88,16 @@ def make_sample(name: str, image: np.ndarray, labels: np.ndarray, config: ModelC
     check_label_values(labels, what=f"the labels of {name}")
     if percentiles is None:
         percentiles = channel_percentiles(planes, config.normalization, channel_axis=0)
-    norm = normalize(planes, percentiles)
-    target = labels_to_target(labels, config.task, config.network.out_channels, invert_masks)
+    norm = normalize(planes, percentiles, config.normalization.invert)
     if weight is None:
         weight = np.ones(labels.shape, dtype=np.float32)
-    return Sample(name, norm, target, weight.astype(np.float32), labels)
+    if config.input_scale != 1.0:
+        shape = scaled_shape(labels.shape, config.input_scale)
+        norm = resize_plane(norm, shape)
+        labels, weight = resize_labels(labels, shape), resize_labels(weight, shape)
+        supervised = None if supervised is None else resize_labels(supervised, shape)
+    target = labels_to_target(labels, config.task, config.network.out_channels, invert_masks)
+    return Sample(name, norm, target, weight.astype(np.float32), labels, supervised)
 
 
 def find_pairs(folder: str | Path) -> list[tuple[Path, Path]]:

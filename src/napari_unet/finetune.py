@@ -1,46 +1,79 @@
-"""``fine_tune``: a few seconds of training on a user's corrections, as a new model version.
+"""``fine_tune``: a short round of training on a user's corrections, as a new model version.
 
-Only pixels marked in ``mask`` (the edited pixels, plus regions the user marked as
-reviewed) count as ground truth; untouched predictions are ignored, so the model is
-never taught its own mistakes. The base model is copied, never changed.
+A round first learns the domain from the corrected objects (their polarity and size, see
+:mod:`napari_unet.domain`), then trains on a target that is safe for a few corrections
+(:mod:`napari_unet.corrections`): corrected pixels count fully, the accepted labels
+elsewhere a little, so the model learns the fixes without forgetting the rest. The round
+runs a number of steps, not seconds, so the same click teaches the same on any machine;
+a time limit only shortens it on a slow one, and the round records that it did.
+The base model is copied, never changed.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Callable, Optional
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
+from .augment import AugmentConfig
+from .corrections import TargetOptions, correction_target
 from .data import Sample, make_sample
+from .domain import DomainEstimate, estimate, resize_plane, scale_for
 from .errors import DatasetError, InvalidLabelsError
 from .model import Model
-from .progress import CancelToken, ProgressCallback
-from .segment import prepare_image
+from .normalize import normalize
+from .progress import CancelToken, ProgressCallback, check_cancel
+from .segment import Predictor, prepare_image
 from .tiff_io import check_label_values
 from .training import TrainConfig, TrainReport, fit
 
-#: Defaults for an interactive round: short, batch-norm statistics frozen. lr 2e-3 reaches the
-#: human-in-the-loop benchmark's +0.15 in ~20 s instead of ~30 s with 5e-4, and still +0.20
-#: after 60 s (docs/benchmarks.md, "Fine-tuning speed").
+#: Defaults for an interactive round: 100 steps of batch 4 x 256^2 with batch-norm statistics
+#: frozen, cut short after 120 s on a slow machine. The figures behind them are in
+#: docs/benchmarks.md ("Fine-tuning with few corrections").
 FINE_TUNE_CONFIG = TrainConfig(
-    steps=100_000, time_budget=30.0, batch_size=4, patch_size=256, lr=2e-3, warmup_steps=5,
+    steps=100, time_budget=120.0, batch_size=4, patch_size=256, lr=2e-3, warmup_steps=5,
     val_every=10**9, patience=None, freeze_norm=True,
+    # Flips and 90-degree turns only: intensity, gamma, noise and elastic changes of one
+    # image pulled the model away from what it knew (docs/benchmarks.md).
+    augment=AugmentConfig(elastic_p=0.0, intensity_p=0.0, gamma_p=0.0, noise_p=0.0),
 )
+#: A round that ran fewer than this share of its planned steps says so.
+SHORT_ROUND = 0.5
+
+
+@dataclass(frozen=True)
+class FineTuneOptions:
+    """What a round may learn besides the weights, and how its target is built."""
+
+    target: TargetOptions = field(default_factory=TargetOptions)
+    #: Invert the input when corrected objects are dark where the model learnt bright ones.
+    adapt_polarity: bool = True
+    #: Resize images so corrected objects reach the network at the size it learnt.
+    adapt_size: bool = True
+
+
+@dataclass
+class _Plane:
+    """One corrected 2D plane: raw (C, Y, X) image, labels, mask, normalisation."""
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+    mask: np.ndarray
+    percentiles: np.ndarray
 
 
 def _as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def correction_samples(model: Model, image, labels, mask=None, axes: str | None = None,
-                       name: str = "image", percentiles: np.ndarray | None = None) -> list[Sample]:
-    """Training samples from one image (2D or a stack) and its corrected labels.
+def _corrected_planes(model: Model, image, labels, mask, axes: str | None, name: str,
+                      percentiles: np.ndarray | None) -> Iterator[_Plane]:
+    """The planes of one image (2D or a stack) that hold supervised pixels.
 
-    Stacks are split into 2D planes; only planes with at least one supervised pixel
-    become samples. Planes are normalised with the whole image's percentiles, exactly
-    as :func:`~napari_unet.segment.segment` sees them (or with ``percentiles``, e.g. those
-    of the stack a single corrected plane came from).
+    Planes keep the whole image's normalisation percentiles (or ``percentiles``, e.g.
+    those of the stack a single corrected plane came from), as Segment sees them.
     """
     prepared = prepare_image(image, model, axes, percentiles)
     layout = prepared.layout
@@ -56,64 +89,151 @@ def correction_samples(model: Model, image, labels, mask=None, axes: str | None 
         raise InvalidLabelsError(
             f"the correction mask has shape {mask.shape} but the labels have {labels.shape}"
         )
-    samples = []
     stack = layout.stack_shape
     for index in np.ndindex(*stack) if stack else [()]:
         if not mask[index].any():
             continue
-        plane = np.asarray(prepared.canonical[index])
         suffix = "" if not index else "[" + ",".join(map(str, index)) + "]"
-        samples.append(make_sample(f"{name}{suffix}", plane, labels[index], model.config,
-                                   axes="CYX", weight=mask[index].astype(np.float32),
-                                   percentiles=prepared.percentiles))
-    return samples
+        yield _Plane(f"{name}{suffix}", np.asarray(prepared.canonical[index]), labels[index],
+                     mask[index], prepared.percentiles)
+
+
+def _plane_sample(predictor: Predictor, plane: _Plane, diameter: float | None,
+                  target: TargetOptions) -> Sample:
+    """A training sample for one corrected plane: the corrections (and a background ring)
+    as ground truth, and what ``predictor``'s model says now as the soft target elsewhere."""
+    config = predictor.model.config
+    probs = predictor.probabilities(
+        normalize(plane.image, plane.percentiles, config.normalization.invert))
+    labels, weight, supervised = correction_target(
+        predictor.labels(probs), plane.labels, plane.mask, diameter, target,
+        instances=config.task == "instance")
+    sample = make_sample(plane.name, plane.image, labels, config, axes="CYX", weight=weight,
+                         percentiles=plane.percentiles, supervised=supervised)
+    sample.soft = resize_plane(probs, sample.image.shape[-2:])
+    return sample
+
+
+def correction_samples(model: Model, image, labels, mask=None, axes: str | None = None,
+                       name: str = "image", percentiles: np.ndarray | None = None, *,
+                       target: TargetOptions = TargetOptions(), diameter: float | None = None,
+                       device: str = "auto", fast: bool = True) -> list[Sample]:
+    """The training samples a round makes of one corrected image (2D or a stack): one per
+    plane holding supervised pixels, normalised as Segment sees it (see ``fine_tune``)."""
+    predictor = Predictor(model, device, fast=fast)
+    diameter = diameter or model.config.object_diameter
+    return [_plane_sample(predictor, plane, diameter, target)
+            for plane in _corrected_planes(model, image, labels, mask, axes, name, percentiles)]
+
+
+def adapt_to_corrections(model: Model, found: DomainEstimate,
+                         options: FineTuneOptions = FineTuneOptions()) -> None:
+    """Set ``model``'s input inversion and scale from what the corrections showed.
+
+    Undecided estimates (too little contrast, too few objects) keep the model's settings.
+    """
+    config = model.config
+    if options.adapt_polarity and config.object_polarity and found.polarity:
+        config.normalization.invert = found.polarity != config.object_polarity
+    if options.adapt_size and config.object_diameter:
+        scale = scale_for(config.object_diameter, found)
+        if scale is not None:
+            config.input_scale = scale
 
 
 def fine_tune(model: Model, image, labels, mask=None, *, axes: str | None = None,
-              time_budget: float | None = 30.0, steps: int | None = None,
-              config: TrainConfig | None = None, name: str | None = None,
-              percentiles=None,
+              time_budget: float | None = None, steps: int | None = None,
+              config: TrainConfig | None = None, options: FineTuneOptions | None = None,
+              name: str | None = None, percentiles=None,
               progress: Optional[ProgressCallback] = None,
               on_report: Optional[Callable[[TrainReport], None]] = None,
               cancel: Optional[CancelToken] = None) -> Model:
     """Train a copy of ``model`` on corrected labels and return the copy.
 
     ``image``, ``labels`` and ``mask`` may each be one array or a list (several corrected
-    images of a session). ``mask`` marks the pixels that count (``None``: all of them).
+    images of a session). ``labels`` are the labels as the user left them (prediction plus
+    corrections); ``mask`` marks the corrected or reviewed pixels (``None``: all of them).
     ``percentiles`` (one (C, 2) array, or a list with one array or ``None`` per image)
     normalise an image like a larger one it was cut from; by default each image's own.
-    Stops at ``time_budget`` seconds or ``steps``, whichever comes first; cancelling
-    raises :class:`~napari_unet.errors.Cancelled` and leaves ``model`` untouched.
+    The round runs ``steps`` steps (default :data:`FINE_TUNE_CONFIG`), fewer when
+    ``time_budget`` seconds cannot hold them on this machine; its provenance records
+    steps planned and done. Cancelling raises :class:`~napari_unet.errors.Cancelled`
+    and leaves ``model`` untouched.
     """
     images, label_list = _as_list(image), _as_list(labels)
     masks = _as_list(mask) if mask is not None else [None] * len(images)
     pcts = percentiles if isinstance(percentiles, (list, tuple)) else [percentiles] * len(images)
     if not (len(images) == len(label_list) == len(masks) == len(pcts)):
         raise DatasetError("give as many label arrays, masks and percentiles as images")
-    tuned = model.copy(name or f"{model.name}-tuned")
-    samples: list[Sample] = []
+    base = config or FINE_TUNE_CONFIG
+    if time_budget is not None and not (np.isfinite(time_budget) and time_budget > 0):
+        raise DatasetError(f"the time limit must be a positive number of seconds, not {time_budget}")
+    if steps is not None and steps <= 0:
+        raise DatasetError(f"a round needs a positive number of steps, not {steps}")
+    options = options or FineTuneOptions()
+    planes: list[_Plane] = []
     for i, (img, lab, m, pct) in enumerate(zip(images, label_list, masks, pcts)):
-        samples += correction_samples(tuned, img, lab, m, axes, name=f"image{i}", percentiles=pct)
-    if not samples:
+        planes += _corrected_planes(model, img, lab, m, axes, f"image{i}", pct)
+    if not planes:
         raise DatasetError(
             "there are no corrections to learn from: paint or erase some labels first "
             "(or mark a region as reviewed)"
         )
-    base = config or FINE_TUNE_CONFIG
+    found = estimate([normalize(p.image, p.percentiles) for p in planes],
+                     [p.labels for p in planes], [p.mask for p in planes])
+    tuned = model.copy(name or f"{model.name}-tuned")
+    adapt_to_corrections(tuned, found, options)
+    diameter = found.diameter or tuned.config.object_diameter
+    predictor = Predictor(tuned, base.device, fast=base.fast)
+    samples = []
+    for plane in planes:
+        check_cancel(cancel)
+        samples.append(_plane_sample(predictor, plane, diameter, options.target))
     smallest = min(min(s.image.shape[1:]) for s in samples)
     multiple = tuned.config.network.size_multiple
     patch = min(base.patch_size, max(64, -(-smallest // multiple) * multiple))
-    cfg = replace(base, patch_size=patch, time_budget=time_budget,
+    cfg = replace(base, patch_size=patch,
+                  time_budget=base.time_budget if time_budget is None else time_budget,
                   steps=steps if steps is not None else base.steps)
     history = fit(tuned, samples, (), cfg, progress, on_report, cancel)
+    done = history[-1].step if history else 0
+    planned = history[-1].total_steps if history else cfg.steps
     rounds = list(model.config.provenance.get("fine_tune_rounds", []))
     rounds.append({
         "base_model": model.name,
         "images": len(images),
         "planes": len(samples),
-        "supervised_pixels": int(sum(s.weight.sum() for s in samples)),
-        "steps": history[-1].step if history else 0,
+        "supervised_pixels": int(sum(np.count_nonzero(p.mask) for p in planes)),
+        "steps": done,
+        "steps_requested": cfg.steps,
+        "steps_planned": planned,
+        "short": done < SHORT_ROUND * cfg.steps,
         "seconds": round(history[-1].elapsed, 1) if history else 0.0,
+        "objects_found": found.n_objects,
+        "object_diameter_found": None if found.diameter is None else round(found.diameter, 1),
+        "polarity_found": found.polarity,
+        "contrast_found": round(found.contrast, 3),
+        "invert": tuned.config.normalization.invert,
+        "input_scale": round(tuned.config.input_scale, 3),
     })
     tuned.config.provenance = {**model.config.provenance, "fine_tune_rounds": rounds}
     return tuned
+
+
+def describe_round(stats: dict) -> str:
+    """One plain sentence on what a round did: steps, and what it learnt of the domain."""
+    text = f"{stats.get('steps', '?')} of {stats.get('steps_requested', '?')} steps"
+    if stats.get("seconds") is not None:
+        text += f" in {stats['seconds']:.0f} s"
+    if stats.get("short"):
+        text += (" (cut short by the time limit: this machine was slow or busy, so the "
+                 "model learnt less; raise the time limit or run the round again)")
+    learnt = []
+    if stats.get("invert"):
+        learnt.append("dark objects on a light background (input inverted)")
+    if stats.get("input_scale", 1.0) != 1.0:
+        learnt.append(f"objects of {stats.get('object_diameter_found')} px "
+                      f"(images resized x{stats['input_scale']:.2f})")
+    if learnt:
+        text += "; learnt: " + ", ".join(learnt)
+    return text

@@ -38,3 +38,20 @@ def semantic_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     w = weight.unsqueeze(1)
     bce = (bce * w).sum() / (w.sum() * logits.shape[1]).clamp_min(1.0)
     return bce + _soft_dice(torch.sigmoid(logits), target, weight)
+
+
+def distill_loss(logits: torch.Tensor, soft: torch.Tensor, where: torch.Tensor,
+                 task: str) -> torch.Tensor:
+    """Mean KL divergence from ``soft`` (the previous model's probabilities) to the new
+    model's, over the pixels in ``where``: 0 while the new model still agrees, so it only
+    pulls back what drifts."""
+    logits = logits.float()
+    soft = soft.float()
+    if task == "instance":
+        kl = (soft * (torch.log(soft.clamp_min(1e-6)) - torch.log_softmax(logits, 1))).sum(1)
+    else:
+        q = soft.clamp(1e-6, 1 - 1e-6)
+        kl = (F.binary_cross_entropy_with_logits(logits, soft, reduction="none")
+              + q * torch.log(q) + (1 - q) * torch.log(1 - q)).sum(1)
+    w = where.float()
+    return (kl * w).sum() / w.sum().clamp_min(1.0)

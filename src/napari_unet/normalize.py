@@ -48,8 +48,9 @@ def _subsample(channel) -> np.ndarray:
     return values
 
 
-def normalize(plane: np.ndarray, percentiles: np.ndarray) -> np.ndarray:
-    """Map a (C, Y, X) plane to float32 with the given per-channel percentiles."""
+def normalize(plane: np.ndarray, percentiles: np.ndarray, invert: bool = False) -> np.ndarray:
+    """Map a (C, Y, X) plane to float32 with the given per-channel percentiles; ``invert``
+    maps ``x`` to ``1 - x`` (low and high percentiles swap places)."""
     plane = np.asarray(plane)
     lo = percentiles[:, 0].reshape(-1, 1, 1)
     hi = percentiles[:, 1].reshape(-1, 1, 1)
@@ -64,6 +65,8 @@ def normalize(plane: np.ndarray, percentiles: np.ndarray) -> np.ndarray:
         out -= lo.astype(work)
         out /= scale.astype(work)
         out = out.astype(np.float32, copy=False)
+        if invert:
+            np.subtract(1.0, out, out=out)
     if not np.isfinite(out).all():
         if np.isfinite(plane).all() and np.isfinite(percentiles).all():
             raise InvalidImageError(

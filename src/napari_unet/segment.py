@@ -12,6 +12,7 @@ from .axes import Layout, fit_channels, make_layout
 from .blocks import BlockConfig, segment_plane
 from .config import PostprocessConfig
 from .device import default_batch, pick_device
+from .domain import resize_plane, scaled_shape
 from .errors import InvalidImageError, InvalidLabelsError
 from .fastpath import inference_network
 from .model import Model
@@ -38,7 +39,19 @@ class Predictor:
 
     def probabilities(self, plane: np.ndarray, progress: Optional[ProgressCallback] = None,
                       cancel: Optional[CancelToken] = None) -> np.ndarray:
-        """(K, Y, X) probabilities for one normalised (C, Y, X) plane."""
+        """(K, Y, X) probabilities for one normalised (C, Y, X) plane; with a model whose
+        ``input_scale`` is not 1 the plane is resized for the network and the result back."""
+        scale = self.model.config.input_scale
+        shape = plane.shape[-2:]
+        if scale != 1.0:
+            plane = resize_plane(plane, scaled_shape(shape, scale))
+        probs = self.network_probabilities(plane, progress, cancel)
+        return resize_plane(probs, shape) if scale != 1.0 else probs
+
+    def network_probabilities(self, plane: np.ndarray,
+                              progress: Optional[ProgressCallback] = None,
+                              cancel: Optional[CancelToken] = None) -> np.ndarray:
+        """(K, Y, X) probabilities for a plane already at the network's scale."""
         return predict_plane(
             self.network, plane, activation=self.activation,
             multiple=self.model.config.network.size_multiple, tiles=self.tiles,
@@ -47,6 +60,7 @@ class Predictor:
 
     def count_tiles(self, shape: tuple[int, int]) -> int:
         """Tiles one plane (or block) of ``shape`` takes, for progress totals."""
+        shape = scaled_shape(shape, self.model.config.input_scale)
         return count_tiles(shape, self.tiles, self.model.config.network.size_multiple)
 
     def labels(self, probs: np.ndarray, postprocess: PostprocessConfig | None = None) -> np.ndarray:
@@ -64,12 +78,14 @@ class PreparedImage:
     layout: Layout
     canonical: object
     percentiles: np.ndarray
+    invert: bool = False
 
     def plane(self, index: tuple[int, ...], box: tuple[slice, slice] = (slice(None),) * 2
               ) -> np.ndarray:
         """The normalised float32 (C, Y, X) plane at a stack index, or its ``box`` region;
         only that region is read from a lazy (dask) image."""
-        return normalize(np.asarray(self.canonical[index + (slice(None),) + box]), self.percentiles)
+        return normalize(np.asarray(self.canonical[index + (slice(None),) + box]), self.percentiles,
+                         self.invert)
 
 
 def prepare_image(image, model: Model, axes: str | None = None,
@@ -87,7 +103,8 @@ def prepare_image(image, model: Model, axes: str | None = None,
             f"percentiles need one (low, high) row per channel, shape "
             f"({canonical.shape[-3]}, 2); got shape {np.shape(percentiles)}"
         )
-    return PreparedImage(layout, canonical, np.asarray(percentiles, dtype=np.float64))
+    return PreparedImage(layout, canonical, np.asarray(percentiles, dtype=np.float64),
+                         model.config.normalization.invert)
 
 
 def segment(

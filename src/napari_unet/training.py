@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,16 +22,23 @@ from .augment import AugmentConfig, augment, random_crop
 from .calibrate import calibrate_seed_threshold
 from .config import preset
 from .data import Sample, load_folder
+from .domain import estimate
 from .device import autocast, memory_format, pick_device
 from .errors import DatasetError
-from .losses import instance_loss, semantic_loss
+from .losses import distill_loss, instance_loss, semantic_loss
 from .model import Model
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings; training stops at ``steps`` or ``time_budget`` seconds, first hit."""
+    """Optimisation settings.
+
+    Training runs ``steps`` steps. With a ``time_budget`` (seconds) the speed of the first
+    steps on this machine decides how many of them fit: the plan shrinks to that number
+    (and the learning-rate schedule with it), and the budget still stops a run that slows
+    down later. Reports say how many steps were planned.
+    """
 
     steps: int = 2000
     time_budget: float | None = None
@@ -47,6 +54,23 @@ class TrainConfig:
     device: str = "auto"
     fast: bool = True
     freeze_norm: bool = False
+    #: With partial supervision, the share of patches centred on supervised pixels (the rest
+    #: are drawn anywhere, where the weights hold the accepted labels).
+    focus_fraction: float = 0.8
+    #: With samples that carry soft targets, the weight of keeping the model's own
+    #: predictions where nobody annotated (:func:`~napari_unet.losses.distill_loss`).
+    anchor_weight: float = 1.0
+    #: Pull towards the starting weights, applied with the learning rate after every step
+    #: (decoupled L2-SP): fine-tuning on one image then cannot wander far from what the
+    #: model knew about other images. 0 turns it off.
+    stay_close: float = 0.0
+    #: "adamw" for training from scratch. "sgd" (with momentum) for fine-tuning: Adam moves
+    #: every weight by about the learning rate whatever its gradient, which on a few
+    #: corrections perturbs what the model knew elsewhere; SGD moves what the corrections ask for.
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    #: Train the encoder too; False trains the decoder and head only (the features learnt
+    #: from the full training set stay as they were).
+    train_encoder: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -65,29 +89,36 @@ class TrainReport:
 
 
 class _Batches:
-    """Random augmented patches drawn from samples, weighted by annotated area."""
+    """Random augmented patches drawn from samples.
+
+    Samples are drawn in proportion to the square root of their supervised area: large
+    images are seen more often, but do not crowd out the small ones.
+    """
 
     def __init__(self, samples: Sequence[Sample], config: TrainConfig, rng: np.random.Generator) -> None:
         self.samples = samples
         self.config = config
         self.rng = rng
-        area = np.array([max(float(s.weight.sum()), 1.0) for s in samples])
-        self.p = area / area.sum()
+        area = np.array([max(float(np.count_nonzero(
+            s.supervised if s.supervised is not None else s.weight)), 1.0) for s in samples])
+        self.p = np.sqrt(area) / np.sqrt(area).sum()
         self.focus = [s.focus for s in samples]
 
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        images, targets, weights = [], [], []
+    def __next__(self) -> tuple[torch.Tensor, ...]:
+        """(images, targets, weights), and soft targets when the samples carry them."""
+        parts: list[list[np.ndarray]] = [[], [], [], []]
         for _ in range(self.config.batch_size):
             i = int(self.rng.choice(len(self.samples), p=self.p))
             s = self.samples[i]
-            img, tgt, w = random_crop(s.image, s.target, s.weight, self.config.patch_size,
-                                      self.rng, self.focus[i])
-            img, tgt, w = augment(img, tgt, w, self.rng, self.config.augment)
-            images.append(img)
-            targets.append(tgt)
-            weights.append(w)
-        return (torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets)),
-                torch.from_numpy(np.stack(weights)))
+            focus = self.focus[i]
+            if focus is not None and self.rng.random() >= self.config.focus_fraction:
+                focus = None
+            crop = random_crop(s.image, s.target, s.weight, self.config.patch_size,
+                               self.rng, focus, s.soft)
+            for part, array in zip(parts, augment(*crop[:3], self.rng, self.config.augment,
+                                                  *crop[3:])):
+                part.append(array)
+        return tuple(torch.from_numpy(np.stack(part)) for part in parts if part)
 
 
 def _fixed_val_batches(samples: Sequence[Sample], patch: int, batch: int) -> list[tuple]:
@@ -100,6 +131,19 @@ def _fixed_val_batches(samples: Sequence[Sample], patch: int, batch: int) -> lis
         tuple(torch.from_numpy(np.stack(parts)) for parts in zip(*items[i : i + batch]))
         for i in range(0, len(items), batch)
     ]
+
+
+#: Steps timed (after the first, which warms up) to plan how many fit in a time budget.
+_SPEED_STEPS = 3
+
+
+def _plan_steps(config: TrainConfig, elapsed: float, done: int, rate: float) -> int:
+    """How many steps fit in the time budget at ``rate`` seconds per step (timed after the
+    first step, which pays for warm-up), counting the ``elapsed`` time; at most ``config.steps``."""
+    if rate <= 0 or not config.time_budget:
+        return config.steps
+    fit = done + int(max(config.time_budget - elapsed, 0.0) / rate)
+    return max(done + 1, min(config.steps, fit))
 
 
 def _lr_at(step: int, progress: float, config: TrainConfig) -> float:
@@ -135,23 +179,46 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
     fmt = memory_format(device) if config.fast else torch.contiguous_format
     net = model.network.to(device, memory_format=fmt)
     loss_fn = instance_loss if model.config.task == "instance" else semantic_loss
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    encoder = [p for name, p in net.named_parameters() if name.startswith(("down.", "bottleneck."))]
+    for p in encoder:
+        p.requires_grad_(config.train_encoder)
+    trained = [p for p in net.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(trained, lr=config.lr, momentum=0.9, nesterov=True,
+                                    weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
+    start_weights = [p.detach().clone() for p in trained] if config.stay_close else []
     batches = _Batches(train, config, rng)
     val_batches = _fixed_val_batches(val, config.patch_size, config.batch_size) if val else []
     best_state, best_val, bad_rounds = None, math.inf, 0
     start = time.perf_counter()
     step = 0
+    planned = config.steps
+    first_step_done = 0.0
 
-    def run(x, y, w):
+    def run(x, y, w, soft=None):
         x = x.to(device).contiguous(memory_format=fmt)
+        w = w.to(device)
         with autocast(device, config.fast):
             logits = net(x)
-        return loss_fn(logits, y.to(device), w.to(device), config.boundary_weight)
+        loss = loss_fn(logits, y.to(device), w, config.boundary_weight)
+        if soft is not None and config.anchor_weight:
+            soft = soft.to(device)
+            where = (w == 0) & (soft.sum(1) > 0)  # not annotated, and not padding
+            loss = loss + config.anchor_weight * distill_loss(logits, soft, where,
+                                                              model.config.task)
+        return loss
 
     while True:
         check_cancel(cancel)
         elapsed = time.perf_counter() - start
-        progress = step / config.steps
+        if step == 1:
+            first_step_done = elapsed
+        elif config.time_budget and step == _SPEED_STEPS + 1:
+            rate = (elapsed - first_step_done) / _SPEED_STEPS
+            planned = _plan_steps(config, elapsed, step, rate)
+        progress = step / planned
         if config.time_budget:
             progress = max(progress, elapsed / config.time_budget)
         if progress >= 1.0:
@@ -168,6 +235,11 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if start_weights:
+            with torch.no_grad():
+                pull = min(1.0, lr * config.stay_close)
+                for p, p0 in zip(trained, start_weights):
+                    p.sub_(p - p0, alpha=pull)
         step += 1
         val_loss = None
         if val_batches and step % config.val_every == 0:
@@ -179,12 +251,14 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
                 best_state = copy.deepcopy(net.state_dict())
             else:
                 bad_rounds += 1
-        yield TrainReport(step, config.steps, float(loss.item()), lr, time.perf_counter() - start,
+        yield TrainReport(step, planned, float(loss.item()), lr, time.perf_counter() - start,
                           min(progress, 1.0), val_loss, best_val if best_state else None)
         if config.patience is not None and bad_rounds >= config.patience:
             break
     if best_state is not None:
         net.load_state_dict(best_state)
+    for p in encoder:
+        p.requires_grad_(True)
     net.eval()
 
 
@@ -238,6 +312,10 @@ def train(data_dir: str | Path, *, model: Model | None = None, preset_name: str 
     else:
         model = model.copy(name)
     samples = load_folder(data_dir, model.config, invert_masks=invert_masks)
+    if model.config.task == "instance":  # what fine-tuning compares new images with
+        found = estimate([s.image for s in samples], [s.labels for s in samples])
+        model.config.object_diameter = found.diameter
+        model.config.object_polarity = found.polarity
     train_set, val_set = split_validation(samples, val_fraction, val_last, config.seed)
     history = fit(model, train_set, val_set, config, progress, on_report, cancel)
     provenance = {

@@ -3,15 +3,16 @@ model versions with Revert, Save model as, and saving/opening the whole session.
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Any, Optional
 
+import numpy as np
 from napari.layers import Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
+    QSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -22,13 +23,15 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import NapariUnetError, SessionError
+from ..finetune import FINE_TUNE_CONFIG, describe_round
+from ..round_check import RoundCheck, check_round
 from ..registry import save_user_model, user_dir
 from ..model import SUFFIX
 from . import _dialogs
 from ._jobs import run_fine_tune, run_segment
 from ._layer_combo import LayerCombo
 from ._loss_plot import LossPlot
-from ._output import apply_result, current_plane, shapes_mask, snapshot_agreement
+from ._output import apply_result, current_plane, shapes_mask
 from ._qt import JobWidget, report_error, start_job, status_label
 from ._session_file import (
     SESSION_SUFFIX,
@@ -39,10 +42,6 @@ from ._session_file import (
     is_session,
     restore,
 )
-
-
-def _pct(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
 
 
 class FineTuneWidget(JobWidget):
@@ -65,20 +64,32 @@ class FineTuneWidget(JobWidget):
         self.review_button.setToolTip(
             "Declare the labels of the plane in view correct as they are (or only inside the "
             "shapes of the selected Shapes layer), so fine-tuning learns from them too")
-        self.budget = QDoubleSpinBox()
-        self.budget.setDecimals(0)
-        self.budget.setRange(1, 3600)
-        self.budget.setSingleStep(5)
-        self.budget.setValue(30)
-        self.budget.setSuffix(" s")
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 100_000)
+        self.steps.setSingleStep(25)
+        self.steps.setValue(FINE_TUNE_CONFIG.steps)
+        self.steps.setToolTip("Training steps per round: the same steps teach the same on any "
+                              "machine")
+        self.time_limit = QDoubleSpinBox()
+        self.time_limit.setDecimals(0)
+        self.time_limit.setRange(1, 3600)
+        self.time_limit.setSingleStep(10)
+        self.time_limit.setValue(FINE_TUNE_CONFIG.time_budget or 120)
+        self.time_limit.setSuffix(" s")
+        self.time_limit.setToolTip("A round on a slow or busy machine runs fewer steps to stay "
+                                   "within this time, and says so")
         self.finetune_button = QPushButton("Fine-tune")
         self.loss_label = QLabel("Loss: -")
         self.loss_plot = LossPlot()
         self.status = status_label("Segment an image, correct some objects, then Fine-tune.")
+        #: The last round's verdict: stays until the next round (status lines come and go).
+        self.report = status_label("")
         self.versions_list = QListWidget()
         self.versions_list.setMaximumHeight(90)
         self.versions_list.setWordWrap(True)
-        self.revert_button = QPushButton("Revert to selected")
+        self.revert_button = QPushButton("Use selected")
+        self.revert_button.setToolTip("Make the selected model version active (revert to an "
+                                      "earlier one, or use a round that was not made active)")
         self.save_button = QPushButton("Save model as...")
         self.save_session_button = QPushButton("Save session...")
         self.save_session_button.setToolTip(
@@ -89,7 +100,8 @@ class FineTuneWidget(JobWidget):
 
         form = QFormLayout()
         form.addRow("Labels", self.labels_combo)
-        form.addRow("Time budget", self.budget)
+        form.addRow("Steps", self.steps)
+        form.addRow("Time limit", self.time_limit)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.counts)
@@ -99,6 +111,7 @@ class FineTuneWidget(JobWidget):
         layout.addWidget(self.loss_label)
         layout.addWidget(self.loss_plot)
         layout.addWidget(self.status)
+        layout.addWidget(self.report)
         layout.addWidget(QLabel("Model versions"))
         layout.addWidget(self.versions_list)
         buttons = QHBoxLayout()
@@ -206,10 +219,11 @@ class FineTuneWidget(JobWidget):
         self.loss_label.setText("Loss: starting...")
         n_pixels = sum(c.n_supervised for c in corrections)
         n_planes = len({c.name for c in corrections})
+        steps = int(self.steps.value())
         self.status.setText(f"Fine-tuning {base.label} on {n_planes} plane(s), "
-                            f"{n_pixels:,} supervised pixels, for {self.budget.value():.0f} s...")
+                            f"{n_pixels:,} corrected pixels, {steps} steps...")
         self.progress.running(True)
-        job = partial(run_fine_tune, base.model, corrections, float(self.budget.value()),
+        job = partial(run_fine_tune, base.model, corrections, steps, float(self.time_limit.value()),
                       name=f"{base.model.name}-tuned", on_report=self.jobs.report,
                       cancel=self._token)
         self.worker = start_job(job, on_returned=partial(self._tuned, parent),
@@ -219,7 +233,8 @@ class FineTuneWidget(JobWidget):
 
     def _on_report(self, rep: Any) -> None:
         self.loss_plot.add(rep.loss)
-        self.loss_label.setText(f"Loss: {rep.loss:.4f} (step {rep.step}, {rep.elapsed:.1f} s)")
+        self.loss_label.setText(f"Loss: {rep.loss:.4f} (step {rep.step} of {rep.total_steps}, "
+                                f"{rep.elapsed:.1f} s)")
         self.progress.set_progress(int(rep.progress * 1000), 1000)
 
     def _tuned(self, parent: int, model: Any) -> None:
@@ -229,19 +244,20 @@ class FineTuneWidget(JobWidget):
             stats["final_loss"] = self.loss_plot.values[-1]
         index = self.session.versions.add_round(model, parent, stats)
         self.session.versions_changed.emit()
-        self._pending_resegment = index
+        self._pending_resegment = (index, parent)
 
     def _training_finished(self) -> None:
-        index, self._pending_resegment = self._pending_resegment, None
-        if index is None:
+        pending, self._pending_resegment = self._pending_resegment, None
+        if pending is None:
             self._finish()
             return
         self.worker = None
         self._token = None
-        self._resegment(index)
+        self._resegment(*pending)
 
-    def _resegment(self, version_index: int) -> None:
-        """Segment again, with the new model, what the corrections cover."""
+    def _resegment(self, version_index: int, parent: int) -> None:
+        """Segment again with the new model what the corrections cover, and compare it with
+        the previous version there (in the worker) before anything is shown."""
         plan = []
         for link in self.session.links:
             if link.labels_layer not in self.viewer.layers:
@@ -249,35 +265,65 @@ class FineTuneWidget(JobWidget):
             tracker = link.current_tracker()
             if not tracker.n_supervised:
                 continue
-            planes = None
-            if link.image.stack_axes and link.settings.scope == "plane":
-                planes = tracker.supervised_planes(link.n_stack)
-            plan.append((link, planes))
+            planes = tracker.supervised_planes(link.n_stack)
+            data = np.asarray(link.labels_layer.data)
+            # What the previous version showed, the labels as corrected, and the mask, now:
+            # edits made while the round runs are kept, but not judged.
+            before = [(np.array(tracker.baseline[p]), np.array(data[p]), tracker.mask[p].copy())
+                      for p in planes]
+            whole = not (link.image.stack_axes and link.settings.scope == "plane")
+            plan.append((link, None if whole else planes, planes, before))
         if not plan:
-            self._round_done(version_index, [])
+            self._round_done(version_index, parent, [], None)
             self._finish()
             return
         model = self.session.versions[version_index].model
         token = self._token = self.jobs.new_token()
         progress = self.jobs.progress
 
-        # What the agreement counts need, taken now so the worker can count them.
-        snapshots = [snapshot_agreement(self.session, link.image_layer) for link, _ in plan]
-
         def job():
-            return [run_segment(link.image, model, link.settings, planes, progress=progress,
-                                cancel=token, snapshot=snapshot)
-                    for (link, planes), snapshot in zip(plan, snapshots)]
+            results, previous, new, corrected, masks = [], [], [], [], []
+            for link, planes, judged, before in plan:
+                result = run_segment(link.image, model, link.settings, planes,
+                                     progress=progress, cancel=token)
+                results.append(result)
+                for index, (prev, corr, mask) in zip(judged, before):
+                    labels = result.labels[index]
+                    previous.append(prev)
+                    new.append(np.asarray(labels))
+                    corrected.append(corr)
+                    masks.append(mask)
+            return results, check_round(previous, new, corrected, masks)
 
         label = self.session.versions[version_index].label
-        self.status.setText(f"Segmenting again with {label}...")
+        self.status.setText(f"Segmenting again with {label} and comparing it with the "
+                            "previous version...")
         self.worker = start_job(
             job,
-            on_returned=lambda results: self._round_done(version_index, list(zip(plan, results))),
+            on_returned=lambda out: self._round_done(
+                version_index, parent, list(zip([p[:2] for p in plan], out[0])), out[1]),
             on_error=partial(self._failed, "Re-segmentation"), on_finished=self._finish)
 
-    def _round_done(self, version_index: int, results: list) -> None:
-        n = before = after = 0
+    def _round_done(self, version_index: int, parent: int, results: list,
+                    check: Optional[RoundCheck]) -> None:
+        versions = self.session.versions
+        version = versions[version_index]
+        round_text = describe_round(version.stats)
+        if check is not None:
+            version.stats["check"] = check.to_dict()
+        if check is not None and not check.accepted:
+            versions.activate(parent)
+            self.session.versions_changed.emit()
+            text = (f"{version.label} was NOT made active: {check.reason} "
+                    f"({check.summary()}). {versions[parent].label} stays active and your "
+                    f"labels are unchanged. To use the new version anyway, select it under "
+                    f"Model versions and press 'Use selected'. Round: {round_text}.")
+            show_warning(f"{version.label} was not made active: {check.reason}")
+            self.report.setText(text)
+            self.status.setText("")
+            self.last_result = dict(version=version_index, accepted=False, check=check)
+            self.refresh_versions()
+            return
         closed = []
         for (link, _planes), result in results:
             if (link.labels_layer not in self.viewer.layers
@@ -285,33 +331,23 @@ class FineTuneWidget(JobWidget):
                 closed.append(link.labels_layer.name)  # closed while it was re-segmented
                 continue
             try:
-                report = apply_result(self.viewer, self.session, link.image_layer, link.image,
-                                      result, version_index, link.settings)
+                apply_result(self.viewer, self.session, link.image_layer, link.image,
+                             result, version_index, link.settings, keep_edits=True)
             except (NapariUnetError, ValueError) as exc:
                 self._failed("Re-segmentation", exc)
                 return
-            if report.n_supervised:
-                n += report.n_supervised
-                before += report.agree_before * report.n_supervised
-                after += report.agree_after * report.n_supervised
-        version = self.session.versions[version_index]
-        agree_before = before / n if n else float("nan")
-        agree_after = after / n if n else float("nan")
-        version.stats.update(agreement_before=agree_before, agreement_after=agree_after,
-                             pixels=n)
-        self.last_result = dict(version=version_index, pixels=n, before=agree_before,
-                                after=agree_after)
-        steps = version.stats.get("steps", "?")
-        text = (f"{version.label}: {steps} steps. Agreement with your corrections on {n:,} "
-                f"pixels (labelled vs background): {_pct(agree_before)} before, "
-                f"{_pct(agree_after)} after.")
+        text = f"{version.label} is active: {round_text}."
+        if check is not None:
+            text += f" {check.summary().capitalize()}: {check.reason}. Your corrections stay."
         if closed:
             note = (f"{', '.join(repr(name) for name in closed)} (or its image) was closed "
-                    f"during the round and was not segmented again; {version.label} is "
-                    "active: press Segment to see its result.")
+                    f"during the round and was not segmented again; press Segment to see "
+                    f"{version.label}'s result.")
             show_info(note)
             text += " " + note
-        self.status.setText(text)
+        self.report.setText(text)
+        self.status.setText("")
+        self.last_result = dict(version=version_index, accepted=True, check=check)
         self.refresh_versions()
         self.update_counts()
         if self.session_folder is not None:
@@ -333,9 +369,11 @@ class FineTuneWidget(JobWidget):
         self.versions_list.clear()
         for i, version in enumerate(versions.versions):
             text = version.label
-            agree = version.stats.get("agreement_after")
-            if agree is not None and not math.isnan(agree):
-                text += f"  (agreement {_pct(agree)})"
+            check = version.stats.get("check")
+            if check:
+                text += (f"  (fixes right {check['held_after']}/{check['fixes']}, previous "
+                         f"{check['held_before']}; {100 * check['changed']:.1f}% changed"
+                         f"{'' if check['accepted'] else '; refused'})")
             if version.saved_as:
                 text += f"  [saved as {version.saved_as}]"
             if i == versions.active:
@@ -352,6 +390,7 @@ class FineTuneWidget(JobWidget):
         version = self.session.versions.activate(row)
         self.session.versions_changed.emit()
         self.status.setText(f"Active model: {version.label}. Press Segment to see its result.")
+        self.report.setText("")
         return True
 
     def save_model(self) -> Optional[str]:
@@ -421,7 +460,7 @@ class FineTuneWidget(JobWidget):
     def _saved(self, folder: SessionFolder, auto: bool, _index: Any) -> None:
         text = f"Session {'auto-' if auto else ''}saved to {folder.path}"
         show_info(text)
-        self.status.setText(text + ".")
+        self.status.setText(text + ".")  # the round's report stays in its own line
 
     def _save_failed(self, exc: BaseException) -> None:
         self.status.setText(report_error(exc, "Saving the session") +

@@ -195,17 +195,19 @@ def run_segment(image: LayerImage, model: Union[Model, str, Path], settings: Seg
     return prepare_result(result, snapshot)
 
 
-def run_fine_tune(model: Model, corrections: Sequence[Correction], time_budget: float,
-                  name: Optional[str] = None,
+def run_fine_tune(model: Model, corrections: Sequence[Correction], steps: int,
+                  time_limit: float, name: Optional[str] = None,
                   progress: Optional[ProgressCallback] = None,
                   on_report: Optional[Callable] = None,
                   cancel: Optional[CancelToken] = None,
                   threads: Optional[int] = None) -> Model:
-    """Fine-tune a copy of ``model`` on corrected (C, Y, X) planes; the base is untouched."""
+    """Fine-tune a copy of ``model`` on corrected (C, Y, X) planes for ``steps`` steps (fewer
+    when they do not fit in ``time_limit`` seconds); the base is untouched."""
     images = [c.image for c in corrections]
     labels = [c.labels for c in corrections]
     masks = [c.mask for c in corrections]
     percentiles = [c.percentiles for c in corrections]
     with torch_threads(threads if threads is not None else worker_threads()):
-        return fine_tune(model, images, labels, masks, axes="CYX", time_budget=time_budget,
-                         name=name, percentiles=percentiles, progress=progress, on_report=on_report, cancel=cancel)
+        return fine_tune(model, images, labels, masks, axes="CYX", steps=steps,
+                         time_budget=time_limit, name=name, percentiles=percentiles,
+                         progress=progress, on_report=on_report, cancel=cancel)

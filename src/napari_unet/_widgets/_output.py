@@ -17,6 +17,7 @@ from .._reader import META_KEY
 from ._image import LayerImage, scale_axes, spatial_positions
 from ._jobs import AgreementSnapshot, SegmentResult, SegmentSettings, count_objects, layer_dtype
 from ._session import LabelsLink, Session
+from ..corrections import paste_corrections
 from ._state import EditTracker, ModelVersion, agreement_counts
 
 
@@ -118,13 +119,33 @@ def _snapshot_valid(result: SegmentResult, link: Any) -> bool:
             and link.tracker.revision == snap.revision)
 
 
+def _with_edits(new: np.ndarray, tracker: EditTracker, current: np.ndarray,
+                region: Any = ...) -> np.ndarray:
+    """``new`` labels of ``region`` with the user's edits and reviewed labels pasted on top;
+    the tracker is rebased on ``new`` and keeps those pixels marked as edited/reviewed."""
+    keep = tracker.mask[region]
+    reviewed = tracker.reviewed[region].copy()
+    tracker.rebase(new, region)
+    if not keep.any():
+        return new
+    pasted = paste_corrections(new, current[region], keep)
+    pasted = pasted.astype(np.uint32 if new.dtype == np.uint32 else layer_dtype(pasted),
+                           copy=False)
+    tracker.edited[region] = pasted != new
+    tracker.reviewed[region] = reviewed
+    tracker.revision += 1
+    return pasted
+
+
 def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerImage,
                  result: SegmentResult, version_index: int,
-                 settings: SegmentSettings) -> ApplyReport:
+                 settings: SegmentSettings, keep_edits: bool = False) -> ApplyReport:
     """Write ``result`` into the image's labels layer (creating it on first use).
 
     What a worker job prepared (labels in the layer's dtype, object count, agreement counts from a
     snapshot that is still current) is used as is, so the GUI thread mostly assigns data.
+    With ``keep_edits`` (after a fine-tuning round) the user's edits and reviewed labels,
+    including those made while the job ran, are pasted over the new labels.
     """
     version = session.versions[version_index]
     layer, link = _find_labels_layer(viewer, session, image_layer, image)
@@ -154,7 +175,10 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
                 tracker = link.current_tracker()
                 counts += _agreement_counts(tracker, np.asarray(layer.data), new, ...)
             session.archive(link)
-            tracker.rebase(new)
+            if keep_edits:
+                new = _with_edits(new, tracker, np.asarray(layer.data))
+            else:
+                tracker.rebase(new)
         data = new
         n_objects = result.n_objects if result.n_objects is not None else count_objects(new)
     else:
@@ -179,8 +203,11 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
                 plane = plane.astype(np.int64)
             offset = int(data.max())  # ids stay unique over the stack
             plane = np.where(plane > 0, plane + offset, 0).astype(np.uint32, copy=False)
+            if keep_edits:
+                plane = _with_edits(plane, tracker, data, index)
+            else:
+                tracker.rebase(plane, index)
             data[index] = plane
-            tracker.rebase(plane, index)
             if result.n_objects is None:
                 n_objects += count_objects(plane)
         if prepared:

@@ -1,0 +1,113 @@
+"""The guardrail after a fine-tuning round: is the new version better on what the user said?
+
+Two figures, both measured on the corrected images against the previous version:
+how many of the user's fixes each version reproduces (object level), and how much of the
+area nobody corrected changed between object and background. A round that gets fewer
+fixes right, or that rewrites most of the untouched image without getting every fix
+right (the signature of a model that collapsed to "everything is an object"), is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .domain import supervised_objects
+from .metrics import iou_pairs
+
+#: A round that changes more than this share of the uncorrected area is suspect.
+MAX_CHANGE = 0.5
+#: Erased/reviewed background regions smaller than this (pixels) are not counted as fixes.
+MIN_REGION = 10
+
+
+@dataclass(frozen=True)
+class FixCount:
+    """How many of the user's fixes one prediction reproduces."""
+
+    fixes: int
+    held: int
+
+
+def fixes_held(prediction: np.ndarray, corrected: np.ndarray, mask: np.ndarray) -> FixCount:
+    """Count the fixes ``prediction`` gets right.
+
+    A fix is an object of ``corrected`` lying mostly inside ``mask`` (held when a predicted
+    object matches it at IoU >= 0.5), or a connected region of background inside the mask
+    (erased or reviewed; held when predicted objects cover less than half of it).
+    """
+    pred = np.asarray(prediction)
+    corr = np.asarray(corrected)
+    mask = np.asarray(mask, dtype=bool)
+    ids = supervised_objects(corr, mask)
+    held = 0
+    if ids.size:
+        truth = np.where(np.isin(corr, ids), corr, 0)
+        true_ids, _pred_ids, i, _j, iou = iou_pairs(truth, pred)
+        held += len(set(true_ids[i[iou >= 0.5]].tolist()))
+    regions, n = ndi.label(mask & (corr == 0))
+    n_regions = 0
+    if n:
+        area = np.bincount(regions.ravel())
+        covered = np.bincount(regions.ravel(), weights=(pred > 0).ravel(), minlength=area.size)
+        big = np.flatnonzero(area >= MIN_REGION)
+        big = big[big > 0]
+        n_regions = int(big.size)
+        held += int(np.count_nonzero(covered[big] * 2 < area[big]))
+    return FixCount(int(ids.size) + n_regions, held)
+
+
+@dataclass(frozen=True)
+class RoundCheck:
+    """The previous and the new version compared on the corrected images."""
+
+    fixes: int
+    held_before: int
+    held_after: int
+    #: Share of the pixels nobody corrected whose class (object or background) changed.
+    changed: float
+    accepted: bool
+    reason: str
+
+    def summary(self) -> str:
+        return (f"fixes right {self.held_after}/{self.fixes} (previous version "
+                f"{self.held_before}/{self.fixes}); {100 * self.changed:.1f}% of the "
+                f"uncorrected area changed")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_round(previous: Sequence[np.ndarray], new: Sequence[np.ndarray],
+                corrected: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+                max_change: float = MAX_CHANGE) -> RoundCheck:
+    """Compare two versions' labels over corrected planes (lists of arrays, one per plane)."""
+    fixes = before = after = 0
+    changed = untouched = 0
+    for prev, cur, corr, mask in zip(previous, new, corrected, masks):
+        mask = np.asarray(mask, dtype=bool)
+        b = fixes_held(prev, corr, mask)
+        a = fixes_held(cur, corr, mask)
+        fixes += a.fixes
+        before += b.held
+        after += a.held
+        free = ~mask
+        untouched += int(np.count_nonzero(free))
+        changed += int(np.count_nonzero(((np.asarray(prev) > 0) != (np.asarray(cur) > 0)) & free))
+    share = changed / untouched if untouched else 0.0
+    if after < before:
+        accepted = False
+        reason = (f"it gets {after} of your {fixes} fixes right, the previous version got "
+                  f"{before}")
+    elif share > max_change and after < fixes:
+        accepted = False
+        reason = (f"it changed {100 * share:.0f}% of the area you did not correct while still "
+                  f"missing {fixes - after} of your {fixes} fixes")
+    else:
+        accepted = True
+        reason = ("it gets more of your fixes right" if after > before
+                  else "it keeps your fixes")
+    return RoundCheck(fixes, before, after, share, accepted, reason)

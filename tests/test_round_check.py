@@ -1,0 +1,57 @@
+"""The guardrail after a fine-tuning round (napari_unet.round_check) on the bundled sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet.round_check import check_round, fixes_held
+from napari_unet.sample_data import load_sample
+
+
+@pytest.fixture(scope="module")
+def truth() -> np.ndarray:
+    return np.asarray(load_sample("nuclei_fluo_labels").data)[:256, :256].astype(np.uint32)
+
+
+def _three_fixes(truth):
+    """A previous prediction with three errors, and the user's corrections of them."""
+    ids = np.unique(truth)[1:]
+    previous = truth.copy()
+    previous[truth == ids[0]] = 0                     # missed
+    previous[truth == ids[1]] = 0                     # missed
+    previous[240:250, 240:250] = 999                  # a false object
+    previous[previous == 999] = 999 if not truth[240:250, 240:250].any() else 0
+    corrected = truth.copy()
+    mask = corrected != previous
+    return previous, corrected, mask
+
+
+def test_fixes_are_objects_and_erased_regions(truth):
+    previous, corrected, mask = _three_fixes(truth)
+    assert fixes_held(previous, corrected, mask).held == 0
+    count = fixes_held(corrected, corrected, mask)
+    assert count.held == count.fixes >= 2
+
+
+def test_a_round_that_learns_the_fixes_is_accepted(truth):
+    previous, corrected, mask = _three_fixes(truth)
+    check = check_round([previous], [truth], [corrected], [mask])
+    assert check.accepted and check.held_after > check.held_before
+    assert check.changed == 0.0
+
+
+def test_a_round_that_labels_everything_is_refused(truth):
+    previous, corrected, mask = _three_fixes(truth)
+    everything = np.ones_like(truth)
+    check = check_round([previous], [everything], [corrected], [mask])
+    assert not check.accepted
+    assert check.changed > 0.5 and "changed" in check.reason
+
+
+def test_a_round_that_undoes_fixes_is_refused(truth):
+    previous, corrected, mask = _three_fixes(truth)
+    # the previous version had learnt the fixes; the new one loses them
+    check = check_round([truth], [previous], [corrected], [mask])
+    assert not check.accepted and check.held_after < check.held_before
+    assert "previous version got" in check.reason
