@@ -9,8 +9,8 @@ errors and touches nothing else:
 - a false object (no true object at IoU >= 0.5): it is erased.
 
 Corrections accumulate over rounds. Then one Fine-tune round with the defaults (the same
-``fine_tune`` and round check as the widget) runs; a round the check refuses does not
-become active, as in the widget. Accuracy at IoU 0.5 is scored on held-out images after
+``fine_tune`` and round check as the widget) trains the base model on all corrections so
+far; a round the check refuses does not become active, as in the widget. Accuracy at IoU 0.5 is scored on held-out images after
 every round (the candidate's score is reported too, so the check itself is judged).
 ``--review`` instead simulates a fully reviewed image: every error fixed and the whole
 image marked as reviewed.
@@ -152,7 +152,7 @@ def main() -> None:
                               adapt_polarity=not args.no_polarity, adapt_size=not args.no_size)
 
     case = load_case(args.case, args.data, args.seed)
-    active = napari_unet.load_model(args.model)
+    base = active = napari_unet.load_model(args.model)
     base_acc = accuracy(active, case.test)
     images = [img for img, _ in case.tune]
     truths = [t for _, t in case.tune]
@@ -169,7 +169,8 @@ def main() -> None:
             corrected[k] = np.where(masks[k] & ~changed, corrected[k], labels)
             masks[k] |= changed
         start = time.perf_counter()
-        candidate = napari_unet.fine_tune(active, images, corrected, masks, axes="CYX",
+        # as the widget does: every round trains the base model on all corrections so far
+        candidate = napari_unet.fine_tune(base, images, corrected, masks, axes="CYX",
                                           steps=args.steps, time_budget=args.time_limit,
                                           config=config, options=options)
         seconds = time.perf_counter() - start

@@ -33,9 +33,9 @@ def parse_args() -> argparse.Namespace:
                         help="model name or .safetensors path (default: shipped 'nuclei', else "
                              "runs/nuclei.safetensors)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
-    parser.add_argument("--budget", type=float, default=20.0, help="fine-tuning seconds")
+    parser.add_argument("--steps", type=int, default=100, help="fine-tuning steps per round")
     parser.add_argument("--width", type=int, default=1360)
-    parser.add_argument("--height", type=int, default=1000)
+    parser.add_argument("--height", type=int, default=1200)  # room for the round report
     return parser.parse_args()
 
 
@@ -142,7 +142,7 @@ def main() -> None:
     shot("03-corrected")
 
     # 4. Fine-tune, then look at the re-segmented result.
-    fine.budget.setValue(args.budget)
+    fine.steps.setValue(args.steps)
     fine.fine_tune()
     start = time.time()
     while fine.running and len(fine.loss_plot.values) < 5 and time.time() - start < 60:
@@ -151,6 +151,11 @@ def main() -> None:
     shot("04-fine-tuning")
     wait(fine)
     shot("05-fine-tuned")
+    report = fine.report
+    print(f"round report: {report.text()}")
+    if report.height() < report.heightForWidth(report.width()):
+        print(f"warning: the round report is clipped ({report.height()} of "
+              f"{report.heightForWidth(report.width())} px shown); try a larger --height")
 
     # 5. Save the tuned model and export the labels (dialogs answered by the script).
     _dialogs.ask_model_name = lambda parent, suggestion: "nuclei-my-lab"

@@ -190,3 +190,59 @@ def test_patch_size_must_fit_the_network(shared_data, tmp_path: Path, capsys) ->
                  "--patch-size", "100", "--val-fraction", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "multiple of 16" in err and "Traceback" not in err
+
+
+def _sample_crop(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The bundled sample's top-left 128 x 128, the shipped model's labels with three true
+    nuclei pasted in (the user's corrections), and the mask of those corrections."""
+    import numpy as np
+
+    import napari_unet
+    from napari_unet.sample_data import load_sample
+
+    image = np.asarray(load_sample("nuclei_fluo").data)[:128, :128]
+    truth = np.asarray(load_sample("nuclei_fluo_labels").data)[:128, :128]
+    shown = napari_unet.segment(image, napari_unet.load_model("nuclei"), device="cpu")
+    labels = shown.astype(np.uint16)
+    for k, nucleus in enumerate(np.unique(truth)[1:4]):
+        labels[truth == nucleus] = shown.max() + 1 + k
+    paths = [tmp_path / n for n in ("img.tif", "corrected.tif", "mask.tif")]
+    tifffile.imwrite(paths[0], image)
+    tifffile.imwrite(paths[1], labels)
+    tifffile.imwrite(paths[2], (labels != shown).astype(np.uint8))
+    return tuple(paths)
+
+
+def test_fine_tune_reports_steps_and_the_check(tmp_path: Path, capsys) -> None:
+    image, labels, mask = _sample_crop(tmp_path)
+    out = tmp_path / "tuned.safetensors"
+    code = main(["fine-tune", str(image), str(labels), "--mask", str(mask), "--model", "nuclei",
+                 "--steps", "4", "--out", str(out), "--device", "cpu"])
+    text = capsys.readouterr().out
+    assert code == 0 and out.is_file()
+    assert "4 of 4 steps" in text and "fixes right" in text
+    assert load_model_file(out).config.provenance["fine_tune_rounds"][-1]["steps"] == 4
+
+
+def test_fine_tune_does_not_save_a_refused_round(tmp_path: Path, capsys, monkeypatch) -> None:
+    import torch
+
+    from napari_unet import cli
+
+    def broken(model, *args, **kwargs):  # a round that labels everything as an object
+        bad = model.copy("broken")
+        last = [m for m in bad.network.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.copy_(torch.tensor([-10.0, 10.0, -10.0]))
+        bad.config.provenance = {"fine_tune_rounds": [{"steps": 4, "supervised_pixels": 1}]}
+        return bad
+
+    monkeypatch.setattr(cli, "fine_tune", broken)
+    image, labels, mask = _sample_crop(tmp_path)
+    out = tmp_path / "tuned.safetensors"
+    args = ["fine-tune", str(image), str(labels), "--mask", str(mask), "--out", str(out),
+            "--device", "cpu"]
+    assert main(args) == 1 and not out.exists()
+    assert "--save-refused" in capsys.readouterr().err
+    assert main(args + ["--save-refused"]) == 0 and out.is_file()

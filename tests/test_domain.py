@@ -67,7 +67,7 @@ def test_scale_brings_objects_to_the_trained_size():
     from napari_unet.domain import DomainEstimate
 
     assert scale_for(20.0, DomainEstimate(5, 40.0, "bright", 0.3)) == pytest.approx(0.5)
-    assert scale_for(20.0, DomainEstimate(5, 22.0, "bright", 0.3)) == 1.0  # close enough
+    assert scale_for(20.0, DomainEstimate(5, 28.0, "bright", 0.3)) == 1.0  # close enough
     assert scale_for(20.0, DomainEstimate(2, 40.0, "bright", 0.3)) is None  # too few objects
     assert scale_for(None, DomainEstimate(5, 40.0, "bright", 0.3)) is None
     assert scale_for(20.0, DomainEstimate(5, 400.0, "bright", 0.3)) == 0.25  # clipped

@@ -159,3 +159,63 @@ def test_fine_tuning_learns_the_corrections(pair) -> None:
     after = foreground_iou(labels > 0, foreground(tuned))
     assert after > before + 0.3
     assert after > 0.5
+
+
+def test_a_round_cut_short_by_the_time_limit_says_so(pair, monkeypatch) -> None:
+    """On a slow machine (a fake clock: 2 s a step) a 20 s limit holds fewer than half of the
+    100 steps asked for: the round plans what fits, records it, and its report says so."""
+    from napari_unet import training
+    from napari_unet.finetune import describe_round
+
+    class Clock:
+        now = 0.0
+
+        @classmethod
+        def perf_counter(cls) -> float:
+            cls.now += 1.0
+            return cls.now
+
+    monkeypatch.setattr(training, "time", Clock)
+    image, labels = pair
+    tuned = fine_tune(small_model(), image, labels, steps=100, time_budget=20.0, config=CONFIG)
+    rnd = tuned.config.provenance["fine_tune_rounds"][-1]
+    assert rnd["steps_requested"] == 100 and rnd["steps"] <= rnd["steps_planned"] < 50
+    assert rnd["short"] and "cut short by the time limit" in describe_round(rnd)
+    fine = {**rnd, "steps": 100, "steps_planned": 100, "short": False}
+    assert "cut short" not in describe_round(fine)
+
+
+def test_dark_objects_invert_the_input_of_the_tuned_model(pair) -> None:
+    """Corrections on an inverted image (dark nuclei on a light background) make the round
+    invert its input, so the tuned version sees bright nuclei as the model learnt them."""
+    image, labels = pair
+    base = small_model()
+    base.config.object_polarity = "bright"
+    tuned = fine_tune(base, image, labels, steps=1, config=CONFIG)
+    assert not tuned.config.normalization.invert
+    dark = fine_tune(base, 255 - image, labels, steps=1, config=CONFIG)
+    assert dark.config.normalization.invert
+    assert dark.config.provenance["fine_tune_rounds"][-1]["polarity_found"] == "dark"
+    # the inverted input of the tuned copy is the bright image the base knows (up to the
+    # 1/99.8 percentiles, which are not symmetric)
+    seen = prepare_image(255 - image, dark).plane(()).ravel()
+    known = prepare_image(image, base).plane(()).ravel()
+    assert np.corrcoef(seen, known)[0, 1] > 0.999
+
+
+def test_larger_objects_resize_the_input_of_the_tuned_model(pair) -> None:
+    image, labels = pair
+    base = small_model()
+    base.config.object_diameter = 5.0  # the crop's nuclei are about twice that
+    tuned = fine_tune(base, image, labels, steps=1, config=CONFIG)
+    assert tuned.config.input_scale == pytest.approx(
+        5.0 / tuned.config.provenance["fine_tune_rounds"][-1]["object_diameter_found"], rel=0.01)
+    assert tuned.config.input_scale < 0.77
+    pred = napari_unet_segment(image, tuned)
+    assert pred.shape == labels.shape  # resized for the network, back for the labels
+
+
+def napari_unet_segment(image, model):
+    from napari_unet.segment import segment
+
+    return segment(image, model, device="cpu", fast=False)

@@ -55,3 +55,16 @@ def test_a_round_that_undoes_fixes_is_refused(truth):
     check = check_round([truth], [previous], [corrected], [mask])
     assert not check.accepted and check.held_after < check.held_before
     assert "previous version got" in check.reason
+
+
+def test_one_lost_object_among_many_reviewed_ones_is_not_worse(truth):
+    """A fully reviewed crop has dozens of fixes: losing one of them is noise (5% slack);
+    with fewer than 20 fixes every lost one counts."""
+    mask = np.ones(truth.shape, bool)
+    ids = np.unique(truth)[1:]
+    assert len(ids) >= 20
+    one_lost = np.where(truth == ids[0], 0, truth)
+    assert check_round([truth], [one_lost], [truth], [mask]).accepted
+    few = np.isin(truth, ids[:5])
+    check = check_round([truth], [np.where(truth == ids[0], 0, truth)], [truth], [few])
+    assert not check.accepted

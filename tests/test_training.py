@@ -92,6 +92,28 @@ def test_patience_stops_early(samples) -> None:
     assert history[0].val_loss == history[1].val_loss == history[2].val_loss
 
 
+def test_steps_are_planned_from_the_measured_speed(samples, monkeypatch) -> None:
+    """A slow machine (2 s a step on a fake clock) plans the steps that fit in the time
+    budget after timing three steps, and reports the plan; a fast one runs them all."""
+    class Clock:
+        now = 0.0
+
+        @classmethod
+        def perf_counter(cls) -> float:
+            cls.now += 1.0  # two readings per step
+            return cls.now
+
+    monkeypatch.setattr(training, "time", Clock)
+    history = fit(small_model(), samples, (), replace(CONFIG, steps=100, time_budget=40.0))
+    planned = history[-1].total_steps
+    assert history[0].total_steps == 100 and 10 <= planned <= 25
+    assert planned - 2 <= len(history) <= planned
+    assert all(r.total_steps == planned for r in history[4:])
+    monkeypatch.undo()
+    quick = fit(small_model(), samples, (), replace(CONFIG, steps=6, time_budget=3600.0))
+    assert len(quick) == 6 and quick[-1].total_steps == 6
+
+
 def test_time_budget_stops_training(samples, monkeypatch: pytest.MonkeyPatch) -> None:
     class Clock:  # a fake clock: every reading is one second later
         now = 0.0

@@ -25,8 +25,9 @@ from .errors import Cancelled, NapariUnetError, OutputWriteError
 from .evaluation import evaluate
 from .model import SUFFIX, model_path
 from .finetune import FINE_TUNE_CONFIG, describe_round, fine_tune
+from .round_check import check_round
 from .registry import list_models, load_model, save_user_model, user_dir
-from .segment import with_postprocess
+from .segment import segment, with_postprocess
 from .tiff_io import read_image, read_labels
 from .training import TrainConfig, train
 
@@ -215,6 +216,19 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
     rnd = tuned.config.provenance["fine_tune_rounds"][-1]
     print(f"fine-tuned {model.name!r} on {rnd['supervised_pixels']} corrected pixels: "
           f"{describe_round(rnd)}")
+    data, axes = np.asarray(image.data), args.axes or image.axes
+    labels = np.asarray(labels)
+    check = check_round([segment(data, model, axes, device=args.device)],
+                        [segment(data, tuned, axes, device=args.device)], [labels],
+                        [np.ones(labels.shape, bool) if mask is None else mask])
+    print(f"check against {model.name!r}: {check.summary()}")
+    if not check.accepted:
+        if not args.save_refused:
+            print(f"not saved: the tuned model is worse on your corrections ({check.reason}); "
+                  "correct more objects and run again, or pass --save-refused to keep it anyway",
+                  file=sys.stderr)
+            return 1
+        print(f"saved although the check refused it ({check.reason}), as --save-refused asks")
     if args.save_as:
         print(f"model saved -> {save_user_model(tuned, args.save_as, overwrite=args.overwrite)}")
     if args.out:
@@ -324,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {FINE_TUNE_CONFIG.time_budget:.0f})")
     p.add_argument("--out", help="write the tuned model to this .safetensors file")
     p.add_argument("--save-as", help="save in the user model folder under this name")
+    p.add_argument("--save-refused", action="store_true",
+                   help="save the tuned model even when it gets fewer of the corrections right "
+                        "than the model it started from (refused by default, exit status 1)")
     _add_common(p)
     p.set_defaults(func=cmd_fine_tune)
 

@@ -50,6 +50,8 @@ class TrainConfig:
     val_every: int = 100
     patience: int | None = 10
     boundary_weight: float = 2.0
+    #: Weight of the soft Dice term next to cross-entropy.
+    dice_weight: float = 1.0
     seed: int = 0
     device: str = "auto"
     fast: bool = True
@@ -143,7 +145,7 @@ def _plan_steps(config: TrainConfig, elapsed: float, done: int, rate: float) -> 
     if rate <= 0 or not config.time_budget:
         return config.steps
     fit = done + int(max(config.time_budget - elapsed, 0.0) / rate)
-    return max(done + 1, min(config.steps, fit))
+    return min(config.steps, max(done + 1, fit))
 
 
 def _lr_at(step: int, progress: float, config: TrainConfig) -> float:
@@ -202,7 +204,7 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
         w = w.to(device)
         with autocast(device, config.fast):
             logits = net(x)
-        loss = loss_fn(logits, y.to(device), w, config.boundary_weight)
+        loss = loss_fn(logits, y.to(device), w, config.boundary_weight, config.dice_weight)
         if soft is not None and config.anchor_weight:
             soft = soft.to(device)
             where = (w == 0) & (soft.sum(1) > 0)  # not annotated, and not padding

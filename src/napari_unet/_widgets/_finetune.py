@@ -213,7 +213,10 @@ class FineTuneWidget(JobWidget):
             show_info(f"napari-unet is busy ({self.session.busy}); wait or cancel it first")
             return False
         parent = versions.active
-        base = versions[parent]
+        # Every round trains the base model of the active version on ALL corrections so far
+        # (as Cellpose's human-in-the-loop does): rounds stacked on rounds drifted further
+        # from what the base knew with each one (docs/benchmarks.md).
+        base = versions[versions.lineage(parent)[0]]
         self._token = self.jobs.new_token()
         self.loss_plot.clear()
         self.loss_label.setText("Loss: starting...")
@@ -314,10 +317,10 @@ class FineTuneWidget(JobWidget):
         if check is not None and not check.accepted:
             versions.activate(parent)
             self.session.versions_changed.emit()
-            text = (f"{version.label} was NOT made active: {check.reason} "
-                    f"({check.summary()}). {versions[parent].label} stays active and your "
-                    f"labels are unchanged. To use the new version anyway, select it under "
-                    f"Model versions and press 'Use selected'. Round: {round_text}.")
+            text = (f"{version.label} was NOT made active: {check.reason}. "
+                    f"{versions[parent].label} stays active and your labels are unchanged; "
+                    f"to use the new version anyway, select it under Model versions and press "
+                    f"'Use selected'. Round: {round_text}.")
             show_warning(f"{version.label} was not made active: {check.reason}")
             self.report.setText(text)
             self.status.setText("")
@@ -338,7 +341,7 @@ class FineTuneWidget(JobWidget):
                 return
         text = f"{version.label} is active: {round_text}."
         if check is not None:
-            text += f" {check.summary().capitalize()}: {check.reason}. Your corrections stay."
+            text += f" {check.summary().capitalize()}. Your corrections stay."
         if closed:
             note = (f"{', '.join(repr(name) for name in closed)} (or its image) was closed "
                     f"during the round and was not segmented again; press Segment to see "
