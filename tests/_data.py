@@ -123,3 +123,15 @@ def intensity_model(in_channels: int = 1) -> Model:
 def membrane_model() -> Model:
     config = small_config(task="semantic")
     return Model(config=config, network=DarkNet(), name="dark")
+
+
+class TickingClock:
+    """A stand-in for the ``time`` module of napari_unet.training: every ``perf_counter()``
+    reading is one second later, so time budgets are tested without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 1.0
+        return self.now

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from _data import DSB_TRAIN, dsb_crop, qcanet_stack, small_model
+from _data import DSB_TRAIN, TickingClock, dsb_crop, qcanet_stack, small_model
 from napari_unet.errors import DatasetError, InvalidLabelsError
 from napari_unet.finetune import FINE_TUNE_CONFIG, correction_samples, fine_tune
 from napari_unet.metrics import foreground_iou
@@ -167,15 +167,7 @@ def test_a_round_cut_short_by_the_time_limit_says_so(pair, monkeypatch) -> None:
     from napari_unet import training
     from napari_unet.finetune import describe_round
 
-    class Clock:
-        now = 0.0
-
-        @classmethod
-        def perf_counter(cls) -> float:
-            cls.now += 1.0
-            return cls.now
-
-    monkeypatch.setattr(training, "time", Clock)
+    monkeypatch.setattr(training, "time", TickingClock())
     image, labels = pair
     tuned = fine_tune(small_model(), image, labels, steps=100, time_budget=20.0, config=CONFIG)
     rnd = tuned.config.provenance["fine_tune_rounds"][-1]

@@ -247,3 +247,22 @@ def test_copy_is_independent(model: Model) -> None:
     assert not torch.equal(twin.network.head.weight, model.network.head.weight)
     assert model.config.postprocess.min_size != 999
     assert twin.name == "twin"
+
+
+def test_a_model_set_to_another_object_size_shares_its_weights() -> None:
+    import napari_unet
+    from napari_unet.errors import InvalidSettingError, ModelMismatchError
+
+    nuclei = napari_unet.load_model("nuclei")
+    assert nuclei.object_size == pytest.approx(20.3)
+    big = nuclei.for_object_size(40.6)
+    assert big.config.input_scale == pytest.approx(0.5) and big.object_size == pytest.approx(40.6)
+    assert big.network is nuclei.network and nuclei.config.input_scale == 1.0
+    assert nuclei.for_object_size(1000).config.input_scale == 0.25  # clipped to 4x
+    for bad in (0, -3, float("nan"), float("inf")):
+        with pytest.raises(InvalidSettingError, match="positive"):
+            nuclei.for_object_size(bad)
+    unknown = napari_unet.Model.create(napari_unet.config.preset("default"))
+    assert unknown.object_size is None
+    with pytest.raises(ModelMismatchError, match="does not record"):
+        unknown.for_object_size(30)

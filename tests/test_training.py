@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import napari_unet.training as training
-from _data import DSB_TRAIN, dsb_crop, pair_folder, small_config, small_model
+from _data import DSB_TRAIN, TickingClock, dsb_crop, pair_folder, small_config, small_model
 from napari_unet.calibrate import SEED_GRID
 from napari_unet.data import make_sample
 from napari_unet.errors import Cancelled, DatasetError
@@ -95,15 +95,7 @@ def test_patience_stops_early(samples) -> None:
 def test_steps_are_planned_from_the_measured_speed(samples, monkeypatch) -> None:
     """A slow machine (2 s a step on a fake clock) plans the steps that fit in the time
     budget after timing three steps, and reports the plan; a fast one runs them all."""
-    class Clock:
-        now = 0.0
-
-        @classmethod
-        def perf_counter(cls) -> float:
-            cls.now += 1.0  # two readings per step
-            return cls.now
-
-    monkeypatch.setattr(training, "time", Clock)
+    monkeypatch.setattr(training, "time", TickingClock())  # two readings per step
     history = fit(small_model(), samples, (), replace(CONFIG, steps=100, time_budget=40.0))
     planned = history[-1].total_steps
     assert history[0].total_steps == 100 and 10 <= planned <= 25
@@ -115,15 +107,7 @@ def test_steps_are_planned_from_the_measured_speed(samples, monkeypatch) -> None
 
 
 def test_time_budget_stops_training(samples, monkeypatch: pytest.MonkeyPatch) -> None:
-    class Clock:  # a fake clock: every reading is one second later
-        now = 0.0
-
-        @classmethod
-        def perf_counter(cls) -> float:
-            cls.now += 1.0
-            return cls.now
-
-    monkeypatch.setattr(training, "time", Clock)
+    monkeypatch.setattr(training, "time", TickingClock())
     history = fit(small_model(), samples, (), replace(CONFIG, steps=50, time_budget=6.0))
     assert 1 <= len(history) <= 6
     assert all(0 < r.progress < 1 for r in history)

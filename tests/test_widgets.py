@@ -1004,3 +1004,20 @@ def test_a_degrading_round_is_not_made_active(qtbot, nuclei_ui, monkeypatch):
     fine.versions_list.setCurrentRow(2)
     click(qtbot, fine.revert_button)
     assert versions.active == 2 and "round 1" in seg.model_combo.currentText()
+
+
+def test_object_size_is_shown_and_adjustable(qtbot, nuclei_ui):
+    """Like Cellpose's diameter: the Segment widget shows the model's object size and a
+    user-set size resizes the image for the network (larger objects -> fewer, larger ids)."""
+    viewer, seg, fine = nuclei_ui
+    seg.advanced.setChecked(True)
+    labels, truth = _segment_sample(qtbot, viewer, seg, size=128)
+    assert seg.object_size.specialValueText() == "model 20.3"  # once the model is loaded
+    at_model_size = np.array(labels.data)
+    seg.object_size.setValue(60.0)  # three times the nuclei the model learnt
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg, timeout=60_000)
+    resized = np.asarray(labels.data)
+    assert labels.metadata["napari_unet"]["settings"]["object_size"] == 60.0
+    assert resized.shape == at_model_size.shape
+    assert len(np.unique(resized)) < len(np.unique(at_model_size))

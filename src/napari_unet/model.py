@@ -11,12 +11,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_write
 from .config import ModelConfig
+from .domain import SCALE_RANGE
 from .errors import InvalidSettingError, ModelFileError, ModelMismatchError
 from .network import UNet
 
@@ -53,6 +55,27 @@ class Model:
     def copy(self, name: str | None = None) -> "Model":
         """A deep copy, so fine-tuning never touches the original weights."""
         return Model(copy.deepcopy(self.config), copy.deepcopy(self.network), name or self.name)
+
+    @property
+    def object_size(self) -> float | None:
+        """The object diameter (pixels of the image) this model segments best: what it
+        learnt, divided by the input scale a fine-tuning round chose; None when unknown."""
+        trained = self.config.object_diameter
+        return None if trained is None else trained / self.config.input_scale
+
+    def for_object_size(self, diameter: float) -> "Model":
+        """This model (sharing its weights) set to resize images so objects of ``diameter``
+        pixels reach the network at the size it learnt (Cellpose's diameter setting)."""
+        if self.config.object_diameter is None:
+            raise ModelMismatchError(
+                f"model {self.name!r} does not record the object size it learnt, so it cannot "
+                "be set to another size; fine-tune it once (or retrain) to record it")
+        if not (np.isfinite(diameter) and diameter > 0):
+            raise InvalidSettingError(f"the object size must be a positive number of pixels, "
+                                      f"not {diameter}")
+        config = ModelConfig.from_dict(self.config.to_dict())
+        config.input_scale = float(np.clip(config.object_diameter / diameter, *SCALE_RANGE))
+        return Model(config=config, network=self.network, name=self.name)
 
     def check_channels(self, n_channels: int) -> None:
         """Refuse an image whose channel count the network cannot take."""

@@ -36,6 +36,8 @@ class SegmentSettings:
     tile_size: Optional[int] = None
     seed_threshold: Optional[float] = None
     min_size: Optional[int] = None
+    #: Object diameter in pixels (Cellpose's "diameter"); None: the model's own.
+    object_size: Optional[float] = None
     scope: str = "stack"  # "stack": every plane; "plane": the plane in view
     stitch_3d: bool = False
     compile: bool = False  # torch.compile: seconds once per session, then faster
@@ -175,6 +177,8 @@ def run_segment(image: LayerImage, model: Union[Model, str, Path], settings: Seg
     loaded = None if isinstance(model, Model) else resolve_model(model, n_channels)
     if loaded is not None:
         model = loaded
+    if settings.object_size:
+        model = model.for_object_size(settings.object_size)
     chosen = None if planes is None else [tuple(index) for index in planes]
     postprocess = with_postprocess(model, seed_threshold=settings.seed_threshold,
                                    min_size=settings.min_size)

@@ -85,6 +85,16 @@ class SegmentWidget(JobWidget):
         self.min_size.setSpecialValueText("model")
         self.min_size.setValue(-1)
         self.min_size.setToolTip("Objects smaller than this many pixels are dropped")
+        self.object_size = QDoubleSpinBox()
+        self.object_size.setDecimals(1)
+        self.object_size.setRange(0.0, 1000.0)
+        self.object_size.setSingleStep(2.0)
+        self.object_size.setSuffix(" px")
+        self.object_size.setSpecialValueText("model")
+        self.object_size.setToolTip(
+            "Typical object diameter in pixels: images are resized so such objects reach the "
+            "network at the size it learnt. 'model' uses the model's own (fine-tuning measures "
+            "it from your corrected objects)")
         self.scope = QComboBox()
         self.scope.addItems(["Whole stack", "Current plane"])
         self.stitch_3d = QCheckBox("Join objects across Z planes (3D)")
@@ -95,6 +105,7 @@ class SegmentWidget(JobWidget):
         adv.addRow("Tile size", self.tile_size)
         adv.addRow("Seed threshold", self.seed_threshold)
         adv.addRow("Min size", self.min_size)
+        adv.addRow("Object size", self.object_size)
         adv.addRow("Stacks", self.scope)
         adv.addRow(self.stitch_3d)
         adv.addRow(self.compile)
@@ -165,10 +176,14 @@ class SegmentWidget(JobWidget):
         if model is None:
             self.seed_threshold.setSpecialValueText("model")
             self.min_size.setSpecialValueText("model")
+            self.object_size.setSpecialValueText("model")
             return
         post = model.config.postprocess
         self.seed_threshold.setSpecialValueText(f"model {post.seed_threshold:.2f}")
         self.min_size.setSpecialValueText(f"model {post.min_size}")
+        size = model.object_size
+        self.object_size.setSpecialValueText("model" if size is None else f"model {size:.1f}")
+        self.object_size.setEnabled(size is not None)
 
     def _model_chosen(self, row: int) -> None:
         kind, value = self.model_combo.itemData(row) or (None, None)
@@ -227,6 +242,7 @@ class SegmentWidget(JobWidget):
             tile_size=max(self.tile_size.value(), 32) if self.tile_size.value() else None,
             seed_threshold=self.seed_threshold.value() or None,
             min_size=None if self.min_size.value() < 0 else self.min_size.value(),
+            object_size=self.object_size.value() or None,
             scope="plane" if self.scope.currentIndex() == 1 else "stack",
             stitch_3d=self.stitch_3d.isChecked(),
             compile=self.compile.isChecked(),

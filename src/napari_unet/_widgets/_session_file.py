@@ -152,7 +152,11 @@ def _opt_index(value: Any, size: int, what: str) -> Optional[int]:
 def _settings(values: dict) -> SegmentSettings:
     """Segment settings from JSON; keys this version does not know are ignored."""
     known = {f.name for f in dataclasses.fields(SegmentSettings)}
-    return SegmentSettings(**{k: v for k, v in values.items() if k in known})
+    settings = SegmentSettings(**{k: v for k, v in values.items() if k in known})
+    size = settings.object_size
+    if size is not None and not (isinstance(size, (int, float)) and 0 < size < float("inf")):
+        raise ValueError(f"the object size {size!r} is not a positive number of pixels")
+    return settings
 
 
 def _pack(corrections: list[Correction], prefix: str) -> tuple[dict[str, np.ndarray], list[str]]:
