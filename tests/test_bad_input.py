@@ -19,6 +19,9 @@ Images given to ``segment()``
 Files (``read_image`` and ``napari-unet segment``)
     truncated TIFF ............. CLI here; read_image in tests/test_tiff_io.py::test_truncated_tiff
     TIFF named .png (works) .... here; read_image also test_tiff_io.py::test_tiff_with_wrong_extension_is_read_as_tiff
+    LZW / JPEG / G4 compressed TIFF (works: imagecodecs) ... here (CLI, napari reader);
+                                 test_tiff_io.py::test_ordinary_compressed_tiffs_are_read,
+                                 ::test_a_missing_codec_is_not_called_damage
     non-image file ............. CLI here; read_image in test_tiff_io.py::test_not_an_image
     missing / folder / unreadable path ... here; read_image also test_tiff_io.py::test_missing_file_and_folder
     read-only output folder .... here (chmod, skipped as root; plus a simulated EACCES that always runs);
@@ -305,6 +308,21 @@ def test_tiff_with_no_pixels(capsys, tmp_path, model_file) -> None:
         read_image(path)
     line = _segment_cli(capsys, path, model_file, tmp_path / "out")
     assert "empty image" in line and "truncated" not in line
+
+
+@pytest.mark.parametrize("compression", ["lzw", "jpeg"])
+def test_compressed_tiffs_through_the_cli_and_the_napari_reader(capsys, tmp_path, model_file,
+                                                                 compression) -> None:
+    # Issue 10 item 11: were "damaged or incomplete" without imagecodecs (now a dependency).
+    path = _write(tmp_path / f"{compression}.tif", _image((64, 64)), compression=compression)
+    from napari_unet._reader import get_reader
+
+    layers = get_reader(str(path))(str(path))
+    assert np.asarray(layers[0][0]).shape == (64, 64)
+    code = main(["segment", str(path), "--model", str(model_file), "--out",
+                 str(tmp_path / "o"), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert tifffile.imread(tmp_path / "o" / f"{compression}_labels.tif").shape == (64, 64)
 
 
 @pytest.mark.parametrize(("content", "words"), [

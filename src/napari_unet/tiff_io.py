@@ -270,6 +270,11 @@ def _read_tiff(p: Path, lazy: Optional[bool]) -> ImageData:
             f"{str(p)!r} does not fit in memory; read it with lazy=True"
         ) from None
     except Exception as exc:
+        if "imagecodecs" in str(exc):  # a compressed TIFF and a broken install, not damage
+            raise ImageReadError(
+                f"{str(p)!r} is compressed in a way that needs the imagecodecs package "
+                f"({exc}); pip install imagecodecs (a dependency of napari-unet)"
+            ) from exc
         raise _damaged(p, f"{type(exc).__name__}: {exc}") from exc
     return ImageData(
         data=data,
