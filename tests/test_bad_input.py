@@ -28,6 +28,11 @@ Files (``read_image`` and ``napari-unet segment``)
                                  write_labels in test_tiff_io.py::test_read_only_folder
     full disk .................. here (CLI: old file byte-identical, no temp file);
                                  write_labels in test_tiff_io.py::test_full_disk_message_names_folder_and_fix
+Existing outputs (here; atomic_folder also in tests/test_atomic.py)
+    a zarr output written meanwhile by another run (kept, exit 2) ... test_a_zarr_output_written_meanwhile_by_another_run_is_kept
+    --overwrite with an ordinary folder under the output's name (kept) ... test_overwrite_never_deletes_an_ordinary_folder
+    an output that is one of the inputs, via a link, or a store holding one (kept, even with
+                                 --overwrite) ... test_overwrite_never_replaces_an_input
 Models (``load_model``)
     corrupt file ............... tests/test_model.py::test_truncated_file, ::test_random_bytes; CLI here
     newer format version ....... tests/test_model.py::test_newer_format_version_asks_to_upgrade; CLI here
@@ -392,6 +397,86 @@ def test_write_failure_keeps_the_previous_file(capsys, tmp_path, model_file, tif
     assert words in line and str(out) in line
     assert previous.read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["in_labels.tif"]  # no temp file left
+
+
+# --------------------------------------------------------------------------- existing outputs
+
+
+def test_a_zarr_output_written_meanwhile_by_another_run_is_kept(capsys, tmp_path, model_file,
+                                                                 monkeypatch) -> None:
+    # Issue 10 item 4a: two runs writing the same zarr both exited 0, the first result gone.
+    image = _write(tmp_path / "img.tif", _image((48, 48)))
+    target = tmp_path / "out" / "img_labels.zarr"
+    real_segment = napari_unet.batch.segment
+
+    def other_run_finishes_first(*args, **kwargs):
+        target.mkdir(parents=True)
+        (target / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
+        (target / "theirs").write_text("first result")
+        return real_segment(*args, **kwargs)
+
+    monkeypatch.setattr(napari_unet.batch, "segment", other_run_finishes_first)
+    line = _segment_cli(capsys, image, model_file, tmp_path / "out", "--format", "zarr")
+    assert "while this run worked" in line and "--overwrite" in line
+    assert (target / "theirs").read_text() == "first result"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["img_labels.zarr"]
+
+
+def test_overwrite_never_deletes_an_ordinary_folder(capsys, tmp_path, model_file,
+                                                     monkeypatch) -> None:
+    # Issue 10 item 4b: --overwrite deleted a same-named folder that is not a zarr store.
+    image = _write(tmp_path / "img.tif", _image((48, 48)))
+    folder = tmp_path / "out" / "img_labels.zarr"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("keep me")
+    (tmp_path / "out" / "img_labels.tif").mkdir()
+    monkeypatch.setattr(napari_unet.batch, "load_model", _no_work)
+    for fmt, words in (("zarr", "not a zarr store"), ("tiff", "is a folder")):
+        line = _segment_cli(capsys, image, model_file, tmp_path / "out", "--format", fmt,
+                            "--overwrite")
+        assert words in line
+    assert (folder / "notes.txt").read_text() == "keep me"
+    assert (tmp_path / "out" / "img_labels.tif").is_dir()
+
+
+def _no_work(*args, **kwargs):
+    raise AssertionError("the refusal must come before any work")
+
+
+@pytest.mark.parametrize("fmt", ["tiff", "zarr"])
+def test_overwrite_never_replaces_an_input(capsys, tmp_path, model_file, monkeypatch, fmt) -> None:
+    # Issue 10 item 4c: `segment d/*.tif --out d --overwrite` overwrote d/img_labels.tif,
+    # which was itself one of the inputs.
+    d = tmp_path / "d"
+    d.mkdir()
+    _write(d / "img.tif", _image((48, 48)))
+    if fmt == "tiff":
+        mine = _write(d / "img_labels.tif", _image((48, 48), seed=1))
+    else:
+        mine = d / "img_labels.zarr"
+        napari_unet.zarr_io.create_labels(mine, (48, 48), "YX")
+    before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} if mine.is_dir() \
+        else mine.read_bytes()
+    monkeypatch.setattr(napari_unet.batch, "load_model", _no_work)
+    line = _cli_error(capsys, ["segment", d / "img.tif", mine, "--model", model_file,
+                               "--out", d, "--device", "cpu", "--format", fmt, "--overwrite"])
+    assert "one of the inputs" in line
+    after = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} if mine.is_dir() \
+        else mine.read_bytes()
+    assert after == before
+    assert sorted(p.name for p in d.iterdir()) == sorted(["img.tif", mine.name])
+    # Also when the input is reached by another path (a link) and for the overlay.
+    (tmp_path / "link").symlink_to(d)
+    _write(d / "img_overlay.png", _image((8, 8)))
+    line = _cli_error(capsys, ["segment", d / "img.tif", tmp_path / "link" / "img_overlay.png",
+                               "--model", model_file, "--out", d, "--device", "cpu",
+                               "--overlay", "--overwrite", "--format", fmt])
+    assert "one of the inputs" in line
+    if fmt == "zarr":  # an input inside the store that would be replaced
+        line = _cli_error(capsys, ["segment", d / "img.tif", mine / "0", "--model", model_file,
+                                   "--out", d, "--device", "cpu", "--format", fmt,
+                                   "--overwrite"])
+        assert "one of the inputs" in line and mine.is_dir()
 
 
 # --------------------------------------------------------------------------- models
