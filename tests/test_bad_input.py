@@ -29,7 +29,7 @@ Files (``read_image`` and ``napari-unet segment``)
     full disk .................. here (CLI: old file byte-identical, no temp file);
                                  write_labels in test_tiff_io.py::test_full_disk_message_names_folder_and_fix
 Existing outputs (here; atomic_folder also in tests/test_atomic.py)
-    a zarr output written meanwhile by another run (kept, exit 2) ... test_a_zarr_output_written_meanwhile_by_another_run_is_kept
+    a zarr or TIFF output written meanwhile by another run (kept, exit 2) ... test_an_output_written_meanwhile_by_another_run_is_kept
     --overwrite with an ordinary folder under the output's name (kept) ... test_overwrite_never_deletes_an_ordinary_folder
     an output that is one of the inputs, via a link, or a store holding one (kept, even with
                                  --overwrite) ... test_overwrite_never_replaces_an_input
@@ -418,24 +418,29 @@ def test_write_failure_keeps_the_previous_file(capsys, tmp_path, model_file, tif
 # --------------------------------------------------------------------------- existing outputs
 
 
-def test_a_zarr_output_written_meanwhile_by_another_run_is_kept(capsys, tmp_path, model_file,
-                                                                 monkeypatch) -> None:
+@pytest.mark.parametrize("fmt", ["zarr", "tiff"])
+def test_an_output_written_meanwhile_by_another_run_is_kept(capsys, tmp_path, model_file,
+                                                            monkeypatch, fmt) -> None:
     # Issue 10 item 4a: two runs writing the same zarr both exited 0, the first result gone.
     image = _write(tmp_path / "img.tif", _image((48, 48)))
-    target = tmp_path / "out" / "img_labels.zarr"
+    target = tmp_path / "out" / ("img_labels.zarr" if fmt == "zarr" else "img_labels.tif")
     real_segment = napari_unet.batch.segment
 
     def other_run_finishes_first(*args, **kwargs):
-        target.mkdir(parents=True)
-        (target / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
-        (target / "theirs").write_text("first result")
+        if fmt == "zarr":
+            target.mkdir(parents=True)
+            (target / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
+            (target / "theirs").write_text("first result")
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("first result")
         return real_segment(*args, **kwargs)
 
     monkeypatch.setattr(napari_unet.batch, "segment", other_run_finishes_first)
-    line = _segment_cli(capsys, image, model_file, tmp_path / "out", "--format", "zarr")
-    assert "while this run worked" in line and "--overwrite" in line
-    assert (target / "theirs").read_text() == "first result"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["img_labels.zarr"]
+    line = _segment_cli(capsys, image, model_file, tmp_path / "out", "--format", fmt)
+    assert "--overwrite" in line and "left as it is" in line
+    assert (target / "theirs" if fmt == "zarr" else target).read_text() == "first result"
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
 
 
 def test_overwrite_never_deletes_an_ordinary_folder(capsys, tmp_path, model_file,

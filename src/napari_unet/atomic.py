@@ -39,15 +39,15 @@ def _write_error(path: Path, exc: BaseException) -> OutputWriteError:
     )
 
 
-def _check_target(path: Path, overwrite: bool) -> None:
+def _check_target(path: Path, overwrite: bool, meanwhile: bool = False) -> None:
+    what = f"{str(path)!r} " + ("appeared while this run worked (another run or program "
+                                "wrote it) and " if meanwhile else "")
     if path.is_dir():
-        raise OutputWriteError(
-            f"{str(path)!r} is a folder; give a file name inside it instead"
-        )
+        raise OutputWriteError(f"{what}is a folder; give a file name inside it instead")
     if path.exists() and not overwrite:
         raise OutputWriteError(
-            f"{str(path)!r} exists; pass overwrite=True (CLI: --overwrite) to replace it, "
-            "or choose another name"
+            f"{what}exists; it was left as it is: pass overwrite=True (CLI: --overwrite) to "
+            "replace it, or choose another name"
         )
 
 
@@ -76,7 +76,7 @@ def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        _check_target(target, overwrite)  # another process may have created it meanwhile
+        _check_target(target, overwrite, meanwhile=True)  # another run may have written it
         os.replace(tmp, target)
     except BaseException as exc:
         with suppress(OSError):
