@@ -10,6 +10,7 @@ from napari_unet.errors import OutputWriteError
 
 
 def _write(folder, text: str) -> None:
+    (folder / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
     (folder / "chunk").write_text(text)
 
 
@@ -45,3 +46,49 @@ def test_a_file_in_the_way_is_named_in_the_error(tmp_path):
     with pytest.raises(OutputWriteError, match="is a file"):
         with atomic_folder(tmp_path / "labels.zarr", overwrite=True):
             pass
+
+
+def test_a_folder_written_meanwhile_by_another_run_is_not_replaced(tmp_path):
+    # Issue 10 item 4: two runs writing the same zarr both succeeded, the first result lost.
+    target = tmp_path / "labels.zarr"
+    with pytest.raises(OutputWriteError, match="while this run worked"):
+        with atomic_folder(target) as tmp:
+            _write(tmp, "ours")
+            target.mkdir()  # another run finished first
+            _write(target, "theirs")
+    assert (target / "chunk").read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr"]
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_a_zarr_store(tmp_path):
+    target = tmp_path / "labels.zarr"
+    target.mkdir()
+    (target / "thesis.docx").write_text("years of work")
+    with pytest.raises(OutputWriteError, match="not a zarr store"):
+        with atomic_folder(target, overwrite=True) as tmp:
+            _write(tmp, "new")
+    assert (target / "thesis.docx").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr"]
+
+
+def test_overwrite_rechecks_a_folder_put_there_meanwhile(tmp_path):
+    target = tmp_path / "labels.zarr"
+    with pytest.raises(OutputWriteError, match="not a zarr store"):
+        with atomic_folder(target, overwrite=True) as tmp:
+            _write(tmp, "new")
+            target.mkdir()
+            (target / "notes.txt").write_text("keep me")
+    assert (target / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr"]
+
+
+def test_overwrite_of_a_linked_store_leaves_no_link_behind(tmp_path):
+    real = tmp_path / "real.zarr"
+    real.mkdir()
+    _write(real, "old")
+    target = tmp_path / "labels.zarr"
+    target.symlink_to(real)
+    with atomic_folder(target, overwrite=True) as tmp:
+        _write(tmp, "new")
+    assert not target.is_symlink() and (target / "chunk").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr", "real.zarr"]

@@ -19,12 +19,31 @@ Images given to ``segment()``
 Files (``read_image`` and ``napari-unet segment``)
     truncated TIFF ............. CLI here; read_image in tests/test_tiff_io.py::test_truncated_tiff
     TIFF named .png (works) .... here; read_image also test_tiff_io.py::test_tiff_with_wrong_extension_is_read_as_tiff
+    LZW / JPEG / G4 compressed TIFF (works: imagecodecs) ... here (CLI, napari reader);
+                                 test_tiff_io.py::test_ordinary_compressed_tiffs_are_read,
+                                 ::test_a_missing_codec_is_not_called_damage
     non-image file ............. CLI here; read_image in test_tiff_io.py::test_not_an_image
     missing / folder / unreadable path ... here; read_image also test_tiff_io.py::test_missing_file_and_folder
     read-only output folder .... here (chmod, skipped as root; plus a simulated EACCES that always runs);
                                  write_labels in test_tiff_io.py::test_read_only_folder
     full disk .................. here (CLI: old file byte-identical, no temp file);
                                  write_labels in test_tiff_io.py::test_full_disk_message_names_folder_and_fix
+Existing outputs (here; atomic_folder also in tests/test_atomic.py)
+    a zarr or TIFF output written meanwhile by another run (kept, exit 2) ... test_an_output_written_meanwhile_by_another_run_is_kept
+    --overwrite with an ordinary folder under the output's name (kept) ... test_overwrite_never_deletes_an_ordinary_folder
+    an output that is one of the inputs, via a link, or a store holding one (kept, even with
+                                 --overwrite) ... test_overwrite_never_replaces_an_input
+Calibration (here; read before any work, never refused: what cannot be read is dropped
+with a CalibrationWarning, one "napari-unet: warning:" line in the CLI)
+    unit synonyms (pixels, micrometers, Microns, angstrom, nanometers; OME Å) ... test_unit_synonyms_are_read,
+                                 test_an_angstrom_ome_tiff_is_read_in_micrometres
+    unknown unit (furlong, sec, A) ... test_an_unknown_unit_drops_the_calibration_with_a_warning
+    NaN / inf / negative / text spacing (ImageJ Z, OME X, NGFF scale) ... test_an_unusable_z_spacing_is_dropped_with_a_warning,
+                                 test_an_unusable_ome_pixel_size_is_dropped_with_a_warning (+ napari reader),
+                                 test_zarr_calibration_is_read_or_dropped_with_a_warning
+    all of these through the CLI, TIFF and zarr output (warning before the work, valid
+                                 zarr.json) ... test_calibration_problems_through_the_cli
+    NaN / inf / 0 / negative pixel size given to create_labels ... test_zarr_labels_never_get_an_invalid_pixel_size
 Models (``load_model``)
     corrupt file ............... tests/test_model.py::test_truncated_file, ::test_random_bytes; CLI here
     newer format version ....... tests/test_model.py::test_newer_format_version_asks_to_upgrade; CLI here
@@ -62,6 +81,8 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
+import math
 import os
 import pickle
 from pathlib import Path
@@ -75,6 +96,9 @@ from hypothesis.extra import numpy as hnp
 from safetensors.torch import load_file, save_file
 
 import napari_unet
+import napari_unet.batch
+import napari_unet.errors
+import napari_unet.zarr_io
 from _data import small_model
 from napari_unet import fine_tune, load_model, segment
 from napari_unet.cli import main
@@ -307,6 +331,21 @@ def test_tiff_with_no_pixels(capsys, tmp_path, model_file) -> None:
     assert "empty image" in line and "truncated" not in line
 
 
+@pytest.mark.parametrize("compression", ["lzw", "jpeg"])
+def test_compressed_tiffs_through_the_cli_and_the_napari_reader(capsys, tmp_path, model_file,
+                                                                 compression) -> None:
+    # Issue 10 item 11: were "damaged or incomplete" without imagecodecs (now a dependency).
+    path = _write(tmp_path / f"{compression}.tif", _image((64, 64)), compression=compression)
+    from napari_unet._reader import get_reader
+
+    layers = get_reader(str(path))(str(path))
+    assert np.asarray(layers[0][0]).shape == (64, 64)
+    code = main(["segment", str(path), "--model", str(model_file), "--out",
+                 str(tmp_path / "o"), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert tifffile.imread(tmp_path / "o" / f"{compression}_labels.tif").shape == (64, 64)
+
+
 @pytest.mark.parametrize(("content", "words"), [
     (b"name,area\n1,2\n", "not a TIFF, PNG or JPEG"),
     (b"", "empty"),
@@ -374,6 +413,231 @@ def test_write_failure_keeps_the_previous_file(capsys, tmp_path, model_file, tif
     assert words in line and str(out) in line
     assert previous.read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["in_labels.tif"]  # no temp file left
+
+
+# --------------------------------------------------------------------------- existing outputs
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "tiff"])
+def test_an_output_written_meanwhile_by_another_run_is_kept(capsys, tmp_path, model_file,
+                                                            monkeypatch, fmt) -> None:
+    # Issue 10 item 4a: two runs writing the same zarr both exited 0, the first result gone.
+    image = _write(tmp_path / "img.tif", _image((48, 48)))
+    target = tmp_path / "out" / ("img_labels.zarr" if fmt == "zarr" else "img_labels.tif")
+    real_segment = napari_unet.batch.segment
+
+    def other_run_finishes_first(*args, **kwargs):
+        if fmt == "zarr":
+            target.mkdir(parents=True)
+            (target / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
+            (target / "theirs").write_text("first result")
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("first result")
+        return real_segment(*args, **kwargs)
+
+    monkeypatch.setattr(napari_unet.batch, "segment", other_run_finishes_first)
+    line = _segment_cli(capsys, image, model_file, tmp_path / "out", "--format", fmt)
+    assert "--overwrite" in line and "left as it is" in line
+    assert (target / "theirs" if fmt == "zarr" else target).read_text() == "first result"
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
+
+
+def test_overwrite_never_deletes_an_ordinary_folder(capsys, tmp_path, model_file,
+                                                     monkeypatch) -> None:
+    # Issue 10 item 4b: --overwrite deleted a same-named folder that is not a zarr store.
+    image = _write(tmp_path / "img.tif", _image((48, 48)))
+    folder = tmp_path / "out" / "img_labels.zarr"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("keep me")
+    (tmp_path / "out" / "img_labels.tif").mkdir()
+    monkeypatch.setattr(napari_unet.batch, "load_model", _no_work)
+    for fmt, words in (("zarr", "not a zarr store"), ("tiff", "is a folder")):
+        line = _segment_cli(capsys, image, model_file, tmp_path / "out", "--format", fmt,
+                            "--overwrite")
+        assert words in line
+    assert (folder / "notes.txt").read_text() == "keep me"
+    assert (tmp_path / "out" / "img_labels.tif").is_dir()
+
+
+def _no_work(*args, **kwargs):
+    raise AssertionError("the refusal must come before any work")
+
+
+@pytest.mark.parametrize("fmt", ["tiff", "zarr"])
+def test_overwrite_never_replaces_an_input(capsys, tmp_path, model_file, monkeypatch, fmt) -> None:
+    # Issue 10 item 4c: `segment d/*.tif --out d --overwrite` overwrote d/img_labels.tif,
+    # which was itself one of the inputs.
+    d = tmp_path / "d"
+    d.mkdir()
+    _write(d / "img.tif", _image((48, 48)))
+    if fmt == "tiff":
+        mine = _write(d / "img_labels.tif", _image((48, 48), seed=1))
+    else:
+        mine = d / "img_labels.zarr"
+        napari_unet.zarr_io.create_labels(mine, (48, 48), "YX")
+    before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} if mine.is_dir() \
+        else mine.read_bytes()
+    monkeypatch.setattr(napari_unet.batch, "load_model", _no_work)
+    line = _cli_error(capsys, ["segment", d / "img.tif", mine, "--model", model_file,
+                               "--out", d, "--device", "cpu", "--format", fmt, "--overwrite"])
+    assert "one of the inputs" in line
+    after = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} if mine.is_dir() \
+        else mine.read_bytes()
+    assert after == before
+    assert sorted(p.name for p in d.iterdir()) == sorted(["img.tif", mine.name])
+    # Also when the input is reached by another path (a link) and for the overlay.
+    (tmp_path / "link").symlink_to(d)
+    _write(d / "img_overlay.png", _image((8, 8)))
+    line = _cli_error(capsys, ["segment", d / "img.tif", tmp_path / "link" / "img_overlay.png",
+                               "--model", model_file, "--out", d, "--device", "cpu",
+                               "--overlay", "--overwrite", "--format", fmt])
+    assert "one of the inputs" in line
+    if fmt == "zarr":  # an input inside the store that would be replaced
+        line = _cli_error(capsys, ["segment", d / "img.tif", mine / "0", "--model", model_file,
+                                   "--out", d, "--device", "cpu", "--format", fmt,
+                                   "--overwrite"])
+        assert "one of the inputs" in line and mine.is_dir()
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def _imagej(path: Path, unit: str = "um", spacing=0.7, resolution=(2.0, 2.0)) -> Path:
+    return _write(path, _image((3, 40, 40)), imagej=True, resolution=resolution,
+                  metadata={"unit": unit, "spacing": spacing, "axes": "ZYX"})
+
+
+def _ome(path: Path, x: str, unit: str = "µm") -> Path:
+    """An OME-TIFF whose PhysicalSizeX is ``x`` (Y is 0.5 of the same unit)."""
+    xml = ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/'
+           'Schemas/OME/2016-06"><Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT"'
+           ' Type="uint8" SizeX="40" SizeY="40" SizeZ="3" SizeC="1" SizeT="1" '
+           f'PhysicalSizeX="{x}" PhysicalSizeXUnit="{unit}" PhysicalSizeY="0.5" '
+           f'PhysicalSizeYUnit="{unit}"><TiffData/></Pixels></Image></OME>')
+    return _write(path, _image((3, 40, 40)), description=xml.encode(), metadata=None,
+                  photometric="minisblack")
+
+
+@pytest.mark.parametrize(("unit", "size", "read_unit"), [
+    ("pixels", (0.7, 0.5, 0.5), "pixel"),
+    ("micrometers", (0.7, 0.5, 0.5), "um"),
+    ("Microns", (0.7, 0.5, 0.5), "um"),
+    ("angstrom", (0.7e-4, 0.5e-4, 0.5e-4), "um"),
+    ("nanometers", (0.7e-3, 0.5e-3, 0.5e-3), "um"),
+])
+def test_unit_synonyms_are_read(tmp_path, unit, size, read_unit) -> None:
+    # Issue 10 item 10: refused only after the whole segmentation ran.
+    image = read_image(_imagej(tmp_path / "in.tif", unit))
+    assert image.unit == read_unit
+    assert image.pixel_size == pytest.approx(size)
+
+
+@pytest.mark.parametrize("unit", ["furlong", "sec", "A"])
+def test_an_unknown_unit_drops_the_calibration_with_a_warning(tmp_path, unit) -> None:
+    with pytest.warns(napari_unet.errors.CalibrationWarning, match=repr(unit)):
+        image = read_image(_imagej(tmp_path / "in.tif", unit))
+    assert image.pixel_size is None and image.unit is None
+
+
+@pytest.mark.parametrize("spacing", [float("nan"), float("inf"), -2.0, "abc"])
+def test_an_unusable_z_spacing_is_dropped_with_a_warning(tmp_path, spacing) -> None:
+    with pytest.warns(napari_unet.errors.CalibrationWarning, match="Z"):
+        image = read_image(_imagej(tmp_path / "in.tif", "um", spacing))
+    assert image.pixel_size == (1.0, 0.5, 0.5) and image.unit == "um"  # Z as if not given
+
+
+@pytest.mark.parametrize("x", ["NaN", "-0.5", "INF", "abc", "0"])
+def test_an_unusable_ome_pixel_size_is_dropped_with_a_warning(tmp_path, x) -> None:
+    with pytest.warns(napari_unet.errors.CalibrationWarning, match="X"):
+        image = read_image(_ome(tmp_path / "in.ome.tif", x))
+    assert image.pixel_size == (1.0, 0.5, 0.5)  # X as if not given: Y's value
+    from napari_unet._reader import read_layers
+
+    with pytest.warns(napari_unet.errors.CalibrationWarning):
+        scale = read_layers(str(tmp_path / "in.ome.tif"))[0][1]["scale"]
+    assert all(math.isfinite(v) and v > 0 for v in scale)  # never a mirrored layer
+
+
+def test_an_angstrom_ome_tiff_is_read_in_micrometres(tmp_path) -> None:
+    image = read_image(_ome(tmp_path / "in.ome.tif", "5", "Å"))
+    assert image.unit == "um" and image.pixel_size == pytest.approx((1.0, 5e-5, 5e-4))
+
+
+@pytest.mark.parametrize("fmt", ["tiff", "zarr"])
+@pytest.mark.parametrize(("unit", "spacing", "warns"), [
+    ("pixels", 0.7, False), ("micrometers", 0.7, False), ("angstrom", 0.7, False),
+    ("um", float("nan"), True), ("um", -2.0, True), ("furlong", 0.7, True),
+], ids=["pixels", "micrometers", "angstrom", "nan", "negative", "unknown"])
+def test_calibration_problems_through_the_cli(capsys, tmp_path, model_file, monkeypatch, fmt,
+                                              unit, spacing, warns) -> None:
+    path = _imagej(tmp_path / "in.tif", unit, spacing)
+    seen = []
+    real_segment = napari_unet.batch.segment
+
+    def record(*args, **kwargs):  # what stderr holds when the work starts
+        seen.append(capsys.readouterr().err)
+        return real_segment(*args, **kwargs)
+
+    monkeypatch.setattr(napari_unet.batch, "segment", record)
+    code = main(["segment", str(path), "--model", str(model_file), "--out",
+                 str(tmp_path / "out"), "--device", "cpu", "--format", fmt])
+    err = "".join(seen) + capsys.readouterr().err
+    assert code == 0, err
+    assert "Traceback" not in err
+    if warns:
+        assert seen[0].startswith("napari-unet: warning:"), seen
+        assert len(seen[0].strip().splitlines()) == 1
+    else:
+        assert not err.strip()
+    if fmt == "zarr":
+        text = (tmp_path / "out" / "in_labels.zarr" / "zarr.json").read_text()
+        json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in zarr.json"))
+        labels = read_image(tmp_path / "out" / "in_labels.zarr")
+    else:
+        labels = read_image(tmp_path / "out" / "in_labels.tif")
+    assert labels.data.shape == (3, 40, 40)
+    if labels.pixel_size is not None:
+        assert all(math.isfinite(v) and v > 0 for v in labels.pixel_size)
+
+
+def _ngff(path: Path, scale, unit) -> Path:
+    napari_unet.zarr_io.create_labels(path, (2, 8, 8), "ZYX", pixel_size=(2.0, 0.5, 0.5))
+    meta = json.loads((path / "zarr.json").read_text())
+    multiscale = meta["attributes"]["ome"]["multiscales"][0]
+    for axis in multiscale["axes"]:
+        axis["unit"] = unit
+    multiscale["datasets"][0]["coordinateTransformations"][0]["scale"] = scale
+    (path / "zarr.json").write_text(json.dumps(meta))
+    return path
+
+
+def test_zarr_calibration_is_read_or_dropped_with_a_warning(tmp_path) -> None:
+    image = read_image(_ngff(tmp_path / "a.zarr", [2.0, 5.0, 5.0], "angstrom"))
+    assert image.unit == "um" and image.pixel_size == pytest.approx((2e-4, 5e-4, 5e-4))
+    image = read_image(_ngff(tmp_path / "b.zarr", [2.0, 0.5, 0.5], "micrometer"))
+    assert image.unit == "um" and image.pixel_size == pytest.approx((2.0, 0.5, 0.5))
+    with pytest.warns(napari_unet.errors.CalibrationWarning, match="furlong"):
+        image = read_image(_ngff(tmp_path / "c.zarr", [2.0, 0.5, 0.5], "furlong"))
+    assert image.pixel_size is None
+    for i, scale in enumerate(([-2.0, 0.5, 0.5], ["x", 0.5, 0.5], [None, 0.5, 0.5])):
+        with pytest.warns(napari_unet.errors.CalibrationWarning, match="Z"):
+            image = read_image(_ngff(tmp_path / f"d{i}.zarr", scale, "micrometer"))
+        assert image.pixel_size == (1.0, 0.5, 0.5)
+    bad = _ngff(tmp_path / "e.zarr", [2.0, 0.5, 0.5], "micrometer")
+    (bad / "zarr.json").write_text((bad / "zarr.json").read_text().replace(
+        '"scale": [2.0, 0.5, 0.5]', '"scale": [2.0, NaN, 0.5]'))
+    with pytest.warns(napari_unet.errors.CalibrationWarning):
+        image = read_image(bad)
+    assert image.pixel_size == (2.0, 0.5, 0.5)
+
+
+@pytest.mark.parametrize("size", [float("nan"), float("inf"), -1.0, 0.0])
+def test_zarr_labels_never_get_an_invalid_pixel_size(tmp_path, size) -> None:
+    with pytest.raises(InvalidLabelsError, match="pixel size"):
+        napari_unet.zarr_io.create_labels(tmp_path / "l.zarr", (8, 8), "YX",
+                                          pixel_size=(size, 1.0))
+    assert not (tmp_path / "l.zarr").exists()
 
 
 # --------------------------------------------------------------------------- models

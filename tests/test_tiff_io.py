@@ -385,3 +385,67 @@ def test_inch_calibration_is_written_in_micrometres(tmp_path) -> None:
     assert back.unit == "um"
     assert back.pixel_size == pytest.approx((25.4, 50.8))
 
+
+
+# ----------------------------------------------------------------------------- compressed TIFFs
+
+
+def _pillow_tiff(path: Path, data: np.ndarray, compression: str) -> Path:
+    """A TIFF compressed by Pillow (libtiff), so writing it never needs imagecodecs."""
+    from PIL import Image
+
+    Image.fromarray(data).save(path, compression=compression)
+    return path
+
+
+@pytest.mark.parametrize(("writer", "dtype", "lossless"), [
+    ("tifffile-lzw", np.uint16, True),
+    ("tifffile-jpeg", np.uint8, False),
+    ("pillow-tiff_lzw", np.uint8, True),
+    ("pillow-jpeg", np.uint8, False),
+    ("pillow-group4", bool, True),
+])
+def test_ordinary_compressed_tiffs_are_read(tmp_path, writer, dtype, lossless):
+    # Issue 10 item 11: LZW, JPEG, G4, ... TIFFs were reported as "damaged or incomplete"
+    # because tifffile decodes them with imagecodecs, which was not a dependency.
+    rng = np.random.default_rng(0)
+    top = 2 if dtype is bool else 200
+    data = (rng.integers(0, top, (48, 40)) if dtype is not bool
+            else rng.integers(0, 2, (48, 40))).astype(dtype)
+    path = tmp_path / f"{writer}.tif"
+    library, compression = writer.split("-")
+    if library == "pillow":
+        _pillow_tiff(path, data, compression)
+    else:
+        pytest.importorskip("imagecodecs")  # writing these needs it; reading is the test
+        tifffile.imwrite(path, data, compression=compression)
+    image = read_image(path)
+    assert image.axes == "YX" and image.data.shape == data.shape
+    if lossless:
+        np.testing.assert_array_equal(np.asarray(image.data).astype(data.dtype), data)
+    else:
+        assert np.abs(np.asarray(image.data, float) - data).mean() < 20
+
+
+def test_imagecodecs_is_a_dependency():
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    names = [d.split(";")[0].split("[")[0].split(">")[0].split("=")[0].strip().lower()
+             for d in pyproject["project"]["dependencies"]]
+    assert "imagecodecs" in names
+
+
+def test_a_missing_codec_is_not_called_damage(tmp_path, monkeypatch):
+    # Without imagecodecs (a broken install), say what is missing, not "damaged".
+    path = tmp_path / "lzw.tif"
+    tifffile.imwrite(path, np.ones((8, 8), np.uint16))
+
+    def missing(*args, **kwargs):
+        raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", missing)
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    assert "imagecodecs" in str(info.value) and "pip install" in str(info.value)
+    assert "damaged" not in str(info.value)

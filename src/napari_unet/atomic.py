@@ -39,15 +39,15 @@ def _write_error(path: Path, exc: BaseException) -> OutputWriteError:
     )
 
 
-def _check_target(path: Path, overwrite: bool) -> None:
+def _check_target(path: Path, overwrite: bool, meanwhile: bool = False) -> None:
+    what = f"{str(path)!r} " + ("appeared while this run worked (another run or program "
+                                "wrote it) and " if meanwhile else "")
     if path.is_dir():
-        raise OutputWriteError(
-            f"{str(path)!r} is a folder; give a file name inside it instead"
-        )
+        raise OutputWriteError(f"{what}is a folder; give a file name inside it instead")
     if path.exists() and not overwrite:
         raise OutputWriteError(
-            f"{str(path)!r} exists; pass overwrite=True (CLI: --overwrite) to replace it, "
-            "or choose another name"
+            f"{what}exists; it was left as it is: pass overwrite=True (CLI: --overwrite) to "
+            "replace it, or choose another name"
         )
 
 
@@ -76,7 +76,7 @@ def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        _check_target(target, overwrite)  # another process may have created it meanwhile
+        _check_target(target, overwrite, meanwhile=True)  # another run may have written it
         os.replace(tmp, target)
     except BaseException as exc:
         with suppress(OSError):
@@ -100,21 +100,47 @@ def atomic_write(
     return target
 
 
+def _is_store(path: Path) -> bool:
+    """Whether the folder ``path`` is a zarr store (v2 or v3), the only kind of folder an
+    output may replace."""
+    return any((path / name).exists() for name in ("zarr.json", ".zgroup", ".zarray"))
+
+
+def _check_folder_target(target: Path, overwrite: bool, meanwhile: bool = False) -> None:
+    """Refuse to replace a file, an existing folder without ``overwrite``, or a folder that
+    is not a zarr store (a user's folder that happens to have the output's name)."""
+    if not os.path.lexists(target):
+        return
+    what = f"{str(target)!r} " + ("appeared while this run worked (another run or program "
+                                  "wrote it) and " if meanwhile else "")
+    if not target.is_dir():
+        raise OutputWriteError(
+            f"{what}is a file; give a folder name (e.g. ending in .zarr), or move the file away"
+        )
+    if not overwrite:
+        raise OutputWriteError(
+            f"{what}exists; it was left as it is: pass overwrite=True (CLI: --overwrite) to "
+            "replace it, or choose another name"
+        )
+    if not _is_store(target):
+        raise OutputWriteError(
+            f"{what}is a folder but not a zarr store; overwrite replaces only an earlier zarr "
+            "result, never another folder: move it away or choose another name"
+        )
+
+
 @contextmanager
 def atomic_folder(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Like :func:`atomic_path` for a folder output (a zarr store): yield a hidden
     temporary folder next to ``path``; on success it takes ``path``'s place (the previous
-    folder is removed only once the new one is complete), on failure it is deleted."""
+    folder is removed only once the new one is complete), on failure it is deleted.
+
+    An existing ``path`` is replaced only with ``overwrite`` and only when it is a zarr
+    store; both are checked before the work and again right before the rename, so a
+    result another run wrote meanwhile is never lost without ``overwrite``.
+    """
     target = Path(path)
-    if target.exists() and not target.is_dir():
-        raise OutputWriteError(
-            f"{str(target)!r} is a file; give a folder name (e.g. ending in .zarr)"
-        )
-    if target.exists() and not overwrite:
-        raise OutputWriteError(
-            f"{str(target)!r} exists; pass overwrite=True (CLI: --overwrite) to replace it, "
-            "or choose another name"
-        )
+    _check_folder_target(target, overwrite)
     tmp = target.with_name(f".tmp-{secrets.token_hex(4)}-{target.name}")
     try:
         tmp.mkdir(parents=True)
@@ -122,16 +148,25 @@ def atomic_folder(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
         raise _write_error(target, exc) from exc
     try:
         yield tmp
+        _check_folder_target(target, overwrite, meanwhile=True)
         old = target.with_name(f".old-{secrets.token_hex(4)}-{target.name}")
-        if target.exists():
+        if os.path.lexists(target):
             os.replace(target, old)
         try:
-            os.replace(tmp, target)
-        except OSError:
-            if old.exists():
+            # rename, not replace: without overwrite, a folder that appears in this last
+            # instant makes it fail (a non-empty folder is never replaced) instead of
+            # being lost.
+            os.rename(tmp, target)
+        except OSError as exc:
+            if os.path.lexists(old):
                 os.replace(old, target)  # put the previous result back
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                _check_folder_target(target, overwrite, meanwhile=True)
             raise
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink():
+            old.unlink()  # a linked store: remove the link, not what it points to
+        else:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, NapariUnetError) or not isinstance(exc, Exception):

@@ -33,7 +33,7 @@ from .progress import CancelToken, ProgressCallback
 from .registry import load_model
 from .segment import prepare_image, segment, stitch_along_z
 from .tiff_io import LAZY_THRESHOLD_BYTES, ImageData, image_stem, read_image, write_labels
-from .zarr_io import create_labels
+from .zarr_io import create_labels, is_zarr
 
 FORMATS = ("tiff", "zarr")
 _SUFFIX = {"tiff": "_labels.tif", "zarr": "_labels.zarr"}
@@ -79,9 +79,13 @@ def output_paths(sources: Sequence[PathLike], out_dir: PathLike, fmt: str = "tif
                  overwrite: bool = False, overlay: bool = False
                  ) -> list[tuple[Path, Optional[Path]]]:
     """(labels, overlay) paths per source, checked before any work so a batch never
-    stops halfway on a name clash or an existing file."""
+    stops halfway on a name clash or an existing file, and never replaces one of its own
+    inputs (``segment d/*.tif --out d --overwrite``), a folder with a file output or a
+    folder that is not a zarr store with a zarr output."""
     if fmt not in FORMATS:
         raise OutputWriteError(f"unknown output format {fmt!r}; use one of {FORMATS}")
+    inputs = [_identity(s) for s in sources]
+    resolved = [Path(s).resolve() for s in sources]
     out, seen = [], set()
     for source in sources:
         stem = image_stem(source)
@@ -94,10 +98,45 @@ def output_paths(sources: Sequence[PathLike], out_dir: PathLike, fmt: str = "tif
             )
         seen.add(labels)
         for target in (labels, preview):
-            if target is not None and target.exists() and not overwrite:
+            if target is None or not os.path.lexists(target):
+                continue
+            if _identity(target) in inputs or (target.is_dir() and any(
+                    target.resolve() in r.parents for r in resolved)):
+                raise OutputWriteError(
+                    f"{target} is one of the inputs (or holds one) and would be replaced "
+                    "by an output of the same name; inputs are never replaced, even with "
+                    "--overwrite: choose another --out"
+                )
+            if not overwrite:
                 raise OutputWriteError(f"{target} exists; pass --overwrite or choose another --out")
+            _check_replaceable(target, folder=target == labels and fmt == "zarr")
         out.append((labels, preview))
     return out
+
+
+def _identity(path: PathLike) -> Any:
+    """What a path is on disk: (device, inode) when it exists (links and other spellings
+    of the same file compare equal), else its resolved path."""
+    try:
+        st = os.stat(path)
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return Path(path).resolve()
+
+
+def _check_replaceable(target: Path, folder: bool) -> None:
+    """With --overwrite, an existing output is replaced only by its own kind: a file by a
+    file, a zarr store by a zarr store (a user's ordinary folder never)."""
+    if not folder and target.is_dir():
+        raise OutputWriteError(f"{target} is a folder; --overwrite replaces only a file there: "
+                               "move the folder away or choose another --out")
+    if folder and not target.is_dir():
+        raise OutputWriteError(f"{target} is a file; a zarr output is a folder: move the file "
+                               "away or choose another --out")
+    if folder and not is_zarr(target):
+        raise OutputWriteError(f"{target} is a folder but not a zarr store; --overwrite "
+                               "replaces only an earlier zarr result, never another folder: "
+                               "move it away or choose another --out")
 
 
 def count_objects(labels: Any) -> int:

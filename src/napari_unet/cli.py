@@ -1,7 +1,8 @@
 """The ``napari-unet`` command: segment, train, evaluate, fine-tune and list models headless.
 
 Each sub-command is a thin shell over the public API; errors the package raises on
-purpose are printed as one line and exit with status 2, never as a traceback.
+purpose are printed as one line and exit with status 2, never as a traceback; its
+warnings (for example a calibration that was dropped) as one line each.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,7 +23,7 @@ from . import __version__
 from .batch import FORMATS, FileResult, SegmentOptions, segment_files
 from .blocks import BlockConfig
 from .device import DEVICE_CHOICES, keep_freed_memory
-from .errors import Cancelled, NapariUnetError, OutputWriteError
+from .errors import Cancelled, NapariUnetError, NapariUnetWarning, OutputWriteError
 from .evaluation import evaluate
 from .model import SUFFIX, model_path
 from .finetune import FINE_TUNE_CONFIG, describe_round, fine_tune
@@ -355,7 +357,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", NapariUnetWarning)  # one per file, not per place
+            show = warnings.showwarning
+
+            def one_line(message, category, *rest, **kwargs):  # type: ignore[no-untyped-def]
+                if issubclass(category, NapariUnetWarning):
+                    print(f"napari-unet: warning: {message}", file=sys.stderr)
+                else:
+                    show(message, category, *rest, **kwargs)
+
+            warnings.showwarning = one_line
+            return func(args)
     except (Cancelled, KeyboardInterrupt):
         print("napari-unet: interrupted; no partial output was written", file=sys.stderr)
         return 130

@@ -54,3 +54,12 @@ class SessionError(NapariUnetError, ValueError):
 class InvalidSettingError(NapariUnetError, ValueError):
     """A setting (an option or argument) has a value that cannot work, such as a tile
     overlap that is not smaller than the tile."""
+
+
+class NapariUnetWarning(UserWarning):
+    """Base class of the package's warnings: something was read as well as it could be."""
+
+
+class CalibrationWarning(NapariUnetWarning):
+    """A file's pixel size or unit could not be used and was dropped (the image is still
+    read, uncalibrated along the axes concerned)."""

@@ -10,6 +10,10 @@ Conventions, and why:
   ``unit == "um"`` the values are micrometres (converted from nm, mm, ...); with any other
   unit (ImageJ's ``"pixel"``, for relative anisotropy) they are in that unit. A stack
   calibrated in Y/X only gets ``Z = 1.0``, as in Fiji. ``None`` means no calibration.
+  Units are read in any common spelling (``micrometers``, ``micron``, ``µm``, ``angstrom``,
+  ``pixels``); a value that is not a positive finite number, or a unit that is not a length,
+  is dropped when the file is read, with a :class:`~napari_unet.errors.CalibrationWarning`
+  (see :func:`clean_calibration`), so no work starts on a calibration that cannot be written.
 * **Label files**: ``uint8``/``uint16`` labels are written as ImageJ hyperstack TIFFs, so
   Fiji opens a stack as a stack, with the calibration in the resolution tags plus ImageJ's
   ``spacing`` (Z) and ``unit``. ImageJ TIFFs cannot hold 32-bit integers, so ``uint32``
@@ -28,8 +32,10 @@ import json
 import logging
 import math
 import os
+import re
 import stat
 import threading
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -41,7 +47,7 @@ import numpy as np
 import tifffile
 
 from .atomic import PathLike, atomic_write
-from .errors import ImageReadError, InvalidLabelsError, NapariUnetError
+from .errors import CalibrationWarning, ImageReadError, InvalidLabelsError, NapariUnetError
 
 if TYPE_CHECKING:
     import dask.array
@@ -57,17 +63,24 @@ _PICTURE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
 _KNOWN_AXES = "TZCYX"
 _LABEL_AXES = "TZYX"
 
-# alias -> (canonical unit, micrometres per unit)
+# alias -> (canonical unit, micrometres per unit); plurals and NGFF/OME spellings included
 _LENGTH_UNITS: dict[str, tuple[str, float]] = {
     **dict.fromkeys(
-        ("um", "µm", "μm", "micron", "microns", "micrometer", "micrometre"), ("um", 1.0)
+        ("um", "µm", "μm", "micron", "microns", "micrometer", "micrometers", "micrometre",
+         "micrometres"), ("um", 1.0)
     ),
-    **dict.fromkeys(("nm", "nanometer", "nanometre"), ("nm", 1e-3)),
-    **dict.fromkeys(("mm", "millimeter", "millimetre"), ("mm", 1e3)),
-    **dict.fromkeys(("cm", "centimeter", "centimetre"), ("cm", 1e4)),
-    **dict.fromkeys(("m", "meter", "metre"), ("m", 1e6)),
+    **dict.fromkeys(("nm", "nanometer", "nanometers", "nanometre", "nanometres"), ("nm", 1e-3)),
+    **dict.fromkeys(("mm", "millimeter", "millimeters", "millimetre", "millimetres"),
+                    ("mm", 1e3)),
+    **dict.fromkeys(("cm", "centimeter", "centimeters", "centimetre", "centimetres"),
+                    ("cm", 1e4)),
+    **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), ("m", 1e6)),
     **dict.fromkeys(("inch", "in", "inches"), ("um", 25400.0)),
+    **dict.fromkeys(("angstrom", "angstroms", "ångström", "ångströms", "å"), ("um", 1e-4)),
+    **dict.fromkeys(("pm", "picometer", "picometers", "picometre", "picometres"), ("um", 1e-6)),
 }
+#: Spellings of ImageJ's relative unit (pixel size as a ratio, e.g. Z anisotropy).
+_PIXEL_UNITS = ("pixel", "pixels", "px", "pix")
 _UNIT_NAMES_IMAGEJ = {"um": "micron"}  # what ImageJ itself writes for micrometres
 _UNIT_NAMES_OME = {"um": "µm"}  # OME UnitsLength symbols
 _RESUNIT_CENTIMETER = 3
@@ -250,7 +263,7 @@ def _read_tiff(p: Path, lazy: Optional[bool]) -> ImageData:
                     "export the image again, or check that this is the file you meant"
                 )
             _check_extent(series, p.stat().st_size, p)
-            pixel_size, unit = _calibration(tif, axes)
+            pixel_size, unit = _calibration(tif, axes, p)
             metadata = _stored_metadata(tif)
             if lazy is None:
                 lazy = series.nbytes > LAZY_THRESHOLD_BYTES
@@ -270,6 +283,11 @@ def _read_tiff(p: Path, lazy: Optional[bool]) -> ImageData:
             f"{str(p)!r} does not fit in memory; read it with lazy=True"
         ) from None
     except Exception as exc:
+        if "imagecodecs" in str(exc):  # a compressed TIFF and a broken install, not damage
+            raise ImageReadError(
+                f"{str(p)!r} is compressed in a way that needs the imagecodecs package "
+                f"({exc}); pip install imagecodecs (a dependency of napari-unet)"
+            ) from exc
         raise _damaged(p, f"{type(exc).__name__}: {exc}") from exc
     return ImageData(
         data=data,
@@ -316,45 +334,103 @@ def _check_extent(series: Any, size: int, p: Path) -> None:
 
 
 def _calibration(
-    tif: tifffile.TiffFile, axes: str
+    tif: tifffile.TiffFile, axes: str, p: Path
 ) -> tuple[Optional[tuple[float, ...]], Optional[str]]:
     """Pixel size per Z/Y/X axis of ``axes`` and its unit (see the module docstring)."""
-    sizes, unit = _stored_calibration(tif)
-    if not sizes:
-        return None, None
-    known = _LENGTH_UNITS.get(_unit_key(unit))
-    if known is not None:
-        sizes = {ax: value * known[1] for ax, value in sizes.items()}
-        unit = "um"
-    elif all(value == 1.0 for value in sizes.values()):
-        return None, None  # ImageJ's and tifffile's default: uncalibrated
-    sizes.setdefault("X", sizes.get("Y", 1.0))
-    sizes.setdefault("Y", sizes["X"])
-    sizes.setdefault("Z", 1.0)
-    return tuple(sizes[ax] for ax in axes if ax in "ZYX"), unit
+    return clean_calibration(_stored_calibration(tif), axes, p)
 
 
-def _stored_calibration(tif: tifffile.TiffFile) -> tuple[dict[str, float], Optional[str]]:
-    """Pixel sizes by axis letter, in the file's own unit."""
-    sizes: dict[str, float] = {}
+def _stored_calibration(tif: tifffile.TiffFile) -> dict[str, tuple[Any, Optional[str]]]:
+    """Raw pixel sizes and units by axis letter, as the file gives them (not yet checked)."""
     if tif.is_ome and tif.ome_metadata:
         return _ome_calibration(tif.ome_metadata)
     resolution = _resolution(tif.pages.first)
+    sizes: dict[str, Any] = {}
     if tif.is_imagej:
         ij = tif.imagej_metadata or {}
         if resolution is not None:
             sizes["X"], sizes["Y"] = resolution
-        if ij.get("spacing"):
-            sizes["Z"] = float(ij["spacing"])
-        return sizes, str(ij.get("unit") or "pixel")
+        if ij.get("spacing") not in (None, 0, "", 0.0):  # 0: ImageJ's "not set"
+            sizes["Z"] = ij["spacing"]
+        unit = str(ij.get("unit") or "pixel")
+        return {ax: (value, unit) for ax, value in sizes.items()}
     # Only centimetre resolution is physical; inch values are print DPI from editors.
     if resolution is not None and tif.pages.first.tags.valueof(296) == _RESUNIT_CENTIMETER:
-        sizes["X"], sizes["Y"] = resolution
-    return sizes, "cm"
+        return {"X": (resolution[0], "cm"), "Y": (resolution[1], "cm")}
+    return {}
 
 
 def _unit_key(unit: Optional[str]) -> str:
-    return (unit or "").strip().lower().replace("\\u00b5", "µ")  # ImageJ escapes µ
+    """A unit as a key of :data:`_LENGTH_UNITS`, or ``"pixel"`` for a relative unit."""
+    key = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m[1], 16)),  # ImageJ escapes µ, Å
+                 str(unit or "")).strip().lower()
+    return "pixel" if key in _PIXEL_UNITS else key
+
+
+def _number(value: Any) -> Optional[float]:
+    """``value`` as a positive finite float, or None (NaN, inf, 0, negative, not a number)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def clean_calibration(
+    sizes: Mapping[str, tuple[Any, Optional[str]]], axes: str, source: PathLike,
+    *, micrometres: bool = True,
+) -> tuple[Optional[tuple[float, ...]], Optional[str]]:
+    """Pixel size per Z/Y/X axis of ``axes`` and its unit, from a file's raw calibration
+    (``{axis: (value, unit)}``), read as far as it can be, before any work.
+
+    Length units in any spelling (``micrometers``, ``micron``, ``µm``, ``angstrom``, ...)
+    are converted to micrometres (``micrometres=False``: to the unit's canonical name,
+    ``nm`` stays ``nm``); ``pixels``/``px`` are the relative unit ``"pixel"``; a unit of
+    ``None`` stays ``None`` (values without a unit). A value that is not a positive finite
+    number is dropped for its axis with a :class:`CalibrationWarning` (Z then is 1.0, X
+    takes Y's value and the reverse, as for a file that never gave it); an unknown unit,
+    or length units mixed with relative ones, drops the whole calibration with a warning.
+    """
+    name = str(source)
+    values: dict[str, float] = {}
+    units: set[Optional[str]] = set()
+    for ax, (raw, unit) in sizes.items():
+        number = _number(raw)
+        if number is None:
+            fill = "1.0 is used" if ax == "Z" else "the other axis's pixel size is used"
+            warnings.warn(CalibrationWarning(
+                f"{name!r}: the pixel size along {ax} is {raw!r}, not a positive number; it "
+                f"is ignored ({fill})"), stacklevel=3)
+            continue
+        key = _unit_key(unit)
+        if unit is None or key == "pixel":
+            values[ax] = number
+            units.add(None if unit is None else "pixel")
+            continue
+        known = _LENGTH_UNITS.get(key)
+        if known is None:
+            warnings.warn(CalibrationWarning(
+                f"{name!r}: the pixel size is in {unit!r}, a unit napari-unet does not know; "
+                "the calibration is ignored (use a length unit such as 'micrometer', or "
+                "'pixel')"), stacklevel=3)
+            return None, None
+        canonical = "um" if micrometres else known[0]
+        values[ax] = number * known[1] / _LENGTH_UNITS[canonical][1]
+        units.add(canonical)
+    if len(units) > 1:
+        warnings.warn(CalibrationWarning(
+            f"{name!r}: the pixel sizes mix units ({', '.join(sorted(map(str, units)))}), "
+            "which cannot be expressed as one calibration; it is ignored"), stacklevel=3)
+        return None, None
+    unit_out = units.pop() if units else None
+    if not values or (unit_out == "pixel" and all(v == 1.0 for v in values.values())):
+        return None, None  # ImageJ's and tifffile's default: uncalibrated
+    values.setdefault("X", values.get("Y", 1.0))
+    values.setdefault("Y", values["X"])
+    values.setdefault("Z", 1.0)
+    return tuple(values[ax] for ax in axes if ax in "ZYX"), unit_out
 
 
 def _resolution(page: Any) -> Optional[tuple[float, float]]:
@@ -372,25 +448,14 @@ def _resolution(page: Any) -> Optional[tuple[float, float]]:
     return x, y or x
 
 
-def _ome_calibration(xml: str) -> tuple[dict[str, float], Optional[str]]:
-    """PhysicalSize* of the first image, in micrometres when every unit is a length."""
+def _ome_calibration(xml: str) -> dict[str, tuple[Any, Optional[str]]]:
+    """Raw PhysicalSize* of the first image, with their units (OME's default: µm)."""
     image = _first_ome_image(xml)
     pixels = _child(image, "Pixels") if image is not None else None
     if pixels is None:
-        return {}, None
-    sizes: dict[str, float] = {}
-    units: set[str] = set()
-    for ax in "XYZ":
-        value = pixels.get(f"PhysicalSize{ax}")
-        if value is None:
-            continue
-        unit = pixels.get(f"PhysicalSize{ax}Unit", "µm")
-        known = _LENGTH_UNITS.get(_unit_key(unit))
-        sizes[ax] = float(value) * known[1] if known else float(value)
-        units.add("um" if known else unit)
-    if len(units) != 1:  # none given, or physical mixed with relative: cannot express
-        return {}, None
-    return sizes, units.pop()
+        return {}
+    return {ax: (pixels.get(f"PhysicalSize{ax}"), pixels.get(f"PhysicalSize{ax}Unit", "µm"))
+            for ax in "XYZ" if pixels.get(f"PhysicalSize{ax}") is not None}
 
 
 def _first_ome_image(xml: str) -> Optional[ElementTree.Element]:

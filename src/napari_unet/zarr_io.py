@@ -9,7 +9,9 @@ Fiji (OME-Zarr readers) and Python (``zarr.open``, ``dask.array.from_zarr``) ope
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -18,8 +20,8 @@ import zarr
 
 from .atomic import PathLike
 from .axes import guess_axes
-from .errors import ImageReadError, InvalidLabelsError
-from .tiff_io import ImageData
+from .errors import CalibrationWarning, ImageReadError, InvalidLabelsError
+from .tiff_io import ImageData, clean_calibration
 
 NGFF_VERSION = "0.5"
 #: Chunk side of label output in Y and X (one plane deep for stacks).
@@ -27,7 +29,6 @@ CHUNK = 1024
 
 _NGFF_UNITS = {"um": "micrometer", "nm": "nanometer", "mm": "millimeter", "cm": "centimeter",
                "m": "meter", "inch": "inch"}
-_UNITS_FROM_NGFF = {v: k for k, v in _NGFF_UNITS.items()}
 _AXIS_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
 
 
@@ -51,12 +52,12 @@ def read_zarr(path: PathLike) -> ImageData:
             f"{str(p)!r} is not a readable zarr store ({type(exc).__name__}: {exc}); "
             "check that the folder is complete, or export the image as TIFF"
         ) from exc
-    axes, scale, unit = "", None, None
+    axes, scale, units, unit = "", None, {}, None
     if isinstance(node, zarr.Group):
         attrs = dict(node.attrs)
         multiscales = attrs.get("ome", attrs).get("multiscales")
         if multiscales:
-            axes, scale, unit, node = _ngff_level0(node, multiscales[0], p)
+            axes, scale, units, node = _ngff_level0(node, multiscales[0], p)
         else:
             arrays = list(node.array_keys())
             if len(arrays) != 1:
@@ -71,26 +72,39 @@ def read_zarr(path: PathLike) -> ImageData:
     axes = axes or guess_axes(tuple(node.shape))  # a plain array names none: as for TIFFs
     pixel_size = None
     if scale is not None:
-        pixel_size = tuple(float(s) for a, s in zip(axes, scale) if a in "ZYX")
+        pixel_size, unit = _zarr_calibration(axes, scale, units, p)
     return ImageData(data=da.from_zarr(node), axes=axes, pixel_size=pixel_size, unit=unit,
                      source=os.fspath(p), metadata=dict(node.attrs.get("napari_unet", {})))
 
 
 def _ngff_level0(group: Any, multiscale: Mapping[str, Any], p: Path):
-    """(axes, scale, unit, array) of the first dataset of an NGFF multiscale."""
+    """(axes, scale, units by axis, array) of the first dataset of an NGFF multiscale."""
     names = [(a["name"] if isinstance(a, Mapping) else str(a)).upper() for a in multiscale["axes"]]
     if not set(names) <= set(_AXIS_TYPES):
         raise ImageReadError(f"{str(p)!r} has axes {names} that napari-unet does not know; "
                              "it reads t, c, z, y and x")
-    units = [a.get("unit") for a in multiscale["axes"] if isinstance(a, Mapping)
-             and a["name"].upper() in "ZYX"]
-    unit = _UNITS_FROM_NGFF.get(units[-1]) if units and units[-1] else None
+    units = {name: a.get("unit") for name, a in zip(names, multiscale["axes"])
+             if isinstance(a, Mapping) and name in "ZYX"}
     dataset = multiscale["datasets"][0]
     scale = None
     for transform in dataset.get("coordinateTransformations", []):
         if transform.get("type") == "scale":
             scale = transform["scale"]
-    return "".join(names), scale, unit, group[dataset["path"]]
+    return "".join(names), scale, units, group[dataset["path"]]
+
+
+def _zarr_calibration(axes: str, scale: Any, units: Mapping[str, Any], p: Path):
+    """(pixel size, unit) from an NGFF scale: read as far as it can be, see
+    :func:`napari_unet.tiff_io.clean_calibration` (units keep their canonical name, so a
+    store in nanometres stays in nanometres)."""
+    if not isinstance(scale, (list, tuple)) or len(scale) != len(axes):
+        warnings.warn(CalibrationWarning(
+            f"{str(p)!r}: the scale {scale!r} does not give one number per axis of "
+            f"{axes!r}; the calibration is ignored"), stacklevel=3)
+        return None, None
+    sizes = {a: (s, units.get(a) if isinstance(units.get(a), str) else None)
+             for a, s in zip(axes, scale) if a in "ZYX"}
+    return clean_calibration(sizes, axes, p, micrometres=False)
 
 
 def create_labels(
@@ -115,6 +129,13 @@ def create_labels(
     spatial = [a for a in axes if a in "ZYX"]
     if pixel_size is not None and len(pixel_size) != len(spatial):
         raise InvalidLabelsError(f"pixel_size needs one value per Z/Y/X axis of {axes!r}")
+    if pixel_size is not None and not all(
+            isinstance(v, (int, float, np.number)) and math.isfinite(v) and v > 0
+            for v in pixel_size):
+        # Never into zarr.json: NaN is not JSON, and a negative size mirrors the image.
+        raise InvalidLabelsError(
+            f"the pixel size must be positive finite numbers, got {tuple(pixel_size)!r}; "
+            "leave it out (None) when the image has no usable calibration")
     sizes = dict(zip(spatial, pixel_size)) if pixel_size is not None else {}
     ngff_unit = _NGFF_UNITS.get(unit or "um")
     ngff_axes = []
