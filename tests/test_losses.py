@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from napari_unet.losses import instance_loss, semantic_loss
+from napari_unet.losses import distill_loss, instance_loss, semantic_loss
 
 
 def _data(seed: int = 0):
@@ -59,3 +59,18 @@ def test_semantic_loss_ignores_zero_weight_pixels() -> None:
 def test_no_weight_at_all_gives_a_finite_loss() -> None:
     logits, target, weight = _data()
     assert torch.isfinite(instance_loss(logits, target, torch.zeros_like(weight)))
+
+
+def test_distillation_is_zero_while_the_model_agrees_and_grows_as_it_drifts() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8)
+    soft = torch.softmax(logits, 1)
+    where = torch.ones(2, 8, 8, dtype=torch.bool)
+    assert distill_loss(logits, soft, where, "instance").item() < 1e-5
+    drifted = logits + torch.tensor([2.0, -2.0, 0.0]).reshape(1, 3, 1, 1)
+    assert distill_loss(drifted, soft, where, "instance").item() > 0.1
+    # only the pixels in ``where`` count
+    assert distill_loss(drifted, soft, torch.zeros_like(where), "instance").item() == 0.0
+    sig = torch.sigmoid(logits[:, :1])
+    assert distill_loss(logits[:, :1], sig, where, "semantic").item() < 1e-5
+    assert distill_loss(logits[:, :1] + 3, sig, where, "semantic").item() > 0.1

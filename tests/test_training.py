@@ -172,3 +172,17 @@ def test_train_on_a_folder_without_pairs(tmp_path: Path) -> None:
         train(tmp_path, model=small_model(), config=CONFIG)
     with pytest.raises(DatasetError, match="images/"):
         train(tmp_path / "images", model=small_model(), config=CONFIG)
+
+
+def test_stay_close_pulls_the_weights_back_to_the_start(samples) -> None:
+    """L2-SP after every step: a pull of the full learning step (lr x stay_close >= 1)
+    leaves the weights where they started; a moderate one keeps them nearer than none."""
+    def distance(stay: float) -> float:
+        model = small_model(seed=1)
+        start = [p.detach().clone() for p in model.network.parameters()]
+        fit(model, samples, (), replace(CONFIG, steps=4, stay_close=stay))
+        return float(sum((p.detach() - s).norm() for p, s in zip(model.network.parameters(), start)))
+
+    free, held = distance(0.0), distance(10.0 / CONFIG.lr)
+    assert distance(1e9) < 1e-6  # rounding only
+    assert 0.0 < held < free

@@ -253,6 +253,9 @@ def test_segment_correct_finetune_save_revert(qtbot, ui, nuclei_crop, user_model
     assert (labels.data[painted] > 0).all() and len(np.unique(labels.data[painted])) == 1
     assert link.current_tracker().edited[painted].all()
     assert seg.session.store.n_supervised == painted.sum()  # kept for later rounds too
+    fine.update_counts()  # the pasted correction is counted once, not again as "earlier"
+    assert counts_are(fine, link.current_tracker().n_edited)
+    assert "earlier rounds" not in fine.counts.text()
     assert "round 1" in seg.model_combo.currentText()
     assert "fixes right" in fine.versions_list.item(2).text()
 

@@ -2,8 +2,9 @@
 
 A round first learns the domain from the corrected objects (their polarity and size, see
 :mod:`napari_unet.domain`), then trains on a target that is safe for a few corrections
-(:mod:`napari_unet.corrections`): corrected pixels count fully, the accepted labels
-elsewhere a little, so the model learns the fixes without forgetting the rest. The round
+(:mod:`napari_unet.corrections`): corrected pixels count fully, elsewhere the model is
+held to its own previous probabilities and its weights near the starting ones, so it learns
+the fixes without forgetting the rest. The round
 runs a number of steps, not seconds, so the same click teaches the same on any machine;
 a time limit only shortens it on a slow one, and the round records that it did.
 The base model is copied, never changed.
@@ -30,12 +31,13 @@ from .training import TrainConfig, TrainReport, fit
 
 #: Defaults for an interactive round: 100 steps of batch 4 x 256^2 with batch-norm statistics
 #: frozen, cut short after 120 s on a slow machine; a strong pull (50) towards the previous
-#: version's probabilities where nobody corrected, and lr 5e-4. The sweep behind them
-#: (lr 3e-5..2e-3, anchor 0..100, SGD, no Dice, frozen encoder) is in docs/benchmarks.md
-#: ("Fine-tuning with few corrections").
+#: version's probabilities where nobody corrected, a pull (200) of the weights towards the
+#: base model's (L2-SP), and lr 5e-4. The sweep behind them (lr 3e-5..2e-3, anchor 0..100,
+#: L2-SP, SGD, no Dice, frozen encoder) is in docs/benchmarks.md ("Fine-tuning with few
+#: corrections").
 FINE_TUNE_CONFIG = TrainConfig(
     steps=100, time_budget=120.0, batch_size=4, patch_size=256, lr=5e-4, warmup_steps=5,
-    val_every=10**9, patience=None, freeze_norm=True, anchor_weight=50.0,
+    val_every=10**9, patience=None, freeze_norm=True, anchor_weight=50.0, stay_close=200.0,
     # Flips and 90-degree turns only: intensity, gamma, noise and elastic changes of one
     # image pulled the model away from what it knew (docs/benchmarks.md).
     augment=AugmentConfig(elastic_p=0.0, intensity_p=0.0, gamma_p=0.0, noise_p=0.0),

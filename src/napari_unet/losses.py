@@ -19,30 +19,25 @@ def _soft_dice(probs: torch.Tensor, onehot: torch.Tensor, weight: torch.Tensor) 
 
 
 def instance_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-                  boundary_weight: float = 1.0, dice_weight: float = 1.0) -> torch.Tensor:
-    """Weighted cross-entropy + soft Dice (times ``dice_weight``) on interior and boundary."""
+                  boundary_weight: float = 1.0) -> torch.Tensor:
+    """Weighted cross-entropy + soft Dice on interior and boundary classes."""
     logits = logits.float()
     pixel_w = weight * torch.where(target == 2, boundary_weight, 1.0)
     ce = F.cross_entropy(logits, target, reduction="none")
     ce = (ce * pixel_w).sum() / pixel_w.sum().clamp_min(1.0)
-    if not dice_weight:
-        return ce
     probs = torch.softmax(logits, 1)[:, 1:]
     onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
-    return ce + dice_weight * _soft_dice(probs, onehot, weight)
+    return ce + _soft_dice(probs, onehot, weight)
 
 
 def semantic_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-                  boundary_weight: float = 1.0, dice_weight: float = 1.0) -> torch.Tensor:
-    """Weighted binary cross-entropy + soft Dice (times ``dice_weight``), one sigmoid per
-    class channel."""
+                  boundary_weight: float = 1.0) -> torch.Tensor:
+    """Weighted binary cross-entropy + soft Dice, one sigmoid per class channel."""
     logits = logits.float()
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     w = weight.unsqueeze(1)
     bce = (bce * w).sum() / (w.sum() * logits.shape[1]).clamp_min(1.0)
-    if not dice_weight:
-        return bce
-    return bce + dice_weight * _soft_dice(torch.sigmoid(logits), target, weight)
+    return bce + _soft_dice(torch.sigmoid(logits), target, weight)
 
 
 def distill_loss(logits: torch.Tensor, soft: torch.Tensor, where: torch.Tensor,

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -50,14 +50,12 @@ class TrainConfig:
     val_every: int = 100
     patience: int | None = 10
     boundary_weight: float = 2.0
-    #: Weight of the soft Dice term next to cross-entropy.
-    dice_weight: float = 1.0
     seed: int = 0
     device: str = "auto"
     fast: bool = True
     freeze_norm: bool = False
     #: With partial supervision, the share of patches centred on supervised pixels (the rest
-    #: are drawn anywhere, where the weights hold the accepted labels).
+    #: are drawn anywhere, where soft targets, if any, hold the model's own predictions).
     focus_fraction: float = 0.8
     #: With samples that carry soft targets, the weight of keeping the model's own
     #: predictions where nobody annotated (:func:`~napari_unet.losses.distill_loss`).
@@ -66,13 +64,6 @@ class TrainConfig:
     #: (decoupled L2-SP): fine-tuning on one image then cannot wander far from what the
     #: model knew about other images. 0 turns it off.
     stay_close: float = 0.0
-    #: "adamw" for training from scratch. "sgd" (with momentum) for fine-tuning: Adam moves
-    #: every weight by about the learning rate whatever its gradient, which on a few
-    #: corrections perturbs what the model knew elsewhere; SGD moves what the corrections ask for.
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    #: Train the encoder too; False trains the decoder and head only (the features learnt
-    #: from the full training set stay as they were).
-    train_encoder: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -181,15 +172,8 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
     fmt = memory_format(device) if config.fast else torch.contiguous_format
     net = model.network.to(device, memory_format=fmt)
     loss_fn = instance_loss if model.config.task == "instance" else semantic_loss
-    encoder = [p for name, p in net.named_parameters() if name.startswith(("down.", "bottleneck."))]
-    for p in encoder:
-        p.requires_grad_(config.train_encoder)
-    trained = [p for p in net.parameters() if p.requires_grad]
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(trained, lr=config.lr, momentum=0.9, nesterov=True,
-                                    weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
+    trained = list(net.parameters())
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
     start_weights = [p.detach().clone() for p in trained] if config.stay_close else []
     batches = _Batches(train, config, rng)
     val_batches = _fixed_val_batches(val, config.patch_size, config.batch_size) if val else []
@@ -204,7 +188,7 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
         w = w.to(device)
         with autocast(device, config.fast):
             logits = net(x)
-        loss = loss_fn(logits, y.to(device), w, config.boundary_weight, config.dice_weight)
+        loss = loss_fn(logits, y.to(device), w, config.boundary_weight)
         if soft is not None and config.anchor_weight:
             soft = soft.to(device)
             where = (w == 0) & (soft.sum(1) > 0)  # not annotated, and not padding
@@ -259,8 +243,6 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
             break
     if best_state is not None:
         net.load_state_dict(best_state)
-    for p in encoder:
-        p.requires_grad_(True)
     net.eval()
 
 

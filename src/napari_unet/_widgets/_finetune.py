@@ -33,6 +33,7 @@ from ._layer_combo import LayerCombo
 from ._loss_plot import LossPlot
 from ._output import apply_result, current_plane, shapes_mask
 from ._qt import JobWidget, report_error, start_job, status_label
+from ._session import plane_name
 from ._session_file import (
     SESSION_SUFFIX,
     SessionData,
@@ -166,9 +167,21 @@ class FineTuneWidget(JobWidget):
         text = f"{tracker.n_edited:,} pixels corrected"
         if tracker.n_reviewed:
             text += f", {tracker.n_reviewed:,} reviewed"
-        if stored:
-            text += f" ({stored:,} kept from earlier rounds)"
+        earlier = self._stored_elsewhere(link, tracker) if stored else 0
+        if earlier:
+            text += f" (and {earlier:,} kept from earlier rounds)"
         self.counts.setText(text)
+
+    def _stored_elsewhere(self, link: Any, tracker: Any) -> int:
+        """Stored corrections outside what ``link`` shows as corrected or reviewed now: after
+        a round the corrections are pasted back into the layer and counted there."""
+        rounds = self.session.store.by_name()
+        total = self.session.store.n_supervised
+        mask = tracker.mask
+        for index in tracker.supervised_planes(link.n_stack):
+            for correction in rounds.get(plane_name(link.image_layer.name, index), []):
+                total -= int(np.count_nonzero(correction.mask & mask[index]))
+        return total
 
     def mark_reviewed(self) -> int:
         """Mark the plane in view (or the selected Shapes layer's shapes) as reviewed."""
