@@ -155,7 +155,9 @@ def test_fine_tuning_learns_the_corrections(pair) -> None:
         return probs[0] < 0.5
 
     before = foreground_iou(labels > 0, foreground(base))
-    tuned = fine_tune(base, image, labels, steps=40, time_budget=None, config=CONFIG)
+    # a random model has no knowledge to keep: no pull towards its starting weights
+    tuned = fine_tune(base, image, labels, steps=40, time_budget=None,
+                      config=replace(CONFIG, stay_close=0.0))
     after = foreground_iou(labels > 0, foreground(tuned))
     assert after > before + 0.3
     assert after > 0.5
