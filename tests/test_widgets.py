@@ -997,7 +997,7 @@ def test_a_degrading_round_is_not_made_active(qtbot, nuclei_ui, monkeypatch):
     assert len(versions) == 3 and versions.active == 1  # nuclei stays active
     np.testing.assert_array_equal(labels.data, edited)  # nothing replaced
     report = fine.report.text()
-    assert "NOT made active" in report and "changed" in report
+    assert "NOT made active" in report and "into objects" in report
     assert "refused" in fine.versions_list.item(2).text()
     assert "round" not in seg.model_combo.currentText()
     # The report stays: a later status message does not replace it.

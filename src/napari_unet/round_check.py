@@ -1,10 +1,12 @@
 """The guardrail after a fine-tuning round: is the new version better on what the user said?
 
-Two figures, both measured on the corrected images against the previous version:
-how many of the user's fixes each version reproduces (object level), and how much of the
-area nobody corrected changed between object and background. A round that gets fewer
-fixes right, or that rewrites most of the untouched image without getting every fix
-right (the signature of a model that collapsed to "everything is an object"), is refused.
+Measured on the corrected images against the previous version: how many of the user's
+fixes each version reproduces (object level), how much of the area nobody corrected changed
+between object and background, and how much of its background became objects. A round
+that gets fewer fixes right, or that turns most of the untouched background into objects
+without getting every fix right (a model that collapsed to "everything is an object"), is
+refused. A large change the other way (a new domain, where the previous version labelled
+the background) is what a good round does there.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from scipy import ndimage as ndi
 from .domain import supervised_objects
 from .metrics import iou_pairs
 
-#: A round that changes more than this share of the uncorrected area is suspect.
-MAX_CHANGE = 0.5
+#: A round that turns more than this share of the uncorrected background into objects is suspect.
+MAX_GROWTH = 0.5
 #: Share of the fixes a round may lose against the previous version before it counts as
 #: worse (0 for fewer than 20 fixes): one object of a fully reviewed region is noise.
 SLACK = 0.05
@@ -72,6 +74,9 @@ class RoundCheck:
     held_after: int
     #: Share of the pixels nobody corrected whose class (object or background) changed.
     changed: float
+    #: Share of the uncorrected pixels the previous version called background that the new
+    #: version calls object.
+    grown: float
     accepted: bool
     reason: str
 
@@ -86,10 +91,10 @@ class RoundCheck:
 
 def check_round(previous: Sequence[np.ndarray], new: Sequence[np.ndarray],
                 corrected: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-                max_change: float = MAX_CHANGE) -> RoundCheck:
+                max_growth: float = MAX_GROWTH) -> RoundCheck:
     """Compare two versions' labels over corrected planes (lists of arrays, one per plane)."""
     fixes = before = after = 0
-    changed = untouched = 0
+    changed = untouched = grown = background = 0
     for prev, cur, corr, mask in zip(previous, new, corrected, masks):
         mask = np.asarray(mask, dtype=bool)
         b = fixes_held(prev, corr, mask)
@@ -98,19 +103,23 @@ def check_round(previous: Sequence[np.ndarray], new: Sequence[np.ndarray],
         before += b.held
         after += a.held
         free = ~mask
+        was, now = np.asarray(prev) > 0, np.asarray(cur) > 0
         untouched += int(np.count_nonzero(free))
-        changed += int(np.count_nonzero(((np.asarray(prev) > 0) != (np.asarray(cur) > 0)) & free))
+        changed += int(np.count_nonzero((was != now) & free))
+        background += int(np.count_nonzero(free & ~was))
+        grown += int(np.count_nonzero(free & ~was & now))
     share = changed / untouched if untouched else 0.0
+    growth = grown / background if background else 0.0
     if after < before - int(SLACK * fixes):
         accepted = False
         reason = (f"it gets {after} of your {fixes} fixes right, the previous version got "
                   f"{before}")
-    elif share > max_change and after < fixes:
+    elif growth > max_growth and after < fixes:
         accepted = False
-        reason = (f"it changed {100 * share:.0f}% of the area you did not correct while still "
-                  f"missing {fixes - after} of your {fixes} fixes")
+        reason = (f"it turned {100 * growth:.0f}% of the background you did not correct into "
+                  f"objects while still missing {fixes - after} of your {fixes} fixes")
     else:
         accepted = True
         reason = ("it gets more of your fixes right" if after > before
                   else "it keeps your fixes")
-    return RoundCheck(fixes, before, after, share, accepted, reason)
+    return RoundCheck(fixes, before, after, share, growth, accepted, reason)
