@@ -266,3 +266,32 @@ def test_a_model_set_to_another_object_size_shares_its_weights() -> None:
     assert unknown.object_size is None
     with pytest.raises(ModelMismatchError, match="does not record"):
         unknown.for_object_size(30)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("input_scale", float("nan")), ("input_scale", 0.0), ("input_scale", 100.0),
+    ("input_scale", "2"), ("object_diameter", -5.0), ("object_diameter", float("inf")),
+    ("object_polarity", "purple"),
+])
+def test_model_files_with_bad_domain_settings_are_refused(tmp_path, field, value) -> None:
+    """What a fine-tuning round learns (scale, size, polarity) comes back from the file as
+    untrusted input: refused at load, before it can reach the resizing."""
+    import napari_unet
+    from napari_unet.errors import ModelFileError
+
+    model = napari_unet.Model.create(napari_unet.config.preset("default"), name="m")
+    setattr(model.config, field, value)
+    path = model.save(tmp_path / "m.safetensors")
+    with pytest.raises(ModelFileError, match=field):
+        napari_unet.model.load_model_file(path)
+
+
+def test_model_files_with_bad_invert_are_refused(tmp_path) -> None:
+    import napari_unet
+    from napari_unet.errors import ModelFileError
+
+    model = napari_unet.Model.create(napari_unet.config.preset("default"), name="m")
+    model.config.normalization.invert = "yes"
+    path = model.save(tmp_path / "m.safetensors")
+    with pytest.raises(ModelFileError, match="invert"):
+        napari_unet.model.load_model_file(path)

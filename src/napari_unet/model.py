@@ -131,6 +131,22 @@ def file_kind(head: bytes, size: int) -> str:
     return "unknown"
 
 
+def _domain_problem(config: ModelConfig) -> str | None:
+    """What is wrong with the object size, polarity, inversion and input scale of a config
+    read from a file (None when nothing is): they reach the resizing and normalisation."""
+    scale, diameter = config.input_scale, config.object_diameter
+    if not (isinstance(scale, (int, float)) and SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]):
+        return f"input_scale {scale!r} is not a number from {SCALE_RANGE[0]} to {SCALE_RANGE[1]}"
+    if diameter is not None and not (isinstance(diameter, (int, float))
+                                     and 0 < diameter < float("inf")):
+        return f"object_diameter {diameter!r} is not a positive number of pixels"
+    if config.object_polarity not in (None, "bright", "dark"):
+        return f"object_polarity {config.object_polarity!r} is not 'bright', 'dark' or null"
+    if not isinstance(config.normalization.invert, bool):
+        return f"normalization.invert {config.normalization.invert!r} is not true or false"
+    return None
+
+
 def load_model_file(path: str | Path) -> Model:
     """Load a ``.safetensors`` model file; every failure becomes a :class:`ModelFileError`."""
     path = Path(path)
@@ -197,6 +213,10 @@ def load_model_file(path: str | Path) -> Model:
     except InvalidSettingError as exc:
         raise ModelFileError(f"{exc}; the file's config is damaged: copy it again or "
                              "retrain") from None
+    problem = _domain_problem(config)
+    if problem:
+        raise ModelFileError(f"model file {path}: {problem}; the file's config is damaged: "
+                             "copy it again or fine-tune the model again")
     network.eval()
     return Model(config=config, network=network, name=metadata.get("name", path.stem))
 
