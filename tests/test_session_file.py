@@ -397,3 +397,171 @@ def test_data_files_linked_from_outside_the_folder_are_refused(tmp_path, crop, k
     (folder.path / name).unlink()
     (folder.path / name).symlink_to("real")
     SessionFolder(folder.path).load()
+
+
+# --------------------------------------------------------------------------- bad arrays
+
+
+def _rewrite_npz(path: Path, **changes) -> None:
+    """Replace arrays of the .npz at ``path`` (a session file changed by hand or damaged)."""
+    with np.load(path) as f:
+        arrays = {key: f[key] for key in f.files}
+    arrays.update(changes)
+    with open(path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+def _float_labels(labels, corrections, index):
+    _rewrite_npz(labels, data=np.load(labels)["data"].astype(np.float64))
+
+
+def _zero_d_labels(labels, corrections, index):
+    _rewrite_npz(labels, data=np.array(3), baseline=np.array(3), edited=np.array(True),
+                 reviewed=np.array(False))
+    index["labels"][0]["shape"] = []
+
+
+def _string_labels(labels, corrections, index):
+    _rewrite_npz(labels, data=np.load(labels)["data"].astype(str))
+
+
+def _negative_labels(labels, corrections, index):
+    data = np.load(labels)["data"].astype(np.int32)
+    data[0, 0] = -4
+    _rewrite_npz(labels, data=data)
+
+
+def _mask_not_boolean(labels, corrections, index):
+    edited = np.load(labels)["edited"].astype(np.uint8)
+    edited[0, 0] = 2
+    _rewrite_npz(labels, edited=edited)
+
+
+def _labels_not_the_image_shape(labels, corrections, index):
+    arrays = np.load(labels)
+    _rewrite_npz(labels, **{k: arrays[k][:50] for k in ("data", "baseline", "edited",
+                                                         "reviewed")})
+    index["labels"][0]["shape"] = [50, 96]
+
+
+def _pending_plane_of_another_shape(labels, corrections, index):
+    arrays = np.load(labels)
+    _rewrite_npz(labels, **{f"pending_{k}_0": arrays[f"pending_{k}_0"][..., :50]
+                            for k in ("image", "labels", "mask")})
+
+
+def _stored_float_labels(labels, corrections, index):
+    _rewrite_npz(corrections, labels_0=np.load(corrections)["labels_0"] + 0.5)
+
+
+def _stored_string_image(labels, corrections, index):
+    _rewrite_npz(corrections, image_0=np.load(corrections)["image_0"].astype(str))
+
+
+def _stored_zero_d_mask(labels, corrections, index):
+    _rewrite_npz(corrections, mask_0=np.array(True))
+
+
+def _stored_nan_percentiles(labels, corrections, index):
+    _rewrite_npz(corrections, percentiles_0=np.array([[np.nan, 1.0]]))
+
+
+def _stored_same_plane_two_shapes(labels, corrections, index):
+    arrays = np.load(corrections)
+    _rewrite_npz(corrections, **{f"{k}_1": arrays[f"{k}_1"][..., :50]
+                                 for k in ("image", "labels", "mask")})
+
+
+BAD_SESSIONS = {
+    "float labels": (_float_labels, "labels-.*float64.*integer"),
+    "0-d labels": (_zero_d_labels, "labels-.*0 dimension"),
+    "string labels": (_string_labels, "labels-.*<U.*integer"),
+    "negative labels": (_negative_labels, "labels-.*negative"),
+    "mask not boolean": (_mask_not_boolean, "labels-.*edited.*True/False"),
+    "labels not the image's shape": (_labels_not_the_image_shape, "labels-.*image 'nuclei'"),
+    "pending plane of another shape": (_pending_plane_of_another_shape,
+                                       "labels-.*correction 'nuclei'.*plane"),
+    "stored float labels": (_stored_float_labels, "corrections-.*float64.*integer"),
+    "stored string image": (_stored_string_image, "corrections-.*image.*<U"),
+    "stored 0-d mask": (_stored_zero_d_mask, "corrections-.*0 dimension"),
+    "stored NaN percentiles": (_stored_nan_percentiles, "corrections-.*percentiles.*finite"),
+    "stored plane of two shapes": (_stored_same_plane_two_shapes, "corrections-.*'other'"),
+}
+
+
+def _state(session, viewer):
+    """What an open session holds (objects by identity, so a replacement shows)."""
+    return ([id(link) for link in session.links], [id(c) for c in session.store],
+            [id(v) for v in session.versions.versions], session.versions.active,
+            {name: (id(layer), id(layer.data)) for name, layer in viewer.layers.items()})
+
+
+@pytest.mark.parametrize("bad", list(BAD_SESSIONS))
+def test_a_bad_session_is_refused_before_the_open_one_changes(tmp_path, crop, bad):
+    """Every array of a session is checked when it is read, so a session that cannot be
+    restored is refused with the file and the fix, and the open session stays as it was."""
+    from napari_unet._widgets._session import Session
+    from napari_unet._widgets._session_file import restore
+
+    good = SessionFolder(tmp_path / "good.unet-session")
+    good.save(make_session(crop))
+    viewer, session = _Viewer(), Session()
+    restore(viewer, session, SessionFolder(good.path).load(), confirm=lambda path: False)
+    assert len(session.store) and len(session.versions) == 2 and viewer.layers
+    before = _state(session, viewer)
+
+    folder = SessionFolder(tmp_path / "bad.unet-session")
+    index = json.loads(folder.save(make_session(crop)).read_text())
+    change, message = BAD_SESSIONS[bad]
+    change(folder.path / index["labels"][0]["file"],
+           folder.path / index["corrections"]["file"], index)
+    (folder.path / INDEX).write_text(json.dumps(index))
+    with pytest.raises(SessionError, match=message) as info:
+        restore(viewer, session, SessionFolder(folder.path).load(), confirm=lambda path: False)
+    assert str(folder.path) in str(info.value) and "backup" in str(info.value)
+    assert _state(session, viewer) == before
+
+
+def test_restore_checks_data_it_did_not_read(crop):
+    """Data made otherwise (not read by SessionFolder.load) is checked by restore too."""
+    from napari_unet._widgets._session import Session
+    from napari_unet._widgets._session_file import restore
+
+    viewer, session = _Viewer(), Session()
+    data = make_session(crop)
+    data.labels[0].data = data.labels[0].data.astype(np.float32)
+    with pytest.raises(SessionError, match="float32.*integer"):
+        restore(viewer, session, data, confirm=lambda path: False)
+    assert not viewer.layers and not len(session.store) and not len(session.versions)
+
+
+def test_integer_masks_of_zeros_and_ones_are_read_as_boolean(tmp_path, crop):
+    folder = SessionFolder(tmp_path / "s.unet-session")
+    index = json.loads(folder.save(make_session(crop)).read_text())
+    labels = folder.path / index["labels"][0]["file"]
+    _rewrite_npz(labels, reviewed=np.load(labels)["reviewed"].astype(np.uint8))
+    corrections = folder.path / index["corrections"]["file"]
+    _rewrite_npz(corrections, mask_0=np.load(corrections)["mask_0"].astype(np.int64))
+    back = SessionFolder(folder.path).load()
+    assert back.labels[0].reviewed.dtype == bool and back.corrections[0].mask.dtype == bool
+    assert_same_session(back, make_session(crop))
+
+
+def test_units_napari_does_not_know_are_dropped_not_fatal(tmp_path, crop):
+    """Units are the one part of a labels record only napari can check: one it refuses
+    loses its units, with a message, instead of failing a restore half done."""
+    from napari_unet._widgets._session import Session
+    from napari_unet._widgets._session_file import restore
+
+    class StrictViewer(_Viewer):
+        def add_labels(self, data, name, **kwargs):
+            if "units" in kwargs and "furlong" in kwargs["units"]:
+                raise ValueError("Could not find unit furlong")
+            return super().add_labels(data, name, **kwargs)
+
+    data = make_session(crop)
+    data.labels[0].units = ["furlong", "furlong"]
+    viewer, session = StrictViewer(), Session()
+    problems = restore(viewer, session, data, confirm=lambda path: False)
+    assert "nuclei labels" in viewer.layers and len(session.versions) == 2
+    assert any("without its units" in p and "furlong" in p for p in problems), problems

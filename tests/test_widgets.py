@@ -750,6 +750,78 @@ def test_open_session_refuses_a_damaged_folder(qtbot, ui, tmp_path, monkeypatch)
     assert fine.open_session_button.isEnabled() and seg.segment_button.isEnabled()
 
 
+@pytest.mark.parametrize("bad", ["float labels", "0-d labels"])
+def test_open_session_with_bad_labels_keeps_the_open_session(qtbot, ui, nuclei_crop, tmp_path,
+                                                            monkeypatch, bad):
+    """A session whose labels file holds float labels (or 0-d arrays) is refused when it
+    is read, with the file and the fix; the session open before (links, corrections,
+    model versions, layers) is left exactly as it was."""
+    import shutil
+
+    from napari_unet._widgets import _dialogs
+    from napari_unet._widgets._session_file import INDEX
+
+    viewer, seg, fine = ui
+    viewer.add_image(nuclei_crop, name="nuclei")
+    seg.image_combo.select(viewer.layers["nuclei"])
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    labels = viewer.layers["nuclei labels"]
+    labels.data_setitem((np.array([3, 3]), np.array([4, 5])), 41)
+    good = tmp_path / "good.unet-session"
+    monkeypatch.setattr(_dialogs, "ask_session_path", lambda parent, suggestion: good)
+    click(qtbot, fine.save_session_button)
+    wait_saved(qtbot, fine)
+
+    bad_folder = tmp_path / "bad.unet-session"
+    shutil.copytree(good, bad_folder)
+    index = json.loads((bad_folder / INDEX).read_text())
+    labels_file = bad_folder / index["labels"][0]["file"]
+    with np.load(labels_file) as f:
+        arrays = {key: f[key] for key in f.files}
+    if bad == "float labels":
+        arrays["data"] = arrays["data"].astype(np.float64)
+    else:
+        arrays.update(data=np.array(2), baseline=np.array(2), edited=np.array(True),
+                      reviewed=np.array(False))
+        index["labels"][0]["shape"] = []
+        (bad_folder / INDEX).write_text(json.dumps(index))
+    with open(labels_file, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+    # Open the good session, then try the bad one in the same viewer.
+    monkeypatch.setattr(_dialogs, "confirm_replace_session", lambda parent: True)
+    monkeypatch.setattr(_dialogs, "ask_session_folder", lambda parent: good)
+    click(qtbot, fine.open_session_button)
+    wait_idle(qtbot, fine)
+    assert "Opened session" in fine.status.text(), fine.status.text()
+    session = fine.session
+    (link,) = session.links
+    labels = link.labels_layer
+    before = (list(session.links), list(session.store), list(session.versions.versions),
+              session.versions.active, list(viewer.layers), labels.data.copy(),
+              link.current_tracker().edited.copy(), link.current_tracker().n_edited)
+    assert before[-1] == 2
+
+    errors = []
+    monkeypatch.setattr("napari_unet._widgets._qt.show_error", errors.append)
+    monkeypatch.setattr(_dialogs, "ask_session_folder", lambda parent: bad_folder)
+    click(qtbot, fine.open_session_button)
+    wait_idle(qtbot, fine)
+    assert len(errors) == 1, errors
+    assert labels_file.name in errors[0] and "backup" in errors[0], errors[0]
+    assert ("float64" if bad == "float labels" else "0 dimensions") in errors[0], errors[0]
+    assert "Opening the session failed" in fine.status.text()
+    after = (list(session.links), list(session.store), list(session.versions.versions),
+             session.versions.active, list(viewer.layers), labels.data.copy(),
+             link.current_tracker().edited.copy(), link.current_tracker().n_edited)
+    assert fine.session is session and after[:5] == before[:5]
+    np.testing.assert_array_equal(after[5], before[5])
+    np.testing.assert_array_equal(after[6], before[6])
+    assert after[7] == before[7] and fine.session_folder.path == good
+    assert fine.open_session_button.isEnabled() and seg.segment_button.isEnabled()
+
+
 # --------------------------------------------------------------------------- closing layers
 
 

@@ -43,6 +43,7 @@ import numpy as np
 from .. import __version__
 from .._reader import META_KEY, SUFFIXES
 from ..atomic import atomic_write
+from ..axes import Layout, validate_axes
 from ..errors import ModelFileError, NapariUnetError, SessionError
 from ..model import SUFFIX, Model, load_model_file
 from ..zarr_io import is_zarr
@@ -172,18 +173,178 @@ def _pack(corrections: list[Correction], prefix: str) -> tuple[dict[str, np.ndar
 
 
 def _unpack(arrays: dict[str, np.ndarray], names: list, prefix: str) -> list[Correction]:
-    """The corrections :func:`_pack` stored; a ValueError when their arrays do not fit."""
+    """The corrections :func:`_pack` stored (checked by :func:`_correction_problem`)."""
     out = []
     for i, name in enumerate(names):
         image, labels, mask = (arrays[f"{prefix}{key}_{i}"] for key in ("image", "labels", "mask"))
-        if (image.ndim != 3 or labels.shape != image.shape[1:] or mask.shape != labels.shape
-                or mask.dtype != bool):
-            raise ValueError(f"the arrays of correction {name!r} do not fit together")
-        pct = arrays.get(f"{prefix}percentiles_{i}")
-        if pct is not None and pct.shape != (image.shape[0], 2):
-            raise ValueError(f"the percentiles of correction {name!r} do not fit its image")
-        out.append(Correction(str(name), image, labels, mask, pct))
+        out.append(Correction(str(name), image, labels, mask,
+                              arrays.get(f"{prefix}percentiles_{i}")))
     return out
+
+
+# --------------------------------------------------------------------------- checks
+# A session file is untrusted: every array is checked when it is read (and again by
+# restore), so a session that cannot be restored is refused before the open one changes.
+
+
+def _shape_problem(array: Any, what: str) -> Optional[str]:
+    """Why ``array`` is not an array of at least one dimension (None when it is one)."""
+    if not isinstance(array, np.ndarray):
+        return f"{what} is a {type(array).__name__}, not an array"
+    if array.ndim == 0:
+        return f"{what} has 0 dimensions (a single value, not an array)"
+    return None
+
+
+def _labels_problem(array: Any, what: str, shape: Optional[tuple[int, ...]] = None
+                    ) -> Optional[str]:
+    """Why ``array`` is not a labels array (non-negative integers, of ``shape``)."""
+    problem = _shape_problem(array, what)
+    if problem:
+        return problem
+    if array.dtype.kind not in "iu":
+        return f"{what} are of type {array.dtype}, not integer labels"
+    if shape is not None and array.shape != shape:
+        return f"{what} have shape {array.shape}, not {shape}"
+    if array.dtype.kind == "i" and array.size and int(array.min()) < 0:
+        return f"{what} hold negative values (labels are 0 for background, else positive)"
+    return None
+
+
+def _mask_problem(array: Any, what: str, shape: tuple[int, ...]) -> Optional[str]:
+    """Why ``array`` is not a mask of ``shape``: bool, or integers that are all 0 or 1."""
+    problem = _shape_problem(array, what)
+    if problem:
+        return problem
+    if array.shape != shape:
+        return f"{what} has shape {array.shape}, not {shape}"
+    if array.dtype == bool:
+        return None
+    if array.dtype.kind not in "iu" or (array.size and (array.min() < 0 or array.max() > 1)):
+        return f"{what} is of type {array.dtype}, not a mask of True/False (or 0/1) values"
+    return None
+
+
+def _mask(array: np.ndarray) -> np.ndarray:
+    return array if array.dtype == bool else array.astype(bool)
+
+
+def _finite_problem(values: Any, what: str, positive: bool = False) -> Optional[str]:
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 or not positive)
+               for v in values):
+        kind = "positive finite numbers" if positive else "finite numbers"
+        return f"{what} {list(values)} are not all {kind}"
+    return None
+
+
+def _correction_problem(c: Correction, what: str,
+                        plane: Optional[tuple[int, int]] = None) -> Optional[str]:
+    """Why correction ``c`` cannot be kept: a (C, Y, X) numeric image, (Y, X) labels and
+    mask (of ``plane`` when given), and finite (C, 2) percentiles or none; ``what``
+    names it in the answer."""
+    problem = _shape_problem(c.image, f"the image of {what}")
+    if problem:
+        return problem
+    if c.image.ndim != 3 or 0 in c.image.shape or c.image.dtype.kind not in "biuf":
+        return (f"the image of {what} has shape {c.image.shape} and type {c.image.dtype}, "
+                "not a (channels, Y, X) array of numbers")
+    want = c.image.shape[1:]
+    if plane is not None and want != plane:
+        return f"the image plane of {what} has shape {want}, not the layer's plane {plane}"
+    problem = (_labels_problem(c.labels, f"the labels of {what}", want)
+               or _mask_problem(c.mask, f"the mask of {what}", want))
+    if problem:
+        return problem
+    pct = c.percentiles
+    if pct is not None:
+        problem = _shape_problem(pct, f"the percentiles of {what}")
+        if problem:
+            return problem
+        if pct.shape != (c.image.shape[0], 2) or pct.dtype.kind not in "iuf":
+            return (f"the percentiles of {what} have shape {pct.shape} and type {pct.dtype}, "
+                    f"not ({c.image.shape[0]}, 2) numbers")
+        if not np.isfinite(pct).all():
+            return f"the percentiles of {what} are not all finite"
+    return None
+
+
+def _image_record_problem(record: ImageRecord) -> Optional[str]:
+    shape = record.shape
+    if len(shape) < 2 or any(s <= 0 for s in shape):
+        return f"image {record.name!r} has shape {shape}"
+    try:
+        validate_axes(record.axes, len(shape))
+    except NapariUnetError as exc:
+        return f"image {record.name!r}: {exc}"
+    if len(record.scale) != len(record.translate):
+        return f"image {record.name!r} has {len(record.scale)} scales and " \
+               f"{len(record.translate)} translations"
+    return (_finite_problem(record.scale, f"the scale of image {record.name!r}", True)
+            or _finite_problem(record.translate, f"the translation of image {record.name!r}"))
+
+
+def _labels_record_problem(record: LabelsRecord, image: ImageRecord) -> Optional[str]:
+    """Why ``record`` cannot be restored (its arrays, its place, its corrections)."""
+    name = f"labels {record.name!r}"
+    shape = Layout(validate_axes(image.axes, len(image.shape)), image.shape).label_shape
+    problem = (_labels_problem(record.data, f"the {name}", shape)
+               or _labels_problem(record.baseline, f"the last segmentation of {name}", shape)
+               or _mask_problem(record.edited, f"the edited mask of {name}", shape)
+               or _mask_problem(record.reviewed, f"the reviewed mask of {name}", shape))
+    if problem:
+        return problem + f" (its image {image.name!r} has labels of shape {shape})"
+    ndim = len(shape)
+    if len(record.scale) != ndim or len(record.translate) != ndim:
+        return f"{name} have {len(record.scale)} scales and {len(record.translate)} " \
+               f"translations for {ndim} dimensions"
+    if record.units is not None and len(record.units) != ndim:
+        return f"{name} have {len(record.units)} units for {ndim} dimensions"
+    problem = (_finite_problem(record.scale, f"the scale of {name}", True)
+               or _finite_problem(record.translate, f"the translation of {name}"))
+    if problem:
+        return problem
+    plane = shape[-2:]
+    for c in record.pending:
+        problem = _correction_problem(c, f"correction {c.name!r} of {name}", plane)
+        if problem:
+            return problem
+    return None
+
+
+def _clash_problem(corrections: list[Correction]) -> Optional[str]:
+    """Why these corrections cannot share one store: one plane (name) of two shapes."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for c in corrections:
+        if shapes.setdefault(c.name, c.labels.shape) != c.labels.shape:
+            return (f"the corrections of plane {c.name!r} have shapes {shapes[c.name]} and "
+                    f"{c.labels.shape}; one plane has one shape")
+    return None
+
+
+def _refused(where: str, problem: str) -> SessionError:
+    return SessionError(
+        f"{where} cannot be restored: {problem}. It was not written like this by napari-unet "
+        "(changed or damaged since): restore the session folder from a backup, or open the "
+        "image and segment it again. The open session is unchanged"
+    )
+
+
+def check(data: SessionData) -> None:
+    """Refuse (:class:`SessionError`) data that :func:`restore` could not put back whole."""
+    where = f"session {data.folder}" if data.folder else "the session"
+    problems = [_image_record_problem(image) for image in data.images]
+    for record in data.labels:
+        if not 0 <= record.image < len(data.images):
+            problems.append(f"labels {record.name!r} name image {record.image}, which does "
+                            "not exist")
+        elif not _image_record_problem(data.images[record.image]):
+            problems.append(_labels_record_problem(record, data.images[record.image]))
+    problems.extend(_correction_problem(c, f"stored correction {c.name!r}") for c in data.corrections)
+    problems.append(_clash_problem(
+        [*data.corrections, *(c for record in data.labels for c in record.pending)]))
+    problem = next((p for p in problems if p), None)
+    if problem:
+        raise _refused(where, problem)
 
 
 def _check_labels(record: LabelsRecord) -> None:
@@ -434,6 +595,9 @@ class SessionFolder:
         self._remember(model, name)
         return model
 
+    def _refused(self, name: str, problem: str) -> SessionError:
+        return _refused(f"{name} in session {self.path}", problem)
+
     def _parse(self, index: dict) -> SessionData:
         images = []
         for d in index["images"]:
@@ -445,6 +609,9 @@ class SessionFolder:
                 reader=_opt_str(d.get("reader")),
                 sample=None if sample is None else (str(sample[0]), str(sample[1])),
             ))
+            problem = _image_record_problem(images[-1])
+            if problem:
+                raise self._refused(INDEX, problem)
         models = index["models"]
         versions = []
         for i, d in enumerate(models["versions"]):
@@ -456,6 +623,16 @@ class SessionFolder:
                 stats=dict(d.get("stats") or {}),
             ))
         active = _opt_index(models.get("active"), len(versions), "active model version")
+        corrections = index["corrections"]
+        stored = _unpack(self._load_npz(str(corrections["file"])), list(corrections["names"]), "")
+        for c in stored:
+            problem = _correction_problem(c, f"stored correction {c.name!r}")
+            if problem:
+                raise self._refused(str(corrections["file"]), problem)
+            c.mask = _mask(c.mask)
+        problem = _clash_problem(stored)
+        if problem:
+            raise self._refused(str(corrections["file"]), problem)
         labels = []
         for d in index["labels"]:
             arrays = self._load_npz(str(d["file"]))
@@ -469,13 +646,19 @@ class SessionFolder:
                 metadata=dict(d.get("metadata") or {}),
                 pending=_unpack(arrays, list(d.get("pending") or []), "pending_"),
             )
-            _check_labels(record)
             if record.data.shape != _ints(d["shape"]):
                 raise ValueError(f"labels {record.name!r} do not have the saved shape")
+            problem = (_labels_record_problem(record, images[record.image])
+                       or _clash_problem([*stored, *record.pending]))
+            if problem:
+                raise self._refused(str(d["file"]), problem)
+            record.edited, record.reviewed = _mask(record.edited), _mask(record.reviewed)
+            for c in record.pending:
+                c.mask = _mask(c.mask)
             labels.append(record)
-        corrections = index["corrections"]
-        stored = _unpack(self._load_npz(str(corrections["file"])), list(corrections["names"]), "")
-        return SessionData(images, labels, stored, versions, active, self.path)
+        data = SessionData(images, labels, stored, versions, active, self.path)
+        check(data)  # what no single file shows (pending planes of two labels layers)
+        return data
 
 
 # --------------------------------------------------------------------------- session <-> data
@@ -620,17 +803,24 @@ def _image_layer(viewer: Any, record: ImageRecord, folder: Optional[Path],
     return layer, None
 
 
-def _labels_layer(viewer: Any, record: LabelsRecord) -> Any:
-    """The labels layer of ``record``: the viewer's own of that name and shape, else new."""
+def _labels_layer(viewer: Any, record: LabelsRecord, problems: list[str]) -> Any:
+    """The labels layer of ``record``: the viewer's own of that name and shape, else new
+    (units napari does not know are dropped, with a message added to ``problems``)."""
     metadata = {META_KEY: record.metadata} if record.metadata else {}
     layer = _named(viewer, record.name, "Labels", record.data.shape)
     if layer is not None:
         layer.metadata = {**(layer.metadata or {}), **metadata}
         layer.data = record.data
         return layer
-    kwargs: dict[str, Any] = {"units": record.units} if record.units else {}
-    return viewer.add_labels(record.data, name=record.name, scale=record.scale,
-                             translate=record.translate, metadata=metadata, **kwargs)
+    add = partial(viewer.add_labels, record.data, name=record.name, scale=record.scale,
+                  translate=record.translate, metadata=metadata)
+    if record.units:
+        try:
+            return add(units=record.units)
+        except ValueError as exc:  # napari refuses unit names it does not know
+            problems.append(f"'{record.name}' was restored without its units {record.units} "
+                            f"({exc})")
+    return add()
 
 
 def restore(viewer: Any, session: Session, data: SessionData,
@@ -649,6 +839,7 @@ def restore(viewer: Any, session: Session, data: SessionData,
         from . import _dialogs  # Qt: only when restoring into a real viewer
 
         confirm = partial(_dialogs.confirm_open_image, None, folder=data.folder)
+    check(data)  # before anything changes: a session that cannot be restored is refused
     for link in list(session.links):
         session.remove_link(link)
     session.store = CorrectionStore()
@@ -679,7 +870,7 @@ def restore(viewer: Any, session: Session, data: SessionData,
                         f"'{image_layer.name}' now has labels of shape {image.label_shape}, "
                         f"not {record.data.shape}")
                     image = None
-        layer = _labels_layer(viewer, record)
+        layer = _labels_layer(viewer, record, problems)
         if image is None:
             for correction in record.pending:
                 session.store.add(correction)
