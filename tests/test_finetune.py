@@ -209,6 +209,23 @@ def test_larger_objects_resize_the_input_of_the_tuned_model(pair) -> None:
     assert pred.shape == labels.shape  # resized for the network, back for the labels
 
 
+def test_what_a_round_learnt_travels_with_the_model_file(pair, tmp_path) -> None:
+    """Inversion and input scale are part of the saved config: the file alone predicts as
+    the tuned version in the session did."""
+    from napari_unet.model import load_model_file
+
+    image, labels = pair
+    base = small_model()
+    base.config.object_polarity, base.config.object_diameter = "bright", 5.0
+    tuned = fine_tune(base, 255 - image, labels, steps=1, config=CONFIG)
+    assert tuned.config.normalization.invert and tuned.config.input_scale < 0.77
+    again = load_model_file(tuned.save(tmp_path / "tuned.safetensors"))
+    assert again.config.normalization.invert
+    assert again.config.input_scale == pytest.approx(tuned.config.input_scale)
+    np.testing.assert_array_equal(napari_unet_segment(255 - image, again),
+                                  napari_unet_segment(255 - image, tuned))
+
+
 def napari_unet_segment(image, model):
     from napari_unet.segment import segment
 
