@@ -60,13 +60,13 @@ class TargetOptions:
 
 def correction_target(anchor: np.ndarray, corrected: np.ndarray, mask: np.ndarray,
                       diameter: float | None, options: TargetOptions = TargetOptions(),
-                      instances: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, weight, supervised) to train on for one corrected plane.
+                      instances: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, weight) to train on for one corrected plane.
 
     ``anchor`` is what the model being tuned predicts for the plane; the corrections inside
     ``mask`` are pasted over it (as objects for instance labels, pixel by pixel for class
-    maps), so the background ring does not claim predicted neighbours. ``supervised`` (the
-    mask plus the ring) is where the weight is 1; it is 0 elsewhere.
+    maps), so the background ring does not claim predicted neighbours. The weight is 1 on
+    the mask plus the ring, 0 elsewhere.
     """
     mask = np.asarray(mask, dtype=bool)
     if instances:
@@ -75,6 +75,4 @@ def correction_target(anchor: np.ndarray, corrected: np.ndarray, mask: np.ndarra
         labels = np.where(mask, np.asarray(corrected), np.asarray(anchor))
     width = max(2.0, options.context * (diameter or 0.0))
     near = ndi.distance_transform_edt(~mask) <= width if mask.any() else mask
-    supervised = mask | (near & (labels == 0))
-    weight = supervised.astype(np.float32)
-    return labels, weight, supervised
+    return labels, (mask | (near & (labels == 0))).astype(np.float32)

@@ -26,9 +26,9 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 class Sample:
     """One training image: normalised (C, Y, X) input, target, and per-pixel weight.
 
-    ``weight`` is 1 where the target is ground truth and 0 where nobody annotated.
-    ``supervised`` marks the pixels a user corrected or reviewed when that is only part of
-    the image: training patches are then drawn around them. ``soft`` holds (K, Y, X)
+    ``weight`` is 1 where the target is ground truth and 0 where nobody annotated; when
+    that is only part of the image, training patches are drawn around the annotated pixels.
+    ``soft`` holds (K, Y, X)
     probabilities of the model being fine-tuned: where the weight is 0, training keeps the
     new model close to them instead of leaving those pixels free to drift.
     """
@@ -38,14 +38,13 @@ class Sample:
     target: np.ndarray
     weight: np.ndarray
     labels: np.ndarray
-    supervised: np.ndarray | None = None
     soft: np.ndarray | None = None
 
     @property
     def focus(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(object, background) coordinates of supervised pixels when only part of the
         image is supervised, so patches can be centred on both classes equally often."""
-        where = self.supervised if self.supervised is not None else self.weight > 0
+        where = self.weight > 0
         if where.all():
             return None
         fg = where & (self.target > 0 if self.target.ndim == 2 else self.target.any(0))
@@ -70,8 +69,7 @@ def to_channels(image: np.ndarray, axes: str | None, n_channels: int) -> np.ndar
 
 def make_sample(name: str, image: np.ndarray, labels: np.ndarray, config: ModelConfig,
                 axes: str | None = None, weight: np.ndarray | None = None,
-                invert_masks: bool = False, percentiles: np.ndarray | None = None,
-                supervised: np.ndarray | None = None) -> Sample:
+                invert_masks: bool = False, percentiles: np.ndarray | None = None) -> Sample:
     """Normalise an image and derive its target, checking that shapes agree.
 
     ``percentiles`` lets a plane of a stack share the stack's normalisation, as in
@@ -95,9 +93,8 @@ def make_sample(name: str, image: np.ndarray, labels: np.ndarray, config: ModelC
         shape = scaled_shape(labels.shape, config.input_scale)
         norm = resize_plane(norm, shape)
         labels, weight = resize_labels(labels, shape), resize_labels(weight, shape)
-        supervised = None if supervised is None else resize_labels(supervised, shape)
     target = labels_to_target(labels, config.task, config.network.out_channels, invert_masks)
-    return Sample(name, norm, target, weight.astype(np.float32), labels, supervised)
+    return Sample(name, norm, target, weight.astype(np.float32), labels)
 
 
 def find_pairs(folder: str | Path) -> list[tuple[Path, Path]]:

@@ -109,11 +109,11 @@ def _plane_sample(predictor: Predictor, plane: _Plane, diameter: float | None,
     config = predictor.model.config
     probs = predictor.probabilities(
         normalize(plane.image, plane.percentiles, config.normalization.invert))
-    labels, weight, supervised = correction_target(
+    labels, weight = correction_target(
         predictor.labels(probs), plane.labels, plane.mask, diameter, target,
         instances=config.task == "instance")
     sample = make_sample(plane.name, plane.image, labels, config, axes="CYX", weight=weight,
-                         percentiles=plane.percentiles, supervised=supervised)
+                         percentiles=plane.percentiles)
     sample.soft = resize_plane(probs, sample.image.shape[-2:])
     return sample
 

@@ -92,8 +92,7 @@ class _Batches:
         self.samples = samples
         self.config = config
         self.rng = rng
-        area = np.array([max(float(np.count_nonzero(
-            s.supervised if s.supervised is not None else s.weight)), 1.0) for s in samples])
+        area = np.array([max(float(np.count_nonzero(s.weight)), 1.0) for s in samples])
         self.p = np.sqrt(area) / np.sqrt(area).sum()
         self.focus = [s.focus for s in samples]
 
