@@ -52,7 +52,7 @@ from .errors import CalibrationWarning, ImageReadError, InvalidLabelsError, Napa
 if TYPE_CHECKING:
     import dask.array
 
-__all__ = ["ImageData", "check_label_values", "image_stem", "read_image", "read_labels", "write_labels", "LAZY_THRESHOLD_BYTES"]
+__all__ = ["ImageData", "check_label_values", "image_stem", "read_image", "read_labels", "read_mask", "write_labels", "LAZY_THRESHOLD_BYTES"]
 
 #: Images larger than this (uncompressed) are read lazily when ``lazy=None``.
 LAZY_THRESHOLD_BYTES = 1 << 30
@@ -152,6 +152,30 @@ def read_labels(path: PathLike) -> np.ndarray:
         return data.astype(np.uint8)
     check_label_values(data, what=repr(str(path)))
     return data
+
+
+def read_mask(path: PathLike) -> np.ndarray:
+    """A training/evaluation mask as one label image, its colour channels removed.
+
+    A gray mask saved as RGB(A) (all colour channels equal; an alpha channel, the last of
+    2 or 4, is ignored) is read as one channel. A colour-coded mask (channels that differ)
+    is refused with :class:`InvalidLabelsError`: reading one channel of it would silently
+    drop the objects coded in the others.
+    """
+    image = read_image(path)
+    data = np.asarray(image.data)
+    if "C" not in image.axes:
+        return data
+    channels = np.moveaxis(data, image.axes.index("C"), -1)
+    if channels.shape[-1] in (2, 4):
+        channels = channels[..., :-1]  # alpha: transparency, not labels
+    if not (channels == channels[..., :1]).all():
+        raise InvalidLabelsError(
+            f"{str(path)!r} is a colour mask whose channels differ (axes {image.axes!r}); "
+            "reading one channel would lose the objects coded in the others: save the mask "
+            "as one label image (a single channel of integer ids, 0 = background)"
+        )
+    return channels[..., 0]
 
 
 def _check_regular(p: Path) -> None:
