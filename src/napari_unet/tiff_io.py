@@ -286,6 +286,7 @@ def _read_tiff(p: Path, lazy: Optional[bool]) -> ImageData:
                     f"{str(p)!r} holds an empty image (shape {tuple(series.shape)}, no pixels); "
                     "export the image again, or check that this is the file you meant"
                 )
+            _check_planes(series, p)
             _check_extent(series, p.stat().st_size, p)
             pixel_size, unit = _calibration(tif, axes, p)
             metadata = _stored_metadata(tif)
@@ -337,6 +338,21 @@ def _normalise_axes(axes: str, p: Path) -> str:
             )
         out.append(ax)
     return "".join(out)
+
+
+def _check_planes(series: Any, p: Path) -> None:
+    """Refuse a header (OME ``SizeZ``/``SizeT``/``SizeC``) that declares more planes than
+    the file stores: tifffile fills the missing ones with zeros, so a 1-plane file
+    claiming 1000 planes would be segmented and written as 1000 planes."""
+    pages = list(series.pages)
+    stored = sum(page is not None for page in pages)
+    if stored < len(pages):
+        raise ImageReadError(
+            f"{str(p)!r}: its header declares {len(pages)} planes (shape "
+            f"{tuple(series.shape)}, axes {series.axes!r}) but the file stores only {stored}; the "
+            "header is wrong, the file is incomplete, or the other files of a multi-file OME "
+            "dataset are missing: export the image again (e.g. save it from Fiji as TIFF)"
+        )
 
 
 def _check_extent(series: Any, size: int, p: Path) -> None:
