@@ -1,11 +1,14 @@
-"""Tests for napari_unet.atomic.atomic_folder: a folder output (a zarr store) appears
-whole or not at all, and a failed rewrite leaves the previous folder as it was."""
+"""Tests for napari_unet.atomic: a folder output (a zarr store) appears whole or not at all,
+a failed rewrite leaves the previous folder as it was, and a file gets the umask's mode."""
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
-from napari_unet.atomic import atomic_folder
+from napari_unet.atomic import atomic_folder, atomic_write
 from napari_unet.errors import OutputWriteError
 
 
@@ -92,3 +95,46 @@ def test_overwrite_of_a_linked_store_leaves_no_link_behind(tmp_path):
         _write(tmp, "new")
     assert not target.is_symlink() and (target / "chunk").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr", "real.zarr"]
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and restore it afterwards."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield os.umask
+    os.umask(old)
+
+
+def _private_writer(tmp) -> None:
+    """Write like safetensors does: replace the file with one created mode 0600."""
+    os.unlink(tmp)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077, 0o027], ids=oct)
+def test_a_new_file_gets_the_mode_the_umask_gives(tmp_path, umask, mask):
+    # Issue 10 item 12: model files were always written 0600, whatever the umask.
+    umask(mask)
+    path = atomic_write(tmp_path / "model.safetensors", _private_writer)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_a_replaced_file_keeps_its_mode(tmp_path, umask):
+    umask(0o022)
+    path = tmp_path / "model.safetensors"
+    path.write_text("old")
+    path.chmod(0o640)
+    atomic_write(path, _private_writer, overwrite=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_a_saved_model_is_readable_like_any_other_output(tmp_path, umask):
+    from _data import small_model
+
+    umask(0o022)
+    path = small_model().save(tmp_path / "m.safetensors")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

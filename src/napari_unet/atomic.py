@@ -11,6 +11,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable, Iterator, Union
@@ -51,13 +52,27 @@ def _check_target(path: Path, overwrite: bool, meanwhile: bool = False) -> None:
         )
 
 
+def _set_mode(tmp: Path, target: Path, umask_mode: int) -> None:
+    """Give ``tmp`` the mode of the file it replaces, else that of a new file (umask)."""
+    try:
+        st = os.lstat(target)
+        # permission bits only: never carry a set-user-id bit over to new content
+        mode = st.st_mode & 0o777 if stat.S_ISREG(st.st_mode) else umask_mode
+    except OSError:
+        mode = umask_mode
+    with suppress(OSError):  # a file system without POSIX modes: keep what it gives
+        os.chmod(tmp, mode)
+
+
 @contextmanager
 def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success rename it to ``path``.
 
     Missing parent folders are created. The temporary file is created empty with the
-    permissions a normal ``open(path, "w")`` would give (the umask applies), so the
-    renamed result is readable like any other output. On any failure the temporary file
+    permissions a normal ``open(path, "w")`` would give (the umask applies), and the result
+    gets them back before the rename even when the writer recreated the file with other
+    ones (safetensors writes 0600), so it is readable like any other output; a file it
+    replaces keeps its own mode. On any failure the temporary file
     is deleted and the previous ``path`` (if any) is left untouched; ``OSError`` and other
     unexpected errors become :class:`OutputWriteError`, while the package's own errors
     (for example :class:`~napari_unet.errors.Cancelled`) pass through unchanged.
@@ -70,6 +85,7 @@ def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        umask_mode = stat.S_IMODE(os.stat(tmp).st_mode)  # 0666 & ~umask, read without umask()
     except OSError as exc:
         raise _write_error(target, exc) from exc
     try:
@@ -77,6 +93,7 @@ def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         _check_target(target, overwrite, meanwhile=True)  # another run may have written it
+        _set_mode(tmp, target, umask_mode)
         os.replace(tmp, target)
     except BaseException as exc:
         with suppress(OSError):
