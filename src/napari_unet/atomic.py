@@ -8,9 +8,12 @@ is atomic on POSIX and Windows, so readers see either the old file or the comple
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
 import secrets
 import shutil
+import socket
 import stat
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -146,6 +149,48 @@ def _check_folder_target(target: Path, overwrite: bool, meanwhile: bool = False)
         )
 
 
+#: This machine, in the names of temporary folders: a process id means something only here
+#: (a folder on a network disk may be written from several machines).
+_HOST = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (POSIX; a zombie counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by another user
+        return True
+    return True
+
+
+def _remove_stale_folders(target: Path) -> None:
+    """Remove temporary folders of ``target`` left by a write whose process is gone.
+
+    Only names this module gives (``.tmp-<8 hex>-<pid>-<machine>-<target name>``), with this
+    machine's tag and a process id that no longer runs, are removed: never another
+    output's, another machine's, one of a running write, nor anything else. On Windows,
+    where a process cannot be checked safely, nothing is removed.
+    """
+    if os.name != "posix":
+        return
+    pattern = re.compile(rf"\.tmp-[0-9a-f]{{8}}-(\d+)-{_HOST}-{re.escape(target.name)}")
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or _process_alive(int(match[1])):
+            continue
+        with suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
 @contextmanager
 def atomic_folder(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Like :func:`atomic_path` for a folder output (a zarr store): yield a hidden
@@ -155,10 +200,16 @@ def atomic_folder(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     An existing ``path`` is replaced only with ``overwrite`` and only when it is a zarr
     store; both are checked before the work and again right before the rename, so a
     result another run wrote meanwhile is never lost without ``overwrite``.
+
+    The temporary folder's name records the writing process (id and machine), so that a
+    write killed half-way (``kill -9``, out of memory, power cut) leaves nothing for good:
+    the next write to the same ``path`` removes those of its temporary folders whose
+    process is gone (see :func:`_remove_stale_folders`).
     """
     target = Path(path)
     _check_folder_target(target, overwrite)
-    tmp = target.with_name(f".tmp-{secrets.token_hex(4)}-{target.name}")
+    _remove_stale_folders(target)
+    tmp = target.with_name(f".tmp-{secrets.token_hex(4)}-{os.getpid()}-{_HOST}-{target.name}")
     try:
         tmp.mkdir(parents=True)
     except OSError as exc:
