@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from _data import DSB_TEST, dsb_pair, intensity_model, membrane_model, pair_folder, small_model
-from napari_unet.errors import Cancelled, DatasetError, OutputWriteError
+from napari_unet.errors import Cancelled, DatasetError, InvalidLabelsError, OutputWriteError
 from napari_unet.evaluation import evaluate
 from napari_unet.metrics import score_image
 from napari_unet.progress import CancelToken
@@ -111,3 +111,32 @@ def test_progress_and_cancel(dsb_folder) -> None:
 def test_folder_without_pairs(tmp_path: Path) -> None:
     with pytest.raises(DatasetError):
         evaluate(intensity_model(), tmp_path, device="cpu")
+
+
+def _colour_folder(folder: Path, mask: np.ndarray) -> Path:
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    image = np.zeros((32, 32), np.uint8)
+    image[4:12, 4:12] = image[4:12, 20:28] = image[20:28, 4:12] = 200
+    iio.imwrite(folder / "images" / "a.png", image)
+    iio.imwrite(folder / "masks" / "a.png", mask)
+    return folder
+
+
+def test_a_colour_coded_mask_is_refused_naming_the_file(tmp_path: Path) -> None:
+    # Three objects coded by colour: red, green, blue. Read as the red channel, two of them
+    # would vanish (3 objects scored as 1); the mask must be refused, not half read.
+    mask = np.zeros((32, 32, 3), np.uint8)
+    mask[4:12, 4:12, 0] = mask[4:12, 20:28, 1] = mask[20:28, 4:12, 2] = 255
+    folder = _colour_folder(tmp_path / "d", mask)
+    with pytest.raises(InvalidLabelsError, match=r"(?s)a\.png.*one label image"):
+        evaluate(intensity_model(), folder, device="cpu")
+
+
+def test_a_gray_mask_saved_as_rgb_or_rgba_is_still_read(tmp_path: Path) -> None:
+    gray = np.zeros((32, 32), np.uint8)
+    gray[4:12, 4:12], gray[4:12, 20:28], gray[20:28, 4:12] = 1, 2, 3
+    rgba = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
+    for name, mask in (("rgb", rgba[..., :3]), ("rgba", rgba)):
+        result = evaluate(intensity_model(), _colour_folder(tmp_path / name, mask), device="cpu")
+        assert result.scores[0].n_true == 3

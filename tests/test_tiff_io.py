@@ -449,3 +449,22 @@ def test_a_missing_codec_is_not_called_damage(tmp_path, monkeypatch):
         read_image(path)
     assert "imagecodecs" in str(info.value) and "pip install" in str(info.value)
     assert "damaged" not in str(info.value)
+
+
+def test_an_ome_header_declaring_more_planes_than_stored_is_refused(tmp_path):
+    # SizeZ=1000 on a file holding one plane: tifffile fills the missing 999 planes with
+    # zeros, and segmenting it would write a 1000-plane label file. Refuse before any work.
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+        '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint8" '
+        'SizeX="16" SizeY="16" SizeZ="1000" SizeC="1" SizeT="1">'
+        '<Channel ID="Channel:0:0" SamplesPerPixel="1"/><TiffData IFD="0" PlaneCount="1000"/>'
+        "</Pixels></Image></OME>"
+    )
+    path = tmp_path / "liar.ome.tif"
+    tifffile.imwrite(path, np.ones((16, 16), np.uint8), description=xml, metadata=None)
+    for lazy in (False, True):
+        with pytest.raises(ImageReadError,
+                           match=r"(?s)liar\.ome\.tif.*1000 planes.*stores only 1\b"):
+            read_image(path, lazy=lazy)

@@ -8,9 +8,13 @@ is atomic on POSIX and Windows, so readers see either the old file or the comple
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
 import secrets
 import shutil
+import socket
+import stat
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable, Iterator, Union
@@ -51,13 +55,27 @@ def _check_target(path: Path, overwrite: bool, meanwhile: bool = False) -> None:
         )
 
 
+def _set_mode(tmp: Path, target: Path, umask_mode: int) -> None:
+    """Give ``tmp`` the mode of the file it replaces, else that of a new file (umask)."""
+    try:
+        st = os.lstat(target)
+        # permission bits only: never carry a set-user-id bit over to new content
+        mode = st.st_mode & 0o777 if stat.S_ISREG(st.st_mode) else umask_mode
+    except OSError:
+        mode = umask_mode
+    with suppress(OSError):  # a file system without POSIX modes: keep what it gives
+        os.chmod(tmp, mode)
+
+
 @contextmanager
 def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success rename it to ``path``.
 
     Missing parent folders are created. The temporary file is created empty with the
-    permissions a normal ``open(path, "w")`` would give (the umask applies), so the
-    renamed result is readable like any other output. On any failure the temporary file
+    permissions a normal ``open(path, "w")`` would give (the umask applies), and the result
+    gets them back before the rename even when the writer recreated the file with other
+    ones (safetensors writes 0600), so it is readable like any other output; a file it
+    replaces keeps its own mode. On any failure the temporary file
     is deleted and the previous ``path`` (if any) is left untouched; ``OSError`` and other
     unexpected errors become :class:`OutputWriteError`, while the package's own errors
     (for example :class:`~napari_unet.errors.Cancelled`) pass through unchanged.
@@ -70,6 +88,7 @@ def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        umask_mode = stat.S_IMODE(os.stat(tmp).st_mode)  # 0666 & ~umask, read without umask()
     except OSError as exc:
         raise _write_error(target, exc) from exc
     try:
@@ -77,6 +96,7 @@ def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         _check_target(target, overwrite, meanwhile=True)  # another run may have written it
+        _set_mode(tmp, target, umask_mode)
         os.replace(tmp, target)
     except BaseException as exc:
         with suppress(OSError):
@@ -129,6 +149,48 @@ def _check_folder_target(target: Path, overwrite: bool, meanwhile: bool = False)
         )
 
 
+#: This machine, in the names of temporary folders: a process id means something only here
+#: (a folder on a network disk may be written from several machines).
+_HOST = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (POSIX; a zombie counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by another user
+        return True
+    return True
+
+
+def _remove_stale_folders(target: Path) -> None:
+    """Remove temporary folders of ``target`` left by a write whose process is gone.
+
+    Only names this module gives (``.tmp-<8 hex>-<pid>-<machine>-<target name>``), with this
+    machine's tag and a process id that no longer runs, are removed: never another
+    output's, another machine's, one of a running write, nor anything else. On Windows,
+    where a process cannot be checked safely, nothing is removed.
+    """
+    if os.name != "posix":
+        return
+    pattern = re.compile(rf"\.tmp-[0-9a-f]{{8}}-(\d+)-{_HOST}-{re.escape(target.name)}")
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or _process_alive(int(match[1])):
+            continue
+        with suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
 @contextmanager
 def atomic_folder(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Like :func:`atomic_path` for a folder output (a zarr store): yield a hidden
@@ -138,10 +200,16 @@ def atomic_folder(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     An existing ``path`` is replaced only with ``overwrite`` and only when it is a zarr
     store; both are checked before the work and again right before the rename, so a
     result another run wrote meanwhile is never lost without ``overwrite``.
+
+    The temporary folder's name records the writing process (id and machine), so that a
+    write killed half-way (``kill -9``, out of memory, power cut) leaves nothing for good:
+    the next write to the same ``path`` removes those of its temporary folders whose
+    process is gone (see :func:`_remove_stale_folders`).
     """
     target = Path(path)
     _check_folder_target(target, overwrite)
-    tmp = target.with_name(f".tmp-{secrets.token_hex(4)}-{target.name}")
+    _remove_stale_folders(target)
+    tmp = target.with_name(f".tmp-{secrets.token_hex(4)}-{os.getpid()}-{_HOST}-{target.name}")
     try:
         tmp.mkdir(parents=True)
     except OSError as exc:

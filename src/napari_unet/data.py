@@ -17,7 +17,7 @@ from .domain import resize_labels, resize_plane, scaled_shape
 from .errors import DatasetError, InvalidImageError, InvalidLabelsError
 from .normalize import channel_percentiles, normalize
 from .targets import labels_to_target
-from .tiff_io import check_label_values, read_image
+from .tiff_io import check_label_values, read_image, read_mask
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
@@ -126,11 +126,10 @@ def _natural_key(path: Path) -> tuple:
 
 
 def read_pair(image_path: Path, mask_path: Path, n_channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """A (C, Y, X) image with the model's channel count, and its 2D mask (first channel)."""
+    """A (C, Y, X) image with the model's channel count, and its 2D mask."""
     image = read_image(image_path)
     plane = to_channels(np.asarray(image.data), image.axes, n_channels)
-    mask = np.asarray(read_image(mask_path).data)
-    return plane, mask[..., 0] if mask.ndim == 3 else mask
+    return plane, read_mask(mask_path)  # refuses a colour mask whose channels differ
 
 
 def load_folder(folder: str | Path, config: ModelConfig, invert_masks: bool = False,

@@ -52,7 +52,7 @@ from .errors import CalibrationWarning, ImageReadError, InvalidLabelsError, Napa
 if TYPE_CHECKING:
     import dask.array
 
-__all__ = ["ImageData", "check_label_values", "image_stem", "read_image", "read_labels", "write_labels", "LAZY_THRESHOLD_BYTES"]
+__all__ = ["ImageData", "check_label_values", "image_stem", "read_image", "read_labels", "read_mask", "write_labels", "LAZY_THRESHOLD_BYTES"]
 
 #: Images larger than this (uncompressed) are read lazily when ``lazy=None``.
 LAZY_THRESHOLD_BYTES = 1 << 30
@@ -152,6 +152,30 @@ def read_labels(path: PathLike) -> np.ndarray:
         return data.astype(np.uint8)
     check_label_values(data, what=repr(str(path)))
     return data
+
+
+def read_mask(path: PathLike) -> np.ndarray:
+    """A training/evaluation mask as one label image, its colour channels removed.
+
+    A gray mask saved as RGB(A) (all colour channels equal; an alpha channel, the last of
+    2 or 4, is ignored) is read as one channel. A colour-coded mask (channels that differ)
+    is refused with :class:`InvalidLabelsError`: reading one channel of it would silently
+    drop the objects coded in the others.
+    """
+    image = read_image(path)
+    data = np.asarray(image.data)
+    if "C" not in image.axes:
+        return data
+    channels = np.moveaxis(data, image.axes.index("C"), -1)
+    if channels.shape[-1] in (2, 4):
+        channels = channels[..., :-1]  # alpha: transparency, not labels
+    if not (channels == channels[..., :1]).all():
+        raise InvalidLabelsError(
+            f"{str(path)!r} is a colour mask whose channels differ (axes {image.axes!r}); "
+            "reading one channel would lose the objects coded in the others: save the mask "
+            "as one label image (a single channel of integer ids, 0 = background)"
+        )
+    return channels[..., 0]
 
 
 def _check_regular(p: Path) -> None:
@@ -262,6 +286,7 @@ def _read_tiff(p: Path, lazy: Optional[bool]) -> ImageData:
                     f"{str(p)!r} holds an empty image (shape {tuple(series.shape)}, no pixels); "
                     "export the image again, or check that this is the file you meant"
                 )
+            _check_planes(series, p)
             _check_extent(series, p.stat().st_size, p)
             pixel_size, unit = _calibration(tif, axes, p)
             metadata = _stored_metadata(tif)
@@ -313,6 +338,21 @@ def _normalise_axes(axes: str, p: Path) -> str:
             )
         out.append(ax)
     return "".join(out)
+
+
+def _check_planes(series: Any, p: Path) -> None:
+    """Refuse a header (OME ``SizeZ``/``SizeT``/``SizeC``) that declares more planes than
+    the file stores: tifffile fills the missing ones with zeros, so a 1-plane file
+    claiming 1000 planes would be segmented and written as 1000 planes."""
+    pages = list(series.pages)
+    stored = sum(page is not None for page in pages)
+    if stored < len(pages):
+        raise ImageReadError(
+            f"{str(p)!r}: its header declares {len(pages)} planes (shape "
+            f"{tuple(series.shape)}, axes {series.axes!r}) but the file stores only {stored}; the "
+            "header is wrong, the file is incomplete, or the other files of a multi-file OME "
+            "dataset are missing: export the image again (e.g. save it from Fiji as TIFF)"
+        )
 
 
 def _check_extent(series: Any, size: int, p: Path) -> None:
