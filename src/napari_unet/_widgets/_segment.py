@@ -242,7 +242,9 @@ class SegmentWidget(JobWidget):
             tile_size=max(self.tile_size.value(), 32) if self.tile_size.value() else None,
             seed_threshold=self.seed_threshold.value() or None,
             min_size=None if self.min_size.value() < 0 else self.min_size.value(),
-            object_size=self.object_size.value() or None,
+            # a model that does not record its object size cannot be set to another one
+            object_size=(self.object_size.value() or None) if self.object_size.isEnabled()
+            else None,
             scope="plane" if self.scope.currentIndex() == 1 else "stack",
             stitch_3d=self.stitch_3d.isChecked(),
             compile=self.compile.isChecked(),
