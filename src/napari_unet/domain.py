@@ -40,11 +40,6 @@ class DomainEstimate:
     polarity: Optional[Polarity]
     contrast: float
 
-    def describe(self) -> str:
-        size = "size unknown" if self.diameter is None else f"diameter {self.diameter:.1f} px"
-        pol = self.polarity or "polarity undecided"
-        return f"{self.n_objects} object(s), {size}, {pol} (contrast {self.contrast:+.2f})"
-
 
 def supervised_objects(labels: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
     """Ids of the objects with at least half of their pixels in ``mask`` (all without one)."""

@@ -45,18 +45,12 @@ class Predictor:
         shape = plane.shape[-2:]
         if scale != 1.0:
             plane = resize_plane(plane, scaled_shape(shape, scale))
-        probs = self.network_probabilities(plane, progress, cancel)
-        return resize_plane(probs, shape) if scale != 1.0 else probs
-
-    def network_probabilities(self, plane: np.ndarray,
-                              progress: Optional[ProgressCallback] = None,
-                              cancel: Optional[CancelToken] = None) -> np.ndarray:
-        """(K, Y, X) probabilities for a plane already at the network's scale."""
-        return predict_plane(
+        probs = predict_plane(
             self.network, plane, activation=self.activation,
             multiple=self.model.config.network.size_multiple, tiles=self.tiles,
             device=self.device, fast=self.fast, progress=progress, cancel=cancel,
         )
+        return resize_plane(probs, shape) if scale != 1.0 else probs
 
     def count_tiles(self, shape: tuple[int, int]) -> int:
         """Tiles one plane (or block) of ``shape`` takes, for progress totals."""

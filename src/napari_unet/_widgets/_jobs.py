@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -47,34 +47,17 @@ class SegmentSettings:
 
 
 @dataclass
-class AgreementSnapshot:
-    """The supervised pixels of a labels layer when a job started, for counting agreement
-    in the worker: flat indices, and whether the baseline and the corrected labels are
-    foreground there. ``tracker``/``revision`` tell at delivery whether it is still current."""
-
-    link: Any
-    tracker: Any
-    revision: int
-    shape: tuple[int, ...]
-    index: np.ndarray
-    base_fg: np.ndarray
-    corrected_fg: np.ndarray
-
-
-@dataclass
 class SegmentResult:
     """Labels for the whole image (``planes is None``) or for some stack planes.
 
     Jobs also fill in what the delivery would otherwise compute on the GUI thread: the
-    labels already in the layer's dtype (:func:`layer_dtype`), ``n_objects`` (for the whole image or summed over planes)
-    and, given a snapshot, the agreement ``counts`` (pixels, before, after) with it.
+    labels already in the layer's dtype (:func:`layer_dtype`) and ``n_objects`` (for the
+    whole image or summed over planes).
     """
 
     labels: dict[tuple[int, ...], np.ndarray] | np.ndarray
     planes: Optional[list[tuple[int, ...]]] = None
     n_objects: Optional[int] = None
-    counts: Optional[tuple[int, int, int]] = None
-    snapshot: Optional[AgreementSnapshot] = None
     model: Optional[Model] = None  # the model, when the job loaded it from a file
     source: Optional[Path] = None  # ... and that file
     percentiles: Optional[np.ndarray] = None  # the image's normalisation, for corrections
@@ -111,43 +94,19 @@ def _as_dtype(labels: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return labels if labels.dtype == dtype else labels.astype(dtype)
 
 
-def _snapshot_counts(snapshot: AgreementSnapshot, new: np.ndarray,
-                     index: tuple[int, ...] = ()) -> tuple[int, int, int]:
-    """(pixels, baseline agrees, ``new`` agrees) over the snapshot's pixels in plane ``index``."""
-    flat, base_fg, corrected_fg = snapshot.index, snapshot.base_fg, snapshot.corrected_fg
-    if index:
-        rest = snapshot.shape[len(index):]
-        start = int(np.ravel_multi_index(tuple(index) + (0,) * len(rest), snapshot.shape))
-        size = int(np.prod(rest, dtype=np.int64))
-        lo, hi = np.searchsorted(flat, [start, start + size])
-        flat, base_fg, corrected_fg = flat[lo:hi] - start, base_fg[lo:hi], corrected_fg[lo:hi]
-    new_fg = np.asarray(new).ravel()[flat] > 0
-    return (int(flat.size), int(np.count_nonzero(base_fg == corrected_fg)),
-            int(np.count_nonzero(new_fg == corrected_fg)))
-
-
-def prepare_result(result: SegmentResult,
-                   snapshot: Optional[AgreementSnapshot] = None) -> SegmentResult:
+def prepare_result(result: SegmentResult) -> SegmentResult:
     """Do in the worker what delivering ``result`` needs: labels in the layer's dtype
-    (uint16 or uint32 for a whole image, uint32 for planes merged into a layer), the object
-    count and (with a snapshot of the layer's supervised pixels) the agreement counts."""
-    counts = np.zeros(3, dtype=np.int64)
+    (uint16 or uint32 for a whole image, uint32 for planes merged into a layer) and the
+    object count."""
     if result.planes is None:
         result.labels = _as_dtype(result.labels, layer_dtype(np.asarray(result.labels)))
         result.n_objects = count_objects(result.labels)
-        if snapshot is not None:
-            counts += _snapshot_counts(snapshot, result.labels)
     else:
         n_objects = 0
         for index in result.planes:
             plane = result.labels[index] = _as_dtype(result.labels[index], np.dtype(np.uint32))
             n_objects += count_objects(plane)
-            if snapshot is not None:
-                counts += _snapshot_counts(snapshot, plane, index)
         result.n_objects = n_objects
-    if snapshot is not None:
-        result.counts = tuple(int(c) for c in counts)
-        result.snapshot = snapshot
     return result
 
 
@@ -165,7 +124,6 @@ def run_segment(image: LayerImage, model: Union[Model, str, Path], settings: Seg
                 progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelToken] = None,
                 threads: Optional[int] = None,
-                snapshot: Optional[AgreementSnapshot] = None,
                 n_channels: Optional[int] = None) -> SegmentResult:
     """Segment the whole image, or only the given stack planes, through the core API.
 
@@ -196,7 +154,7 @@ def run_segment(image: LayerImage, model: Union[Model, str, Path], settings: Seg
     result.percentiles = percentiles
     if loaded is not None:
         result.model, result.source = loaded, Path(model_arg)
-    return prepare_result(result, snapshot)
+    return prepare_result(result)
 
 
 def run_fine_tune(model: Model, corrections: Sequence[Correction], steps: int,

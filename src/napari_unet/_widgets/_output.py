@@ -8,17 +8,17 @@ previous segmentation are stored in the session first, so no correction is lost.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from napari.layers import Labels
 
 from .._reader import META_KEY
 from ._image import LayerImage, scale_axes, spatial_positions
-from ._jobs import AgreementSnapshot, SegmentResult, SegmentSettings, count_objects, layer_dtype
+from ._jobs import SegmentResult, SegmentSettings, count_objects, layer_dtype
 from ._session import LabelsLink, Session
 from ..corrections import paste_corrections
-from ._state import EditTracker, ModelVersion, agreement_counts
+from ._state import EditTracker, ModelVersion
 
 
 def labels_name(image_layer: Any) -> str:
@@ -48,9 +48,6 @@ class ApplyReport:
 
     labels_layer: Any
     n_objects: int
-    n_supervised: int = 0
-    agree_before: float = float("nan")
-    agree_after: float = float("nan")
 
 
 def _find_labels_layer(viewer: Any, session: Session, image_layer: Any, image: LayerImage):
@@ -84,41 +81,6 @@ def _metadata(layer: Any, image_layer: Any, image: LayerImage, version: ModelVer
     return meta
 
 
-def _agreement_counts(tracker: EditTracker, corrected: np.ndarray, new: np.ndarray,
-                      region: Any) -> tuple[int, int, int]:
-    """Supervised pixels in ``region``, and how many the old and new labels get right."""
-    mask = tracker.mask[region]
-    n, before = agreement_counts(tracker.baseline[region], corrected[region], mask)
-    _, after = agreement_counts(new, corrected[region], mask)
-    return n, before, after
-
-
-def snapshot_agreement(session: Session, image_layer: Any) -> Optional[AgreementSnapshot]:
-    """The supervised pixels of the image's tracked labels now, for a job to count agreement.
-
-    Cheap when little is supervised (only those pixels are copied); None when the image has
-    no tracked labels yet. Call it on the GUI thread when the job starts.
-    """
-    link = session.link_for_image(image_layer)
-    if link is None:
-        return None
-    tracker = link.current_tracker()
-    data = np.asarray(link.labels_layer.data)
-    if data.shape != tracker.shape:
-        return None
-    flat = np.flatnonzero(tracker.mask)
-    return AgreementSnapshot(link, tracker, tracker.revision, tuple(tracker.shape), flat,
-                             tracker.baseline.ravel()[flat] > 0, data.ravel()[flat] > 0)
-
-
-def _snapshot_valid(result: SegmentResult, link: Any) -> bool:
-    """The job's agreement counts still describe ``link`` (no edit or data change since)."""
-    snap = result.snapshot
-    return (result.counts is not None and snap is not None and snap.link is link
-            and not link.stale and link.tracker is snap.tracker
-            and link.tracker.revision == snap.revision)
-
-
 def _with_edits(new: np.ndarray, tracker: EditTracker, current: np.ndarray,
                 region: Any = ...) -> np.ndarray:
     """``new`` labels of ``region`` with the user's edits and reviewed labels pasted on top;
@@ -142,8 +104,8 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
                  settings: SegmentSettings, keep_edits: bool = False) -> ApplyReport:
     """Write ``result`` into the image's labels layer (creating it on first use).
 
-    What a worker job prepared (labels in the layer's dtype, object count, agreement counts from a
-    snapshot that is still current) is used as is, so the GUI thread mostly assigns data.
+    What a worker job prepared (labels in the layer's dtype, object count) is used as is, so
+    the GUI thread mostly assigns data.
     With ``keep_edits`` (after a fine-tuning round) the user's edits and reviewed labels,
     including those made while the job ran, are pasted over the new labels.
     """
@@ -161,19 +123,13 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
         layer = viewer.add_labels(np.zeros(shape, np.uint32) if new is None else new,
                                   name=labels_name(image_layer),
                                   **labels_geometry(image_layer, image))
-    counts = np.zeros(3, dtype=np.int64)
     if new is not None:
         if link is None:
             # A fresh tracker has nothing supervised: it starts from the new labels.
             link = session.add_link(LabelsLink(image_layer, layer, image, EditTracker(new),
                                                settings))
         else:
-            if _snapshot_valid(result, link):
-                counts += result.counts
-                tracker = link.tracker
-            else:
-                tracker = link.current_tracker()
-                counts += _agreement_counts(tracker, np.asarray(layer.data), new, ...)
+            tracker = link.current_tracker()
             session.archive(link)
             if keep_edits:
                 new = _with_edits(new, tracker, np.asarray(layer.data))
@@ -190,15 +146,12 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
         if link is None:
             link = session.add_link(LabelsLink(image_layer, layer, image, EditTracker(data),
                                                settings))
-        prepared = _snapshot_valid(result, link)
         tracker = link.current_tracker()
         planes = list(result.planes)
         session.archive(link, planes)
         n_objects = 0
         for index in planes:
             plane = np.asarray(result.labels[index])
-            if not prepared:
-                counts += _agreement_counts(tracker, data, plane, index)
             if plane.dtype != np.uint32:
                 plane = plane.astype(np.int64)
             offset = int(data.max())  # ids stay unique over the stack
@@ -210,8 +163,6 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
             data[index] = plane
             if result.n_objects is None:
                 n_objects += count_objects(plane)
-        if prepared:
-            counts += result.counts
         if result.n_objects is not None:
             n_objects = result.n_objects
     link.image, link.settings, link.version = image, settings, version_index
@@ -223,9 +174,7 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
         layer.data = data
     link.stale = False
     session.corrections_changed.emit(link)
-    n, before, after = (int(c) for c in counts)
-    return ApplyReport(layer, n_objects, n, before / n if n else float("nan"),
-                       after / n if n else float("nan"))
+    return ApplyReport(layer, n_objects)
 
 
 def current_plane(viewer: Any, image_layer: Any, image: LayerImage) -> tuple[int, ...]:

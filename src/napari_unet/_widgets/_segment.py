@@ -31,7 +31,7 @@ from . import _dialogs
 from ._image import layer_image
 from ._jobs import SegmentResult, SegmentSettings, resolve_model, run_segment
 from ._layer_combo import LayerCombo
-from ._output import apply_result, current_plane, labels_name, snapshot_agreement
+from ._output import apply_result, current_plane, labels_name
 from ._qt import JobWidget, report_error, start_job, status_label
 
 LOAD_FILE = "Load file..."
@@ -278,7 +278,6 @@ class SegmentWidget(JobWidget):
             planes = None
             if settings.scope == "plane" and image.stack_axes:
                 planes = [current_plane(self.viewer, image_layer, image)]
-            snapshot = snapshot_agreement(self.session, image_layer)
             link = self.session.link_for_image(image_layer)
             labels_layer = None if link is None else link.labels_layer
         except (NapariUnetError, ValueError) as exc:
@@ -290,8 +289,7 @@ class SegmentWidget(JobWidget):
             self.session.versions_changed.emit()
         self._token = self.jobs.new_token()
         job = partial(_segment_job, image, model, settings, planes,
-                      progress=self.jobs.progress, cancel=self._token, snapshot=snapshot,
-                      n_channels=n_channels)
+                      progress=self.jobs.progress, cancel=self._token, n_channels=n_channels)
         where = f"plane {planes[0]}" if planes else "all planes" if image.stack_axes else ""
         self.status.setText(f"Segmenting {image_layer.name} {where} with {label}...")
         self.progress.running(True)
@@ -379,14 +377,13 @@ class SegmentWidget(JobWidget):
 
 
 def _segment_job(image, model, settings: SegmentSettings, planes, *, progress, cancel,
-                 snapshot, n_channels) -> SegmentResult:
+                 n_channels) -> SegmentResult:
     """The Segment button's worker job: loads the model first when given its file."""
     source = None if isinstance(model, Model) else Path(model)
     if source is not None:
         model = resolve_model(source)
         model.check_channels(fitted_channels(n_channels, model.in_channels))
-    result = run_segment(image, model, settings, planes, progress=progress, cancel=cancel,
-                         snapshot=snapshot)
+    result = run_segment(image, model, settings, planes, progress=progress, cancel=cancel)
     if source is not None:
         result.model, result.source = model, source
     return result

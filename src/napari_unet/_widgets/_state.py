@@ -131,19 +131,6 @@ class EditTracker:
         return [tuple(int(i) for i in idx) for idx in np.argwhere(any_plane)]
 
 
-def agreement_counts(pred: np.ndarray, corrected: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
-    """(mask pixels, mask pixels where ``pred > 0`` agrees with ``corrected > 0``)."""
-    mask = np.asarray(mask, dtype=bool)
-    same = (np.asarray(pred) > 0) == (np.asarray(corrected) > 0)
-    return int(np.count_nonzero(mask)), int(np.count_nonzero(same & mask))
-
-
-def foreground_agreement(pred: np.ndarray, corrected: np.ndarray, mask: np.ndarray) -> float:
-    """Fraction of ``mask`` pixels where labelled-vs-background agrees (nan without pixels)."""
-    n, agree = agreement_counts(pred, corrected, mask)
-    return agree / n if n else float("nan")
-
-
 @dataclass
 class Correction:
     """One corrected 2D plane kept for later fine-tuning rounds: (C, Y, X) image, labels,
