@@ -1,8 +1,8 @@
 """Shared helpers for the core tests: small real crops, small models, tiny data folders.
 
-Functions take the data root (the ``shared_data`` fixture of ``conftest.py``) as an
-argument, so every test states which real data it uses. Inputs are read with imageio and
-tifffile directly, so core tests do not depend on ``napari_unet.tiff_io``.
+Functions take the data root (the ``real_data`` fixture of ``conftest.py``: ``tests/data``)
+as an argument, so every test states which real data it uses. Inputs are read with imageio
+and tifffile directly, so core tests do not depend on ``napari_unet.tiff_io``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def dsb_crop(root: Path, stem: str, size: int, split: str = "train") -> tuple[np
 
 
 def qcanet_stack(root: Path) -> np.ndarray:
-    """The (51, 120, 122) uint16 ZYX training stack of the QCANet embryo."""
+    """The uint16 ZYX training stack of the QCANet embryo: in ``tests/data`` its top-left
+    (28, 92, 93) corner of the (51, 120, 122) original, enough for every slice the tests take."""
     return np.asarray(tifffile.imread(root / QCANET))
 
 

@@ -30,14 +30,14 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def images(shared_data, tmp_path_factory) -> list[Path]:
+def images(real_data, tmp_path_factory) -> list[Path]:
     """Three real 256x256 nuclei images as TIFF files."""
     folder = tmp_path_factory.mktemp("inputs")
     paths = []
     for stem in (DSB_TRAIN[1], DSB_TRAIN[2], DSB_TEST[1]):
         split = "test" if stem in DSB_TEST else "train"
         path = folder / f"{stem[:8]}.tif"
-        tifffile.imwrite(path, dsb_pair(shared_data, stem, split)[0])
+        tifffile.imwrite(path, dsb_pair(real_data, stem, split)[0])
         paths.append(path)
     return paths
 

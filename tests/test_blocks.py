@@ -23,8 +23,8 @@ SMALL = BlockConfig(block=80, halo=32)
 
 
 @pytest.fixture(scope="module")
-def image(shared_data) -> np.ndarray:
-    return dsb_pair(shared_data, DSB_TRAIN[2])[0]
+def image(real_data) -> np.ndarray:
+    return dsb_pair(real_data, DSB_TRAIN[2])[0]
 
 
 @pytest.fixture(scope="module")

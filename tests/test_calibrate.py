@@ -12,10 +12,10 @@ from napari_unet.metrics import match_instances
 from napari_unet.segment import segment, with_postprocess
 
 
-def test_calibration_picks_the_best_grid_value(shared_data) -> None:
+def test_calibration_picks_the_best_grid_value(real_data) -> None:
     model = intensity_model()
     model.config.postprocess.seed_threshold = 0.95
-    pairs = [dsb_crop(shared_data, stem, 128) for stem in DSB_TRAIN[:2]]
+    pairs = [dsb_crop(real_data, stem, 128) for stem in DSB_TRAIN[:2]]
     samples = [make_sample(str(i), image, mask, model.config) for i, (image, mask) in enumerate(pairs)]
     threshold, accuracy = calibrate_seed_threshold(model, samples, "cpu")
 

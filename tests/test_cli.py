@@ -16,10 +16,10 @@ from napari_unet.model import load_model_file
 
 
 @pytest.fixture(scope="module")
-def trained(shared_data, tmp_path_factory) -> Path:
+def trained(real_data, tmp_path_factory) -> Path:
     """A model trained by `napari-unet train` (10 steps, from a small base model)."""
     root = tmp_path_factory.mktemp("cli")
-    data = pair_folder(root / "train", shared_data, DSB_TRAIN)
+    data = pair_folder(root / "train", real_data, DSB_TRAIN)
     base = small_model(seed=0).save(root / "base.safetensors")
     out = root / "tiny.safetensors"
     code = main(["train", str(data), "--out", str(out), "--base-model", str(base),
@@ -38,7 +38,7 @@ def test_train_writes_a_model(trained: Path, capsys) -> None:
     assert "calibrated_seed_threshold" in prov and prov["command"].startswith("napari-unet")
 
 
-def test_train_refuses_to_overwrite(trained: Path, shared_data, tmp_path: Path, capsys) -> None:
+def test_train_refuses_to_overwrite(trained: Path, real_data, tmp_path: Path, capsys) -> None:
     before = trained.read_bytes()
     code = main(["train", str(tmp_path), "--out", str(trained), "--steps", "1"])
     assert code == 2
@@ -46,9 +46,9 @@ def test_train_refuses_to_overwrite(trained: Path, shared_data, tmp_path: Path, 
     assert trained.read_bytes() == before
 
 
-def test_segment_writes_labels_and_overlay(trained: Path, shared_data, tmp_path: Path,
+def test_segment_writes_labels_and_overlay(trained: Path, real_data, tmp_path: Path,
                                            capsys) -> None:
-    image = shared_data / "dsb2018_fluo" / "test" / "images" / f"{DSB_TEST[0]}.png"
+    image = real_data / "dsb2018_fluo" / "test" / "images" / f"{DSB_TEST[0]}.png"
     out = tmp_path / "out"
     code = main(["segment", str(image), "--model", str(trained), "--out", str(out),
                  "--overlay", "--device", "cpu", "--tile-size", "128", "--batch-size", "2"])
@@ -74,9 +74,9 @@ def test_segment_writes_labels_and_overlay(trained: Path, shared_data, tmp_path:
     assert not tifffile.imread(labels_path).any()  # the option reached post-processing
 
 
-def test_segment_a_stack(trained: Path, shared_data, tmp_path: Path) -> None:
+def test_segment_a_stack(trained: Path, real_data, tmp_path: Path) -> None:
     path = tmp_path / "embryo.tif"
-    tifffile.imwrite(path, qcanet_stack(shared_data)[20:23, 28:92, 29:93], imagej=True,
+    tifffile.imwrite(path, qcanet_stack(real_data)[20:23, 28:92, 29:93], imagej=True,
                      metadata={"axes": "ZYX"})
     code = main(["segment", str(path), "--model", str(trained), "--out", str(tmp_path),
                  "--stitch-3d", "--device", "cpu"])
@@ -85,8 +85,8 @@ def test_segment_a_stack(trained: Path, shared_data, tmp_path: Path) -> None:
     assert labels.shape == (3, 64, 64) and labels.dtype.kind == "u"
 
 
-def test_evaluate_writes_csv(trained: Path, shared_data, tmp_path: Path, capsys) -> None:
-    data = pair_folder(tmp_path / "test", shared_data, DSB_TEST, "test")
+def test_evaluate_writes_csv(trained: Path, real_data, tmp_path: Path, capsys) -> None:
+    data = pair_folder(tmp_path / "test", real_data, DSB_TEST, "test")
     csv_path = tmp_path / "scores.csv"
     code = main(["evaluate", str(data), "--model", str(trained), "--csv", str(csv_path),
                  "--device", "cpu"])
@@ -151,9 +151,9 @@ def test_installed_console_script() -> None:
     assert run.stdout.strip() == f"napari-unet {__version__}"
 
 
-def test_colliding_outputs_are_refused_before_any_work(trained: Path, shared_data,
+def test_colliding_outputs_are_refused_before_any_work(trained: Path, real_data,
                                                        tmp_path: Path, capsys) -> None:
-    image = shared_data / "dsb2018_fluo" / "test" / "images" / f"{DSB_TEST[0]}.png"
+    image = real_data / "dsb2018_fluo" / "test" / "images" / f"{DSB_TEST[0]}.png"
     other = tmp_path / "elsewhere" / image.name
     other.parent.mkdir()
     other.symlink_to(image)
@@ -164,28 +164,28 @@ def test_colliding_outputs_are_refused_before_any_work(trained: Path, shared_dat
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_missing_device_is_one_line(trained: Path, shared_data, tmp_path: Path, monkeypatch,
+def test_missing_device_is_one_line(trained: Path, real_data, tmp_path: Path, monkeypatch,
                                     capsys) -> None:
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    image = shared_data / "dsb2018_fluo" / "test" / "images" / f"{DSB_TEST[0]}.png"
+    image = real_data / "dsb2018_fluo" / "test" / "images" / f"{DSB_TEST[0]}.png"
     code = main(["segment", str(image), "--model", str(trained), "--out", str(tmp_path),
                  "--device", "cuda"])
     err = capsys.readouterr().err
     assert code == 2 and "no CUDA GPU" in err and "Traceback" not in err
 
 
-def test_train_out_without_suffix_is_checked_as_saved(trained: Path, shared_data,
+def test_train_out_without_suffix_is_checked_as_saved(trained: Path, real_data,
                                                       tmp_path: Path, capsys) -> None:
     existing = tmp_path / "m.v2.safetensors"
     existing.write_bytes(b"keep me")
-    data = pair_folder(tmp_path / "data", shared_data, DSB_TRAIN[:2])
+    data = pair_folder(tmp_path / "data", real_data, DSB_TRAIN[:2])
     code = main(["train", str(data), "--out", str(tmp_path / "m.v2"), "--steps", "1"])
     assert code == 2 and "exists" in capsys.readouterr().err
     assert existing.read_bytes() == b"keep me"
 
 
-def test_patch_size_must_fit_the_network(shared_data, tmp_path: Path, capsys) -> None:
-    data = pair_folder(tmp_path / "data", shared_data, DSB_TRAIN[:2])
+def test_patch_size_must_fit_the_network(real_data, tmp_path: Path, capsys) -> None:
+    data = pair_folder(tmp_path / "data", real_data, DSB_TRAIN[:2])
     code = main(["train", str(data), "--out", str(tmp_path / "m"), "--steps", "1",
                  "--patch-size", "100", "--val-fraction", "0"])
     err = capsys.readouterr().err

@@ -23,8 +23,8 @@ def test_find_pairs_sorts_naturally_and_skips_unpaired(tmp_path: Path) -> None:
     assert [p[0].stem for p in find_pairs(tmp_path)] == ["1", "2", "10", "a", "b"]
 
 
-def test_load_folder_of_real_pairs(shared_data, tmp_path: Path) -> None:
-    folder = pair_folder(tmp_path / "d", shared_data, DSB_TRAIN[:2])
+def test_load_folder_of_real_pairs(real_data, tmp_path: Path) -> None:
+    folder = pair_folder(tmp_path / "d", real_data, DSB_TRAIN[:2])
     samples = load_folder(folder, small_config())
     assert [s.name for s in samples] == list(DSB_TRAIN[:2])
     s = samples[0]
@@ -34,8 +34,8 @@ def test_load_folder_of_real_pairs(shared_data, tmp_path: Path) -> None:
     assert len(np.unique(s.labels)) - 1 == 36
 
 
-def test_to_channels(shared_data) -> None:
-    rgba = dsb_rgba(shared_data, DSB_TRAIN[0])
+def test_to_channels(real_data) -> None:
+    rgba = dsb_rgba(real_data, DSB_TRAIN[0])
     gray = to_channels(rgba, "YXC", 1)
     assert gray.shape == (1, 256, 256)
     np.testing.assert_allclose(gray[0], rgba[..., :3].mean(-1))
@@ -46,8 +46,8 @@ def test_to_channels(shared_data) -> None:
         to_channels(np.zeros((2, 8, 8)), "CYX", 1)
 
 
-def test_make_sample_checks_labels(shared_data) -> None:
-    image, mask = dsb_crop(shared_data, DSB_TRAIN[0], 64)
+def test_make_sample_checks_labels(real_data) -> None:
+    image, mask = dsb_crop(real_data, DSB_TRAIN[0], 64)
     config = small_config()
     with pytest.raises(InvalidLabelsError, match="do not match"):
         make_sample("x", image, mask[:60], config)

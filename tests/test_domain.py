@@ -39,8 +39,8 @@ def test_fluorescence_nuclei_are_bright_and_about_their_true_size(fluo):
     assert found.n_objects == len(np.unique(labels)) - 1
 
 
-def test_stained_nuclei_are_dark(shared_data):
-    image_path, mask_path = find_pairs(shared_data / "dsb2018_histo_brightfield" / "train")[0]
+def test_stained_nuclei_are_dark(real_data):
+    image_path, mask_path = find_pairs(real_data / "dsb2018_histo_brightfield" / "train")[0]
     plane, mask = read_pair(image_path, mask_path, 1)
     found = estimate([_normalised(plane)], [mask])
     assert found.polarity == "dark" and found.contrast < -0.2

@@ -18,8 +18,8 @@ from napari_unet.segment import segment
 
 
 @pytest.fixture(scope="module")
-def dsb_folder(shared_data, tmp_path_factory) -> Path:
-    return pair_folder(tmp_path_factory.mktemp("eval") / "test", shared_data, DSB_TEST, "test")
+def dsb_folder(real_data, tmp_path_factory) -> Path:
+    return pair_folder(tmp_path_factory.mktemp("eval") / "test", real_data, DSB_TEST, "test")
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +27,9 @@ def result(dsb_folder):
     return evaluate(intensity_model(), dsb_folder, device="cpu")
 
 
-def test_instance_evaluation_rows_and_summary(result, shared_data) -> None:
+def test_instance_evaluation_rows_and_summary(result, real_data) -> None:
     assert [r["image"] for r in result.rows] == list(DSB_TEST)
-    true_counts = [len(np.unique(dsb_pair(shared_data, s, "test")[1])) - 1 for s in DSB_TEST]
+    true_counts = [len(np.unique(dsb_pair(real_data, s, "test")[1])) - 1 for s in DSB_TEST]
     assert [r["n_true"] for r in result.rows] == true_counts == [27, 32]
     assert result.summary["n_images"] == 2
     assert result.summary["n_true"] == 59
@@ -38,12 +38,12 @@ def test_instance_evaluation_rows_and_summary(result, shared_data) -> None:
     assert [t["threshold"] for t in result.summary["per_threshold"]][0] == 0.5
 
 
-def test_evaluation_scores_what_segment_gives(result, shared_data) -> None:
+def test_evaluation_scores_what_segment_gives(result, real_data) -> None:
     """Each row equals scoring segment()'s labels of the same pair by hand, so pairs are
     matched and images read (RGBA PNG -> gray) as the evaluation claims."""
     model = intensity_model()
     for stem, row in zip(DSB_TEST, result.rows):
-        image, mask = dsb_pair(shared_data, stem, "test")
+        image, mask = dsb_pair(real_data, stem, "test")
         expected = score_image(stem, mask, segment(image, model, device="cpu"))
         assert row["n_pred"] == expected.n_pred
         assert row["acc@0.5"] == pytest.approx(expected.counts[0].accuracy)
@@ -80,11 +80,11 @@ def test_write_csv_rows_overall_and_no_overwrite(result, tmp_path: Path) -> None
     assert path.read_bytes() == before
 
 
-def test_semantic_evaluation_on_an_isbi_image(shared_data, tmp_path: Path) -> None:
+def test_semantic_evaluation_on_an_isbi_image(real_data, tmp_path: Path) -> None:
     folder = tmp_path / "isbi"
     for sub in ("images", "masks"):
         (folder / sub).mkdir(parents=True)
-        full = iio.imread(shared_data / "isbi2012_em_membrane" / "train" / sub / "0.png")
+        full = iio.imread(real_data / "isbi2012_em_membrane" / "train" / sub / "0.png")
         iio.imwrite(folder / sub / "0.png", np.asarray(full)[:256, :256])
     res = evaluate(membrane_model(), folder, device="cpu", invert_masks=True)
     assert res.rows[0]["image"] == "0"

@@ -58,9 +58,9 @@ def test_the_exact_path_is_fp32_and_the_fast_path_uses_the_devices_fast_dtype():
     assert fast_dtype(CPU) == (torch.bfloat16 if cpu_has_fast_bf16() else torch.float32)
 
 
-def test_fast_probabilities_stay_close_to_fp32_on_a_real_image(shared_data):
+def test_fast_probabilities_stay_close_to_fp32_on_a_real_image(real_data):
     model = load_model("nuclei")
-    image = dsb_pair(shared_data, DSB_TRAIN[1])[0]
+    image = dsb_pair(real_data, DSB_TRAIN[1])[0]
     plane = prepare_image(image, model, "YX").plane(())
     exact = Predictor(model, "cpu", fast=False).probabilities(plane)
     fast = Predictor(model, "cpu", fast=True).probabilities(plane)
@@ -68,9 +68,9 @@ def test_fast_probabilities_stay_close_to_fp32_on_a_real_image(shared_data):
     assert ((exact.argmax(0) == fast.argmax(0)).mean()) > 0.99
 
 
-def test_the_compiled_network_gives_the_eager_fast_labels(shared_data):
+def test_the_compiled_network_gives_the_eager_fast_labels(real_data):
     model = load_model("nuclei")
-    image = dsb_pair(shared_data, DSB_TRAIN[2])[0][:128, :128]
+    image = dsb_pair(real_data, DSB_TRAIN[2])[0][:128, :128]
     eager = segment(image, model, device="cpu", tile_size=128)
     compiled = segment(image, model, device="cpu", tile_size=128, compile=True)
     assert eager.max() > 5

@@ -19,9 +19,9 @@ CONFIG = replace(FINE_TUNE_CONFIG, batch_size=2, device="cpu", fast=False, lr=5e
 
 
 @pytest.fixture(scope="module")
-def pair(shared_data) -> tuple[np.ndarray, np.ndarray]:
+def pair(real_data) -> tuple[np.ndarray, np.ndarray]:
     """A 96x96 DSB crop with 81 annotated nuclei."""
-    return dsb_crop(shared_data, DSB_TRAIN[2], 96)
+    return dsb_crop(real_data, DSB_TRAIN[2], 96)
 
 
 def _state(model) -> dict[str, torch.Tensor]:
@@ -104,8 +104,8 @@ def test_wrong_label_shapes_and_types(pair) -> None:
         fine_tune(model, [image, image], [labels], steps=1, config=CONFIG)
 
 
-def test_stack_uses_only_planes_with_marked_pixels(shared_data) -> None:
-    stack = qcanet_stack(shared_data)[20:24, 28:92, 29:93]  # (4, 64, 64) ZYX
+def test_stack_uses_only_planes_with_marked_pixels(real_data) -> None:
+    stack = qcanet_stack(real_data)[20:24, 28:92, 29:93]  # (4, 64, 64) ZYX
     labels = (stack > np.percentile(stack, 80)).astype(np.uint16)
     mask = np.zeros(labels.shape, bool)
     mask[1, 10:30, 10:30] = True
@@ -119,8 +119,8 @@ def test_stack_uses_only_planes_with_marked_pixels(shared_data) -> None:
     assert rounds[0]["supervised_pixels"] == 20 * 20 + 64 * 64
 
 
-def test_stack_planes_share_the_stack_normalisation(shared_data) -> None:
-    stack = qcanet_stack(shared_data)[20:24, 28:92, 29:93]
+def test_stack_planes_share_the_stack_normalisation(real_data) -> None:
+    stack = qcanet_stack(real_data)[20:24, 28:92, 29:93]
     labels = np.zeros(stack.shape, np.uint16)
     mask = np.zeros(stack.shape, bool)
     mask[0] = True

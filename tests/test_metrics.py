@@ -32,13 +32,13 @@ from napari_unet.metrics import (
 
 
 @pytest.fixture
-def dsb_masks(shared_data: Path) -> Path:
-    return shared_data / "dsb2018_fluo" / "test" / "masks"
+def dsb_masks(real_data: Path) -> Path:
+    return real_data / "dsb2018_fluo" / "test" / "masks"
 
 
 @pytest.fixture
-def isbi_masks(shared_data: Path) -> Path:
-    return shared_data / "isbi2012_em_membrane" / "train" / "masks"
+def isbi_masks(real_data: Path) -> Path:
+    return real_data / "isbi2012_em_membrane" / "train" / "masks"
 
 
 def _read_mask(masks: Path, stem: str) -> np.ndarray:

@@ -21,9 +21,9 @@ def _norm(plane: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def base(shared_data) -> np.ndarray:
+def base(real_data) -> np.ndarray:
     """A real 8-bit fluorescence crop, as integers 0..255."""
-    image, _ = dsb_pair(shared_data, "003cee89357d9fe13516167fd67b609a164651b21934585648c740d2c3d86dc1")
+    image, _ = dsb_pair(real_data, "003cee89357d9fe13516167fd67b609a164651b21934585648c740d2c3d86dc1")
     return image[:96, :96].astype(np.int64)
 
 

@@ -19,15 +19,15 @@ from napari_unet.segment import segment, with_postprocess
 
 
 @pytest.fixture(scope="module")
-def nuclei(shared_data) -> tuple[np.ndarray, np.ndarray]:
-    image, mask = dsb_pair(shared_data, DSB_TRAIN[0])
+def nuclei(real_data) -> tuple[np.ndarray, np.ndarray]:
+    image, mask = dsb_pair(real_data, DSB_TRAIN[0])
     return image[:96, :128].copy(), mask[:96, :128].copy()
 
 
 @pytest.fixture(scope="module")
-def embryo(shared_data) -> np.ndarray:
+def embryo(real_data) -> np.ndarray:
     """3 planes of 64x64 through the middle of the QCANet embryo (ZYX uint16)."""
-    return qcanet_stack(shared_data)[25:28, 28:92, 29:93].copy()
+    return qcanet_stack(real_data)[25:28, 28:92, 29:93].copy()
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +56,9 @@ def test_rgb_with_a_three_channel_model(nuclei) -> None:
     assert labels.shape == image.shape and labels.max() > 0
 
 
-def test_rgba_png_with_a_gray_model_is_segmented_as_gray(shared_data, model) -> None:
+def test_rgba_png_with_a_gray_model_is_segmented_as_gray(real_data, model) -> None:
     """A DSB PNG as stored (RGBA) segments like its gray plane, as in training."""
-    rgba = dsb_rgba(shared_data, DSB_TRAIN[0])[:96, :128]
+    rgba = dsb_rgba(real_data, DSB_TRAIN[0])[:96, :128]
     gray = segment(rgba[..., 0], model, device="cpu")
     np.testing.assert_array_equal(segment(rgba, model, device="cpu"), gray)
     np.testing.assert_array_equal(segment(rgba[..., :3], model, axes="YXC", device="cpu"), gray)

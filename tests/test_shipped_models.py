@@ -21,11 +21,11 @@ def _gray(path: Path) -> np.ndarray:
     return to_channels(np.asarray(image.data), image.axes, 1)[0]
 
 
-def test_nuclei_model_scores_on_test_images(shared_data: Path) -> None:
+def test_nuclei_model_scores_on_test_images(real_data: Path) -> None:
     model = napari_unet.load_model("nuclei")
     assert model.config.task == "instance" and model.in_channels == 1
     assert model.config.provenance["data"].endswith("dsb2018_fluo/train")
-    pairs = find_pairs(shared_data / "dsb2018_fluo" / "test")[:6]
+    pairs = find_pairs(real_data / "dsb2018_fluo" / "test")[:6]
     total = None
     for image_path, mask_path in pairs:
         labels = napari_unet.segment(_gray(image_path), model, axes="YX", device="cpu")
@@ -34,12 +34,12 @@ def test_nuclei_model_scores_on_test_images(shared_data: Path) -> None:
     assert total.accuracy > 0.6, total
 
 
-def test_membrane_model_scores_on_held_out_slice(shared_data: Path) -> None:
+def test_membrane_model_scores_on_held_out_slice(real_data: Path) -> None:
     model = napari_unet.load_model("membrane")
     assert model.config.task == "semantic" and model.config.class_names == ("membrane",)
     held_out = model.config.provenance["val_images"]
     assert held_out == ["25", "26", "27", "28", "29"]
-    folder = shared_data / "isbi2012_em_membrane" / "train"
+    folder = real_data / "isbi2012_em_membrane" / "train"
     image = np.asarray(read_image(folder / "images" / "29.png").data)
     truth = np.asarray(read_image(folder / "masks" / "29.png").data) == 0
     pred = napari_unet.segment(image, model, axes="YX", device="cpu")

@@ -60,8 +60,8 @@ def test_gaussian_window() -> None:
 
 
 @pytest.fixture(scope="module")
-def plane(shared_data) -> np.ndarray:
-    image, _ = dsb_pair(shared_data, DSB_TRAIN[0])
+def plane(real_data) -> np.ndarray:
+    image, _ = dsb_pair(real_data, DSB_TRAIN[0])
     return prepare_image(image, small_model()).plane(())  # (1, 256, 256) float32
 
 

@@ -23,9 +23,9 @@ CONFIG = TrainConfig(steps=25, batch_size=2, patch_size=64, warmup_steps=3, lr=2
 
 
 @pytest.fixture(scope="module")
-def samples(shared_data):
+def samples(real_data):
     """Four real 96x96 DSB crops with their instance masks."""
-    return [make_sample(stem[:8], *dsb_crop(shared_data, stem, 96), small_config())
+    return [make_sample(stem[:8], *dsb_crop(real_data, stem, 96), small_config())
             for stem in DSB_TRAIN]
 
 
@@ -140,8 +140,8 @@ def test_split_validation(samples) -> None:
         split_validation(samples, 0.0, 4, seed=0)
 
 
-def test_train_on_a_folder(shared_data, tmp_path: Path) -> None:
-    folder = pair_folder(tmp_path / "data", shared_data, DSB_TRAIN)
+def test_train_on_a_folder(real_data, tmp_path: Path) -> None:
+    folder = pair_folder(tmp_path / "data", real_data, DSB_TRAIN)
     base = small_model(seed=0)
     before = copy.deepcopy(base.network.state_dict())
     config = replace(CONFIG, steps=10, val_every=5)

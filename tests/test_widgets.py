@@ -381,9 +381,9 @@ def test_cancel_finetune_keeps_previous_model(qtbot, ui, nuclei_crop):
     assert seg.session.store.n_supervised == n_painted
 
 
-def test_3d_stack_planes_review_and_undo(qtbot, ui, shared_data, monkeypatch):
+def test_3d_stack_planes_review_and_undo(qtbot, ui, real_data, monkeypatch):
     viewer, seg, fine = ui
-    stack = read_image(shared_data / "qcanet_mouse_embryo_3d/test/images/16_cell_stage.tif")
+    stack = read_image(real_data / "qcanet_mouse_embryo_3d/test/images/16_cell_stage.tif")
     crop = np.asarray(stack.data)[20:26, :96, :96]
     viewer.add_image(crop, name="embryo", scale=(2.18, 1.0, 1.0))
     click(qtbot, seg.segment_button)
@@ -445,10 +445,10 @@ def test_3d_stack_planes_review_and_undo(qtbot, ui, shared_data, monkeypatch):
     assert viewer.layers["embryo labels"] is labels and labels.data.shape == crop.shape
 
 
-def test_a_lazily_read_stack_segments_like_the_same_stack_in_memory(qtbot, ui, shared_data,
+def test_a_lazily_read_stack_segments_like_the_same_stack_in_memory(qtbot, ui, real_data,
                                                                       tmp_path, monkeypatch):
     viewer, seg, _ = ui
-    stack = read_image(shared_data / "qcanet_mouse_embryo_3d/test/images/16_cell_stage.tif")
+    stack = read_image(real_data / "qcanet_mouse_embryo_3d/test/images/16_cell_stage.tif")
     crop = np.asarray(stack.data)[20:24, :96, :96]
     path = tmp_path / "embryo.tif"
     tifffile.imwrite(path, crop, imagej=True, metadata={"axes": "ZYX"})
