@@ -354,20 +354,28 @@ def test_failed_resegment_delivery_is_reported(ui, monkeypatch):
     assert fine.status.text() == "Re-segmentation failed: the labels changed shape"
 
 
-def test_cancel_finetune_keeps_previous_model(qtbot, ui, nuclei_crop):
+def _tuning(qtbot, ui, crop):
+    """Segment ``crop``, paint one correction and start a long fine-tuning round; returns
+    the labels as painted once the round reported its first step."""
     viewer, seg, fine = ui
-    viewer.add_image(nuclei_crop, name="nuc")
+    viewer.add_image(crop, name="nuc")
     click(qtbot, seg.segment_button)
     wait_idle(qtbot, seg)
     labels = viewer.layers["nuc labels"]
-    predicted = np.array(labels.data)
     labels.brush_size = 30
     labels.paint((40, 40), 2)
-    before = np.array(labels.data)
-    n_painted = int((before != predicted).sum())
     fine.steps.setValue(10_000)
     click(qtbot, fine.finetune_button)
     qtbot.waitUntil(lambda: len(fine.loss_plot.values) >= 1, timeout=20_000)
+    return labels
+
+
+def test_cancel_finetune_keeps_previous_model(qtbot, ui, nuclei_crop):
+    viewer, seg, fine = ui
+    labels = _tuning(qtbot, ui, nuclei_crop)
+    before = np.array(labels.data)
+    predicted = np.asarray(seg.session.link_for_labels(labels).current_tracker().baseline)
+    n_painted = int((before != predicted).sum())
     click(qtbot, fine.progress.cancel_button)
     wait_idle(qtbot, fine, timeout=15_000)
     assert len(seg.session.versions) == 1 and seg.session.versions.active == 0
@@ -379,6 +387,36 @@ def test_cancel_finetune_keeps_previous_model(qtbot, ui, nuclei_crop):
     viewer.layers.remove(labels)
     assert seg.session.link_for_labels(labels) is None
     assert seg.session.store.n_supervised == n_painted
+
+
+def test_closing_napari_during_a_round_cancels_it_and_delivers_nothing(qtbot, ui, nuclei_crop):
+    """Closing the window destroys the widgets while the round runs: the round is cancelled
+    and its end reaches no deleted widget (PyQt aborted Python with exit 134 on that)."""
+    viewer, seg, fine = ui
+    _tuning(qtbot, ui, nuclei_crop)
+    worker, token, session = fine.worker, fine._token, fine.session
+    ended = []
+    worker.finished.connect(lambda: ended.append(True))
+    with qtbot.capture_exceptions() as exceptions:
+        viewer.close()
+        qtbot.waitUntil(lambda: bool(ended), timeout=30_000)
+        qtbot.wait(200)  # the queued deliveries of the worker's last signals
+    assert exceptions == []
+    assert token.cancelled and not session.busy
+    assert len(session.versions) == 1
+
+
+def test_closing_the_finetune_panel_cancels_its_round(qtbot, ui, nuclei_crop):
+    """A round nobody can see or cancel would keep Segment disabled: closing the panel
+    cancels it, the previous model stays, and Segment works again."""
+    viewer, seg, fine = ui
+    _tuning(qtbot, ui, nuclei_crop)
+    viewer.window.remove_dock_widget(fine)
+    qtbot.waitUntil(lambda: not seg.session.busy, timeout=30_000)
+    assert seg.segment_button.isEnabled()
+    assert len(seg.session.versions) == 1 and seg.session.versions.active == 0
+    assert seg.segment() is True
+    wait_idle(qtbot, seg)
 
 
 def test_3d_stack_planes_review_and_undo(qtbot, ui, real_data, monkeypatch):

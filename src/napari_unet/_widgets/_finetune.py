@@ -32,7 +32,7 @@ from ._jobs import run_fine_tune, run_segment
 from ._layer_combo import LayerCombo
 from ._loss_plot import LossPlot
 from ._output import apply_result, current_plane, shapes_mask
-from ._qt import JobWidget, report_error, start_job, status_label
+from ._qt import JobWidget, report_error, status_label
 from ._session import plane_name
 from ._session_file import (
     SESSION_SUFFIX,
@@ -138,9 +138,9 @@ class FineTuneWidget(JobWidget):
         self.save_session_button.clicked.connect(self.save_session)
         self.open_session_button.clicked.connect(self.open_session)
         self.labels_combo.currentIndexChanged.connect(lambda _i: self.update_counts())
-        self.session.corrections_changed.connect(self._corrections_changed)
-        self.session.versions_changed.connect(self.refresh_versions)
-        self.session.busy_changed.connect(self._busy_changed)
+        self.jobs.listen(self.session.corrections_changed, self._corrections_changed)
+        self.jobs.listen(self.session.versions_changed, self.refresh_versions)
+        self.jobs.listen(self.session.busy_changed, self._busy_changed)
         self.refresh_versions()
         self.update_counts()
 
@@ -242,9 +242,9 @@ class FineTuneWidget(JobWidget):
         job = partial(run_fine_tune, base.model, corrections, steps, float(self.time_limit.value()),
                       name=f"{base.model.name}-tuned", on_report=self.jobs.report,
                       cancel=self._token)
-        self.worker = start_job(job, on_returned=partial(self._tuned, parent),
-                                on_error=partial(self._failed, "Fine-tuning"),
-                                on_finished=self._training_finished)
+        self.worker = self.jobs.start(job, on_returned=partial(self._tuned, parent),
+                                      on_error=partial(self._failed, "Fine-tuning"),
+                                      on_finished=self._training_finished)
         return True
 
     def _on_report(self, rep: Any) -> None:
@@ -314,7 +314,7 @@ class FineTuneWidget(JobWidget):
         label = self.session.versions[version_index].label
         self.status.setText(f"Segmenting again with {label} and comparing it with the "
                             "previous version...")
-        self.worker = start_job(
+        self.worker = self.jobs.start(
             job,
             on_returned=lambda out: self._round_done(
                 version_index, parent, list(zip([p[:2] for p in plan], out[0])), out[1]),
@@ -469,9 +469,10 @@ class FineTuneWidget(JobWidget):
             return
         folder = self.session_folder
         job = partial(folder.save, capture(self.session))
-        self._save_worker = start_job(job, on_returned=partial(self._saved, folder, auto),
-                                      on_error=self._save_failed,
-                                      on_finished=self._save_finished)
+        self._save_worker = self.jobs.start(job, on_returned=partial(self._saved, folder, auto),
+                                            on_error=self._save_failed,
+                                            on_finished=self._save_finished,
+                                            holds_session=False)
 
     def _saved(self, folder: SessionFolder, auto: bool, _index: Any) -> None:
         text = f"Session {'auto-' if auto else ''}saved to {folder.path}"
@@ -507,9 +508,9 @@ class FineTuneWidget(JobWidget):
             return False
         folder = SessionFolder(path)
         self.status.setText(f"Opening session {folder.path}...")
-        self.worker = start_job(folder.load, on_returned=partial(self._opened, folder),
-                                on_error=partial(self._failed, "Opening the session"),
-                                on_finished=self._finish)
+        self.worker = self.jobs.start(folder.load, on_returned=partial(self._opened, folder),
+                                      on_error=partial(self._failed, "Opening the session"),
+                                      on_finished=self._finish)
         return True
 
     def _opened(self, folder: SessionFolder, data: SessionData) -> None:

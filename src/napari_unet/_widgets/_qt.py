@@ -1,4 +1,4 @@
-"""Small Qt helpers shared by the widgets: a worker launcher, a progress row, messages."""
+"""Small Qt helpers shared by the widgets: worker jobs, a progress row, messages."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any, Callable, Optional
 
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QEvent, QObject, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
 from ..errors import Cancelled
@@ -22,17 +22,25 @@ class Relay(QObject):
 
 
 class Jobs:
-    """A widget's link to its worker: progress relay and cancel tokens.
+    """A widget's link to its workers: progress relay, cancel tokens, and delivery guards.
 
     The relay has no Qt parent, so it is not deleted with the widget: a worker that is
-    still running when its dock widget or the viewer closes reports into a live object
-    (and is cancelled), instead of into freed memory.
+    still running when its dock widget or the viewer closes reports into a live object.
+    When the widget is destroyed (the viewer closed) its jobs are cancelled, its session
+    slots are disconnected, a job that held the session frees it, and nothing a worker
+    returns afterwards reaches the widget: its Qt children are gone, and an exception in a
+    slot makes PyQt abort the whole process (napari, or the Jupyter kernel).
     """
 
-    def __init__(self, widget: QWidget) -> None:
+    def __init__(self, widget: QWidget, session: Any) -> None:
         self.relay = Relay()
         self.tokens: list[CancelToken] = []
-        widget.destroyed.connect(self.cancel_all)
+        self.session = session
+        self.alive = True
+        #: Workers that run on behalf of the session's one job (not background saves).
+        self.holding: set[Any] = set()
+        self._listening: list[tuple[Any, Callable]] = []
+        widget.destroyed.connect(self._destroyed)
 
     def new_token(self) -> CancelToken:
         token = CancelToken()
@@ -52,16 +60,43 @@ class Jobs:
     def done(self) -> None:
         self.tokens.clear()
 
+    def listen(self, signal: Any, slot: Callable) -> None:
+        """Connect a session signal to ``slot`` for as long as the widget lives."""
+        signal.connect(slot)
+        self._listening.append((signal, slot))
 
-def start_job(func: Callable[..., Any], *, on_returned: Callable[[Any], None],
-              on_error: Callable[[BaseException], None], on_finished: Callable[[], None]):
-    """Run ``func`` in a napari thread worker; errors go to ``on_error``, not a traceback."""
-    worker = create_worker(func, _start_thread=False, _ignore_errors=True)
-    worker.returned.connect(on_returned)
-    worker.errored.connect(on_error)
-    worker.finished.connect(on_finished)
-    worker.start()
-    return worker
+    def _destroyed(self, *_: Any) -> None:
+        self.alive = False
+        self.cancel_all()
+        for signal, slot in self._listening:
+            signal.disconnect(slot)
+        self._listening.clear()
+        if self.holding:
+            self.holding.clear()
+            self.session.end()
+
+    def _delivered(self, callback: Callable) -> Callable:
+        """``callback``, dropped once the widget is gone."""
+        def deliver(*args: Any) -> None:
+            if self.alive:
+                callback(*args)
+        return deliver
+
+    def start(self, func: Callable[..., Any], *, on_returned: Callable[[Any], None],
+              on_error: Callable[[BaseException], None], on_finished: Callable[[], None],
+              holds_session: bool = True):
+        """Run ``func`` in a napari thread worker; errors go to ``on_error``, not a
+        traceback. ``holds_session``: the job is the session's one job (the session is
+        freed should the widget be destroyed before it ends)."""
+        worker = create_worker(func, _start_thread=False, _ignore_errors=True)
+        if holds_session:
+            self.holding.add(worker)
+            worker.finished.connect(lambda: self.holding.discard(worker))
+        worker.returned.connect(self._delivered(on_returned))
+        worker.errored.connect(self._delivered(on_error))
+        worker.finished.connect(self._delivered(on_finished))
+        worker.start()
+        return worker
 
 
 def report_error(exc: BaseException, what: str) -> str:
@@ -112,7 +147,7 @@ class JobWidget(QWidget):
         self.session = session_for(napari_viewer)
         self.worker = None
         self._token: Optional[CancelToken] = None
-        self.jobs = Jobs(self)
+        self.jobs = Jobs(self, self.session)
         self.progress = ProgressRow()
         self.jobs.relay.progress.connect(self.progress.set_progress)
         self.progress.cancel_button.clicked.connect(self.cancel)
@@ -125,6 +160,13 @@ class JobWidget(QWidget):
         if self._token is not None:
             self._token.cancel()
             self.status.setText("Cancelling...")
+
+    def event(self, event: QEvent) -> bool:
+        """Closing the panel (napari takes the widget out of its dock) cancels its job:
+        work nobody can see, follow or cancel would keep the other panel's buttons off."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None and self.running:
+            self.cancel()
+        return super().event(event)
 
     def _finish(self) -> None:
         """The job is over (done, failed or cancelled): free the session for the next one."""

@@ -32,7 +32,7 @@ from ._image import layer_image
 from ._jobs import SegmentResult, SegmentSettings, resolve_model, run_segment
 from ._layer_combo import LayerCombo
 from ._output import apply_result, current_plane, labels_name
-from ._qt import JobWidget, report_error, start_job, status_label
+from ._qt import JobWidget, report_error, status_label
 
 LOAD_FILE = "Load file..."
 
@@ -131,8 +131,8 @@ class SegmentWidget(JobWidget):
         self.segment_button.clicked.connect(self.segment)
         self.export_button.clicked.connect(self.export)
         self.model_combo.activated.connect(self._model_chosen)
-        self.session.versions_changed.connect(self.refresh_models)
-        self.session.busy_changed.connect(self._busy_changed)
+        self.jobs.listen(self.session.versions_changed, self.refresh_models)
+        self.jobs.listen(self.session.busy_changed, self._busy_changed)
         self.refresh_models()
 
     # ------------------------------------------------------------------ models
@@ -293,7 +293,7 @@ class SegmentWidget(JobWidget):
         where = f"plane {planes[0]}" if planes else "all planes" if image.stack_axes else ""
         self.status.setText(f"Segmenting {image_layer.name} {where} with {label}...")
         self.progress.running(True)
-        self.worker = start_job(
+        self.worker = self.jobs.start(
             job,
             on_returned=partial(self._deliver, image_layer, labels_layer, image, version_index,
                                 settings),
