@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from napari_unet.config import PostprocessConfig
-from napari_unet.postprocess import (
-    instance_labels, semantic_labels, smallest_uint, stitch_planes,
-)
+from napari_unet.axes import make_layout
+from napari_unet.postprocess import count_objects, instance_labels, semantic_labels, smallest_uint
+from napari_unet.segment import stitch_along_z
 from napari_unet.targets import instance_target
 
 CONFIG = PostprocessConfig()
@@ -107,6 +107,13 @@ def test_nothing_confident_gives_no_objects() -> None:
     assert out.shape == (16, 16) and not out.any()
 
 
+def stitch_planes(stack: np.ndarray) -> np.ndarray:
+    """A ZYX stack stitched as segment() stitches it (a copy; the stitching is in place)."""
+    out = stack.astype(np.uint32)
+    stitch_along_z(out, make_layout(out, "ZYX"))
+    return out
+
+
 def _cylinder_stack(centres, n_planes=5, shape=(40, 60), radius=6, ids_per_plane=True):
     stack = np.zeros((n_planes,) + shape, np.uint32)
     next_id = 1
@@ -174,3 +181,12 @@ def test_semantic_labels_multi_class_takes_the_most_probable() -> None:
                                          (65536, np.uint32), (2**32, np.uint64)])
 def test_smallest_uint(value, dtype) -> None:
     assert smallest_uint(value) == np.dtype(dtype)
+
+
+def test_count_objects_counts_distinct_ids_across_blocks_and_planes() -> None:
+    labels = np.zeros((2, 5000, 30), np.uint32)  # planes taller than one 4096 block
+    labels[0, :10, :10] = 7
+    labels[0, 4500:, :5] = 7  # the same id in another block counts once
+    labels[1, 100, 3] = 70_000
+    assert count_objects(labels) == 2
+    assert count_objects(np.zeros((3, 4), np.uint16)) == 0

@@ -31,6 +31,7 @@ from .model import Model
 from .overlay import write_overlay
 from .progress import CancelToken, ProgressCallback
 from .registry import load_model
+from .postprocess import count_objects
 from .segment import prepare_image, segment, stitch_along_z
 from .tiff_io import LAZY_THRESHOLD_BYTES, ImageData, image_stem, read_image, write_labels
 from .zarr_io import create_labels, is_zarr
@@ -137,20 +138,6 @@ def _check_replaceable(target: Path, folder: bool) -> None:
         raise OutputWriteError(f"{target} is a folder but not a zarr store; --overwrite "
                                "replaces only an earlier zarr result, never another folder: "
                                "move it away or choose another --out")
-
-
-def count_objects(labels: Any) -> int:
-    """Distinct non-zero ids, read block by block (labels may be a zarr array on disk);
-    a presence table instead of ``np.unique``, which sorts every block."""
-    present = np.zeros(1, dtype=bool)
-    for index in np.ndindex(*labels.shape[:-2]):
-        for box in block_boxes(labels.shape[-2:], 4096):
-            block = np.asarray(labels[index + box])
-            top = int(block.max(initial=0))
-            if top >= present.size:
-                present = np.concatenate([present, np.zeros(top + 1 - present.size, dtype=bool)])
-            present[block] = True
-    return int(present[1:].sum())
 
 
 def needs_out_of_core(image: ImageData, layout: Layout) -> bool:

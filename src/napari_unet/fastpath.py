@@ -15,19 +15,9 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torch.nn.utils import fuse_conv_bn_eval
 
-from .device import cpu_has_fast_bf16, memory_format
-
-
-def fast_dtype(device: torch.device) -> torch.dtype:
-    """The weight dtype that runs fastest on ``device`` without hurting accuracy."""
-    if device.type == "cpu":
-        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.float32
+from .device import fast_dtype, memory_format
 
 
 def fold_batchnorm(network: nn.Module) -> nn.Module:
@@ -41,21 +31,10 @@ def fold_batchnorm(network: nn.Module) -> nn.Module:
         for i in range(len(layers) - 1):
             conv, bn = layers[i], layers[i + 1]
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                layers[i], layers[i + 1] = _fused(conv, bn), nn.Identity()
+                layers[i], layers[i + 1] = fuse_conv_bn_eval(conv, bn), nn.Identity()
         for i, layer in enumerate(layers):
             module[i] = layer
     return folded
-
-
-@torch.no_grad()
-def _fused(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                      conv.padding, conv.dilation, conv.groups, bias=True)
-    fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
-    return fused
 
 
 def inference_network(network: nn.Module, device: torch.device, fast: bool = True,

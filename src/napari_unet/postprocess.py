@@ -6,10 +6,13 @@ watershed grows them over the predicted foreground. Stacks can be joined across 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from .blocks import block_boxes
 from .config import PostprocessConfig
 
 
@@ -84,14 +87,18 @@ class PlaneStitcher:
         return new
 
 
-def stitch_planes(labels: np.ndarray, min_iou: float = 0.25) -> np.ndarray:
-    """Join per-plane instances of a (Z, Y, X) stack into 3D objects by overlap (see
-    :class:`PlaneStitcher`); ids are unique across the stack."""
-    stitcher = PlaneStitcher(min_iou)
-    out = np.zeros(labels.shape, dtype=np.uint32)
-    for z, plane in enumerate(labels):
-        out[z] = stitcher.add(plane)
-    return out
+def count_objects(labels: Any) -> int:
+    """Distinct non-zero ids of ``labels`` (numpy, or an array on disk such as zarr), read
+    block by block into a presence table: ``np.unique`` would sort every block."""
+    present = np.zeros(1, dtype=bool)
+    for index in np.ndindex(*labels.shape[:-2]):
+        for box in block_boxes(labels.shape[-2:], 4096):
+            block = np.asarray(labels[index + box])
+            top = int(block.max(initial=0))
+            if top >= present.size:
+                present = np.concatenate([present, np.zeros(top + 1 - present.size, dtype=bool)])
+            present[block] = True
+    return int(present[1:].sum())
 
 
 def _match_to_previous(plane: np.ndarray, previous: np.ndarray, min_iou: float) -> dict[int, int]:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from ..device import torch_threads
 from ..finetune import fine_tune
-from ..model import Model, load_model_file
+from ..model import Model
 from ..progress import CancelToken, ProgressCallback
+from ..postprocess import count_objects
 from ..segment import prepare_image, segment, with_postprocess
 from ._image import LayerImage
 from ._state import Correction
@@ -63,20 +64,6 @@ class SegmentResult:
     percentiles: Optional[np.ndarray] = None  # the image's normalisation, for corrections
 
 
-def count_objects(labels: np.ndarray) -> int:
-    """Distinct non-zero ids in ``labels``."""
-    labels = np.asarray(labels)
-    if labels.size == 0:
-        return 0
-    top = int(labels.max())
-    if top <= 0:
-        return 0
-    if top <= 4 * labels.size + 1024 and labels.min() >= 0:
-        return int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
-    ids = np.unique(labels)
-    return int(np.count_nonzero(ids))
-
-
 #: Whole-image results with ids below this become uint16 layers: napari maps uint16 labels
 #: to its texture ~2x faster than uint32 (a shorter GUI stall, docs/benchmarks.md), and the
 #: ids left free above it are for objects the user paints.
@@ -110,31 +97,16 @@ def prepare_result(result: SegmentResult) -> SegmentResult:
     return result
 
 
-def resolve_model(model: Union[Model, str, Path], n_channels: Optional[int] = None) -> Model:
-    """``model``, loaded first when it is a file path; checked against ``n_channels``."""
-    if not isinstance(model, Model):
-        model = load_model_file(model)
-    if n_channels is not None:
-        model.check_channels(n_channels)
-    return model
-
-
-def run_segment(image: LayerImage, model: Union[Model, str, Path], settings: SegmentSettings,
+def run_segment(image: LayerImage, model: Model, settings: SegmentSettings,
                 planes: Optional[Sequence[tuple[int, ...]]] = None,
                 progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelToken] = None,
-                threads: Optional[int] = None,
-                n_channels: Optional[int] = None) -> SegmentResult:
+                threads: Optional[int] = None) -> SegmentResult:
     """Segment the whole image, or only the given stack planes, through the core API.
 
     Planes are normalised with the whole image's percentiles, so a plane segmented alone
-    gets exactly the labels a whole-stack run gives it. ``model`` may be a model file's
-    path: it is then loaded here (in the worker) and returned in the result's ``model``.
+    gets exactly the labels a whole-stack run gives it.
     """
-    model_arg = model
-    loaded = None if isinstance(model, Model) else resolve_model(model, n_channels)
-    if loaded is not None:
-        model = loaded
     if settings.object_size:
         model = model.for_object_size(settings.object_size)
     chosen = None if planes is None else [tuple(index) for index in planes]
@@ -152,8 +124,6 @@ def run_segment(image: LayerImage, model: Union[Model, str, Path], settings: Seg
     else:
         result = SegmentResult({index: labels[index] for index in chosen}, chosen)
     result.percentiles = percentiles
-    if loaded is not None:
-        result.model, result.source = loaded, Path(model_arg)
     return prepare_result(result)
 
 

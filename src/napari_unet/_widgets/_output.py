@@ -15,7 +15,8 @@ from napari.layers import Labels
 
 from .._reader import META_KEY
 from ._image import LayerImage, scale_axes, spatial_positions
-from ._jobs import SegmentResult, SegmentSettings, count_objects, layer_dtype
+from ..postprocess import count_objects
+from ._jobs import SegmentResult, SegmentSettings, layer_dtype
 from ._session import LabelsLink, Session
 from ..corrections import paste_corrections
 from ._state import EditTracker, ModelVersion

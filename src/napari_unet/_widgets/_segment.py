@@ -29,7 +29,7 @@ from ..model import Model, load_model_file
 from ..registry import list_models
 from . import _dialogs
 from ._image import layer_image
-from ._jobs import SegmentResult, SegmentSettings, resolve_model, run_segment
+from ._jobs import SegmentResult, SegmentSettings, run_segment
 from ._layer_combo import LayerCombo
 from ._output import apply_result, current_plane, labels_name
 from ._qt import JobWidget, report_error, status_label
@@ -381,7 +381,7 @@ def _segment_job(image, model, settings: SegmentSettings, planes, *, progress, c
     """The Segment button's worker job: loads the model first when given its file."""
     source = None if isinstance(model, Model) else Path(model)
     if source is not None:
-        model = resolve_model(source)
+        model = load_model_file(source)
         model.check_channels(fitted_channels(n_channels, model.in_channels))
     result = run_segment(image, model, settings, planes, progress=progress, cancel=cancel)
     if source is not None:
