@@ -21,6 +21,10 @@ from .progress import CancelToken, ProgressCallback, check_cancel, report
 
 Box = tuple[slice, slice]
 
+#: Receives, for every block, (stack index, core box in plane coordinates, the (K, h, w)
+#: probabilities of that core): what the network computed, for a caller to keep or summarise.
+ProbabilitySink = Callable[[tuple[int, ...], Box, np.ndarray], None]
+
 
 @dataclass(frozen=True)
 class BlockConfig:
@@ -69,6 +73,12 @@ def owned_ids(labels: np.ndarray, origin: tuple[int, int], core: Box) -> np.ndar
     return owned
 
 
+def _within(box: Box, region: Box) -> Box:
+    """``box`` in the coordinates of ``region`` (which contains it)."""
+    return tuple(slice(b.start - r.start, b.stop - r.start)
+                 for b, r in zip(box, region))  # type: ignore[return-value]
+
+
 def segment_plane(
     read: Callable[[Box], np.ndarray],
     shape: tuple[int, int],
@@ -84,6 +94,7 @@ def segment_plane(
     tiles_per_region: Callable[[tuple[int, int]], int] = lambda shape: 1,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
+    on_probabilities: Optional[ProbabilitySink] = None,
 ) -> int:
     """Segment one plane block by block into ``out[index]``, a zeroed (Y, X) plane of a
     numpy, zarr or other array supporting region reads and writes.
@@ -92,6 +103,7 @@ def segment_plane(
     progress, cancel)`` and ``to_labels(probs)`` are the predictor's steps. Instance ids
     start after ``offset`` and are unique in the plane; returns the largest id written
     (``offset`` when none). ``tiles_per_region`` counts tiles for progress.
+    ``on_probabilities`` gets each block core's probabilities (cores tile the plane once).
     """
     cores = block_boxes(shape, blocks.block)
     whole = len(cores) == 1
@@ -113,9 +125,10 @@ def segment_plane(
 
         probs = probabilities(read(region), block_progress, cancel)
         done += n_tiles
+        if on_probabilities is not None:
+            on_probabilities(index, core, probs[(slice(None),) + _within(core, region)])
         keep = extended if instance else core
-        inner = tuple(slice(k.start - r.start, k.stop - r.start) for k, r in zip(keep, region))
-        labels = to_labels(np.ascontiguousarray(probs[(slice(None),) + inner]))
+        labels = to_labels(np.ascontiguousarray(probs[(slice(None),) + _within(keep, region)]))
         del probs
         if not instance:
             out[index + core] = labels

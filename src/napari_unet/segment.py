@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .axes import Layout, fit_channels, make_layout
-from .blocks import BlockConfig, segment_plane
+from .blocks import BlockConfig, ProbabilitySink, segment_plane
 from .config import PostprocessConfig
 from .device import default_batch, pick_device
 from .domain import resize_plane, scaled_shape
@@ -120,6 +120,7 @@ def segment(
     percentiles: np.ndarray | None = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
+    on_probabilities: Optional[ProbabilitySink] = None,
 ):
     """Segment a 2D image or a stack; returns labels over its T, Z, Y, X axes (C dropped).
 
@@ -144,6 +145,10 @@ def segment(
     with values computed once elsewhere, e.g. for planes of one volume segmented by
     separate workers. ``progress(done, total)`` counts tiles; ``cancel`` stops
     between tiles with :class:`~napari_unet.errors.Cancelled`.
+    ``on_probabilities(index, box, probs)`` receives the class probabilities the labels were
+    made from, block by block (``box``: the block in plane coordinates), from the same
+    network pass: e.g. a :class:`napari_unet.guidance.ProbabilityStore` keeps them for
+    :func:`napari_unet.guidance.guide`.
     """
     prepared = prepare_image(image, model, axes, percentiles)
     layout = prepared.layout
@@ -173,7 +178,7 @@ def segment(
             predictor.probabilities, lambda probs: predictor.labels(probs, postprocess),
             target, index, instance=instance, offset=offset, blocks=blocks or BlockConfig(),
             context=tiles.overlap, tiles_per_region=predictor.count_tiles,
-            progress=plane_progress, cancel=cancel,
+            progress=plane_progress, cancel=cancel, on_probabilities=on_probabilities,
         )
     if stitch_3d and instance and "Z" in layout.stack_axes:
         offset = stitch_along_z(target, layout)
