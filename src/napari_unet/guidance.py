@@ -120,10 +120,10 @@ class GuideOptions:
     #: IoU with the previous version's best match below which "changed" starts, and is 1.
     changed_iou: tuple[float, float] = (0.7, 0.3)
     #: How much each signal counts in the combined score (a full signal of weight w alone
-    #: scores w).
+    #: scores w). Chosen on images none of the benchmarks score (docs/benchmarks.md).
     weights: tuple[tuple[str, float], ...] = (
-        ("shape", 0.8), ("faint", 0.8), ("two cores", 0.8), ("size", 0.5),
-        ("weak seed", 0.5), ("changed", 0.6), ("missed?", 0.8))
+        ("shape", 0.9), ("faint", 0.6), ("two cores", 0.6), ("size", 0.4),
+        ("weak seed", 0.4), ("changed", 0.6), ("missed?", 0.8))
     #: Object probability from which a region with no object counts as a possible miss.
     region_level: float = 0.25
     #: Pixels this close to an object (its fading edge) are never a region.
