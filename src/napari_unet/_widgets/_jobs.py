@@ -16,6 +16,7 @@ import numpy as np
 
 from ..device import torch_threads
 from ..finetune import fine_tune
+from ..guidance import Candidate, ProbabilityStore, guide_planes
 from ..model import Model
 from ..progress import CancelToken, ProgressCallback
 from ..postprocess import count_objects
@@ -62,6 +63,15 @@ class SegmentResult:
     model: Optional[Model] = None  # the model, when the job loaded it from a file
     source: Optional[Path] = None  # ... and that file
     percentiles: Optional[np.ndarray] = None  # the image's normalisation, for corrections
+    #: The class probabilities of the planes segmented (for "Where to correct"), kept when
+    #: they fit in :data:`KEEP_PROBABILITIES` pixels.
+    probabilities: Optional[ProbabilityStore] = None
+
+
+#: Segment keeps the class probabilities of up to this many pixels (1 byte per class and
+#: pixel: 96 MB for an instance model) so "Where to correct" needs no network pass of its
+#: own; beyond it, it predicts the plane in view again when asked.
+KEEP_PROBABILITIES = 32_000_000
 
 
 #: Whole-image results with ids below this become uint16 layers: napari maps uint16 labels
@@ -112,18 +122,21 @@ def run_segment(image: LayerImage, model: Model, settings: SegmentSettings,
     chosen = None if planes is None else [tuple(index) for index in planes]
     postprocess = with_postprocess(model, seed_threshold=settings.seed_threshold,
                                    min_size=settings.min_size)
+    n_planes = int(np.prod(image.layout.stack_shape)) if chosen is None else len(chosen)
+    plane_pixels = int(np.prod(image.label_shape[-2:]))
+    store = ProbabilityStore() if n_planes * plane_pixels <= KEEP_PROBABILITIES else None
     with torch_threads(threads if threads is not None else worker_threads()):
         percentiles = prepare_image(image.data, model, image.axes).percentiles
         labels = segment(image.data, model, image.axes, device=settings.device,
                          tile_size=settings.tile_size, postprocess=postprocess,
                          stitch_3d=settings.stitch_3d and chosen is None, planes=chosen,
                          compile=settings.compile, percentiles=percentiles,
-                         progress=progress, cancel=cancel)
+                         progress=progress, cancel=cancel, on_probabilities=store)
     if chosen is None:
         result = SegmentResult(labels)
     else:
         result = SegmentResult({index: labels[index] for index in chosen}, chosen)
-    result.percentiles = percentiles
+    result.percentiles, result.probabilities = percentiles, store
     return prepare_result(result)
 
 
@@ -143,3 +156,47 @@ def run_fine_tune(model: Model, corrections: Sequence[Correction], steps: int,
         return fine_tune(model, images, labels, masks, axes="CYX", steps=steps,
                          time_budget=time_limit, name=name, percentiles=percentiles,
                          progress=progress, on_report=on_report, cancel=cancel)
+
+
+@dataclass
+class GuideResult:
+    """What "Where to correct" found: the uncertainty map of each plane (by stack index),
+    the candidates best first, and the planes it had to predict again (no probabilities
+    kept for them)."""
+
+    maps: dict[tuple[int, ...], np.ndarray]
+    candidates: list[Candidate]
+    predicted: list[tuple[int, ...]]
+
+
+def run_guide(image: LayerImage, labels: np.ndarray, store: Optional[ProbabilityStore],
+              model: Model, settings: SegmentSettings, planes: Sequence[tuple[int, ...]], *,
+              previous: Optional[np.ndarray] = None, exclude: Optional[np.ndarray] = None,
+              percentiles: Optional[np.ndarray] = None,
+              progress: Optional[ProgressCallback] = None,
+              cancel: Optional[CancelToken] = None,
+              threads: Optional[int] = None) -> GuideResult:
+    """Rank where to correct on ``planes`` of ``labels`` (as shown, with the user's edits),
+    from the probabilities Segment kept in ``store``. Planes it lacks (the image was too
+    large to keep them, or the labels come from a saved session) are predicted again with
+    ``model`` and ``settings``, normalised with the stack's ``percentiles``: one Segment
+    pass of those planes, the only network work this does."""
+    planes = [tuple(p) for p in planes]
+    kept = set(store.planes) if store is not None else set()
+    missing = [p for p in planes if p not in kept]
+    postprocess = with_postprocess(model, seed_threshold=settings.seed_threshold,
+                                   min_size=settings.min_size)
+    if settings.object_size:
+        model = model.for_object_size(settings.object_size)
+    combined = ProbabilityStore()
+    if store is not None:
+        combined.update(store)
+    if missing:
+        with torch_threads(threads if threads is not None else worker_threads()):
+            segment(image.data, model, image.axes, device=settings.device,
+                    tile_size=settings.tile_size, postprocess=postprocess,
+                    planes=missing if image.stack_axes else None, percentiles=percentiles,
+                    progress=progress, cancel=cancel, on_probabilities=combined)
+    maps, candidates = guide_planes(labels, combined, model.config.task, postprocess,
+                                    previous=previous, exclude=exclude, planes=planes)
+    return GuideResult(maps, candidates, missing)

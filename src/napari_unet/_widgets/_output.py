@@ -100,6 +100,18 @@ def _with_edits(new: np.ndarray, tracker: EditTracker, current: np.ndarray,
     return pasted
 
 
+def _keep_guidance_inputs(link: LabelsLink, result: SegmentResult, version_index: int) -> None:
+    """Keep what "Where to correct" reads from a run: its probabilities (a run of some
+    planes updates theirs) and, when another model version made it, the labels the
+    previous version had predicted. Call before the tracker is rebased on the result."""
+    if link.version is not None and link.version != version_index:
+        link.previous = np.array(link.tracker.baseline, copy=True)
+    if result.planes is None or link.probabilities is None:
+        link.probabilities = result.probabilities
+    elif result.probabilities is not None:
+        link.probabilities.update(result.probabilities)
+
+
 def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerImage,
                  result: SegmentResult, version_index: int,
                  settings: SegmentSettings, keep_edits: bool = False) -> ApplyReport:
@@ -125,11 +137,13 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
                                   name=labels_name(image_layer),
                                   **labels_geometry(image_layer, image))
     if new is not None:
-        if link is None:
+        fresh = link is None
+        if fresh:
             # A fresh tracker has nothing supervised: it starts from the new labels.
             link = session.add_link(LabelsLink(image_layer, layer, image, EditTracker(new),
                                                settings))
-        else:
+        _keep_guidance_inputs(link, result, version_index)
+        if not fresh:
             tracker = link.current_tracker()
             session.archive(link)
             if keep_edits:
@@ -148,6 +162,7 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
             link = session.add_link(LabelsLink(image_layer, layer, image, EditTracker(data),
                                                settings))
         tracker = link.current_tracker()
+        _keep_guidance_inputs(link, result, version_index)
         planes = list(result.planes)
         session.archive(link, planes)
         n_objects = 0

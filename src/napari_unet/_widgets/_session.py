@@ -15,6 +15,7 @@ from typing import Any, Optional
 import numpy as np
 from psygnal import Signal
 
+from ..guidance import ProbabilityStore
 from ..model import Model
 from ..segment import prepare_image
 from ._image import LayerImage
@@ -37,6 +38,12 @@ class LabelsLink:
     settings: SegmentSettings
     version: Optional[int] = None
     stale: bool = False
+    #: The class probabilities of the planes Segment last predicted, from the same pass
+    #: (for "Where to correct"); None when the image was too large to keep them.
+    probabilities: Optional[ProbabilityStore] = None
+    #: What the previous model version predicted, once another version re-segmented the
+    #: layer (for "Where to correct": objects the versions disagree on).
+    previous: Optional[np.ndarray] = None
     _callbacks: list = field(default_factory=list)
     _percentiles: dict = field(default_factory=dict)
 
