@@ -1,12 +1,28 @@
 """Human-in-the-loop benchmark: a simulated user who makes few corrections, round after round.
 
 Each round the user looks at the labels shown (the active model's prediction with every
-earlier correction pasted on top, as the Fine-tune widget shows them), fixes the N largest
-errors and touches nothing else:
+earlier correction pasted on top, as the Fine-tune widget shows them), fixes some errors
+and touches nothing else. A fix is:
 
 - a true object missed or badly drawn (no predicted object at IoU >= 0.5): the predicted
   pixels that cover it (and no other true object) are erased and the object is painted;
 - a false object (no true object at IoU >= 0.5): it is erased.
+
+Which errors, by ``--user``:
+
+- ``largest`` (default): the N largest errors, known from the truth;
+- ``guided``: the top N candidates of the "Where to correct" ranking
+  (:func:`napari_unet.guidance.guide`, from the probabilities of the pass that made the
+  labels, the previous version's labels and the corrections so far); the user looks at
+  each and fixes the errors it shows (by the truth), and nothing where it was right;
+- ``random``: N objects picked at random among those not corrected yet, looked at in the
+  same way.
+
+An object looked at shows an error when it is a false object, or when it covers at least
+a fifth of a missed or badly drawn true object (or a fifth of it is one: a merged pair
+shows both); a region with no object, when at least a fifth of a missed true object lies
+in its box outside the objects. The share of the N looked at that showed an error is the
+round's "precision".
 
 Corrections accumulate over rounds. Then one Fine-tune round with the defaults (the same
 ``fine_tune`` and round check as the widget) trains the base model on all corrections so
@@ -19,6 +35,7 @@ image marked as reviewed.
     .venv/bin/python benchmarks/hitl.py --case histo --fixes 10 --rounds 5
     .venv/bin/python benchmarks/hitl.py --case histo --review --rounds 1
     .venv/bin/python benchmarks/hitl.py --case em --fixes 10 --rounds 5
+    .venv/bin/python benchmarks/hitl.py --case histo --fixes 10 --rounds 3 --user guided
 
 Cases (data in ../shared/data): ``fluo`` tunes on the bundled sample (a dsb2018_fluo test
 image) and scores the other 57 test images; ``histo`` tunes on one dsb2018_histo_brightfield
@@ -40,6 +57,7 @@ from scipy import ndimage as ndi
 
 import napari_unet
 from napari_unet.corrections import TargetOptions, paste_corrections
+from napari_unet.guidance import Candidate, ProbabilityStore, guide
 from napari_unet.data import find_pairs, read_pair
 from napari_unet.finetune import FINE_TUNE_CONFIG, FineTuneOptions
 from napari_unet.metrics import iou_pairs, match_instances
@@ -107,11 +125,14 @@ def errors(shown: np.ndarray, truth: np.ndarray) -> list[tuple[int, str, int]]:
     return sorted(out, reverse=True)
 
 
-def fix_largest(shown: np.ndarray, truth: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(labels after the user's n fixes, pixels changed)."""
+Error = tuple[str, int]  # ("missed", true id) or ("false", shown id)
+
+
+def fix(shown: np.ndarray, truth: np.ndarray, chosen: list[Error]) -> tuple[np.ndarray, np.ndarray]:
+    """(labels after the user fixed the ``chosen`` errors, pixels changed)."""
     labels = shown.astype(np.int64, copy=True)
     next_id = int(labels.max()) + 1
-    for _size, kind, obj in errors(shown, truth)[:n]:
+    for kind, obj in chosen:
         if kind == "false":
             labels[shown == obj] = 0
             continue
@@ -124,9 +145,78 @@ def fix_largest(shown: np.ndarray, truth: np.ndarray, n: int) -> tuple[np.ndarra
     return labels, labels != shown
 
 
+def fix_largest(shown: np.ndarray, truth: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels after the user's n fixes, pixels changed)."""
+    return fix(shown, truth, [(kind, obj) for _size, kind, obj in errors(shown, truth)[:n]])
+
+
+def errors_seen(candidate: Candidate, shown: np.ndarray, truth: np.ndarray,
+                known: list[tuple[int, str, int]]) -> list[Error]:
+    """The errors a user looking at ``candidate`` finds (by the truth): see the module
+    docstring. ``known`` is :func:`errors` of ``shown``."""
+    missed = {obj for _, kind, obj in known if kind == "missed"}
+    false = {obj for _, kind, obj in known if kind == "false"}
+    seen: list[Error] = []
+    if candidate.kind == "object":
+        if candidate.label in false:
+            seen.append(("false", candidate.label))
+        region = shown == candidate.label
+    else:
+        y0, x0, y1, x1 = candidate.bbox
+        region = np.zeros(shown.shape, bool)
+        region[y0:y1, x0:x1] = True
+        region &= shown == 0
+    t_area = np.bincount(truth.ravel().astype(np.int64))
+    overlap = np.bincount(truth[region].astype(np.int64), minlength=t_area.size)
+    size = int(region.sum())
+    for t in np.flatnonzero(overlap[1:]) + 1:
+        if int(t) in missed and overlap[t] * 5 >= min(t_area[t], size):
+            seen.append(("missed", int(t)))
+    return seen
+
+
+def object_candidates(shown: np.ndarray, mask: np.ndarray) -> list[Candidate]:
+    """Every object of ``shown`` not mostly corrected already, as a candidate to look at."""
+    ids = np.unique(shown)
+    out = []
+    for obj in ids[ids > 0].tolist():
+        pixels = shown == obj
+        if mask[pixels].mean() < 0.5:
+            ys, xs = np.nonzero(pixels)
+            out.append(Candidate("object", obj, (ys.mean(), xs.mean()),
+                                 (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1),
+                                 int(pixels.sum()), 0.0, "picked at random"))
+    return out
+
+
+def look_at(candidates: list[Candidate], shown: np.ndarray, truth: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, int]:
+    """The user looks at each candidate and fixes what it shows: (labels, changed, how
+    many candidates showed an error)."""
+    known = errors(shown, truth)
+    chosen: list[Error] = []
+    real = 0
+    for candidate in candidates:
+        seen = errors_seen(candidate, shown, truth, known)
+        real += bool(seen)  # counts even when an earlier candidate showed the same error
+        chosen += [e for e in seen if e not in chosen]
+    labels, changed = fix(shown, truth, chosen)
+    return labels, changed, real
+
+
 def review_all(shown: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every error fixed and the whole image reviewed: the truth, all supervised."""
     return truth.astype(np.int64), np.ones(truth.shape, bool)
+
+
+def predict(images: list[np.ndarray], model) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Labels and the probabilities they came from (one pass per image)."""
+    labels, probs = [], []
+    for image in images:
+        store = ProbabilityStore()
+        labels.append(napari_unet.segment(image, model, axes="CYX", on_probabilities=store))
+        probs.append(store.plane(()))
+    return labels, probs
 
 
 def main() -> None:
@@ -134,7 +224,10 @@ def main() -> None:
     parser.add_argument("--case", choices=("fluo", "histo", "em"), required=True)
     parser.add_argument("--model", default="nuclei")
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--fixes", type=int, default=10, help="errors fixed per round")
+    parser.add_argument("--fixes", type=int, default=10,
+                        help="errors fixed (largest) or candidates looked at (guided, random) "
+                             "per round")
+    parser.add_argument("--user", choices=("largest", "guided", "random"), default="largest")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--review", action="store_true", help="fully reviewed image instead")
     parser.add_argument("--steps", type=int, default=FINE_TUNE_CONFIG.steps)
@@ -156,15 +249,31 @@ def main() -> None:
     base_acc = accuracy(active, case.test)
     images = [img for img, _ in case.tune]
     truths = [t for _, t in case.tune]
-    shown = [napari_unet.segment(img, active, axes="CYX").astype(np.int64) for img in images]
+    predicted, probs = predict(images, active)
+    shown = [p.astype(np.int64) for p in predicted]
+    earlier: list = [None] * len(images)  # the previous version's labels, once there is one
     corrected = [s.copy() for s in shown]
     masks = [np.zeros(s.shape, bool) for s in shown]
+    rng = np.random.default_rng(args.seed)
     rows = [{"round": 0, "acc": round(base_acc, 3), "gain": 0.0}]
     print(json.dumps(rows[-1]), flush=True)
     for rnd in range(1, args.rounds + 1):
+        looked = real = 0
         for k, truth in enumerate(truths):
-            fix = review_all if args.review else (lambda s, t: fix_largest(s, t, args.fixes))
-            labels, changed = fix(shown[k], truth)
+            if args.review:
+                labels, changed = review_all(shown[k], truth)
+            elif args.user == "largest":
+                labels, changed = fix_largest(shown[k], truth, args.fixes)
+            else:
+                if args.user == "guided":
+                    ranking = guide(shown[k], probs[k], active.config.task,
+                                    active.config.postprocess, previous=earlier[k],
+                                    exclude=masks[k]).candidates
+                else:
+                    objects = object_candidates(shown[k], masks[k])
+                    ranking = [objects[i] for i in rng.permutation(len(objects))]
+                labels, changed, n_real = look_at(ranking[:args.fixes], shown[k], truth)
+                looked, real = looked + len(ranking[:args.fixes]), real + n_real
             # earlier corrections stay as they are: the user only adds
             corrected[k] = np.where(masks[k] & ~changed, corrected[k], labels)
             masks[k] |= changed
@@ -174,18 +283,21 @@ def main() -> None:
                                           steps=args.steps, time_budget=args.time_limit,
                                           config=config, options=options)
         seconds = time.perf_counter() - start
-        previous = [napari_unet.segment(img, active, axes="CYX") for img in images]
-        new = [napari_unet.segment(img, candidate, axes="CYX") for img in images]
+        previous = predicted
+        new, new_probs = predict(images, candidate)
         check = check_round(previous, new, corrected, masks)
         cand_acc = accuracy(candidate, case.test)
         if check.accepted:
-            active = candidate
+            active, earlier, predicted, probs = candidate, previous, new, new_probs
         acc = cand_acc if check.accepted else rows[-1]["acc"]
         shown = [paste_corrections(p, c, m).astype(np.int64)
-                 for p, c, m in zip(new if check.accepted else previous, corrected, masks)]
+                 for p, c, m in zip(predicted, corrected, masks)]
         info = candidate.config.provenance["fine_tune_rounds"][-1]
         rows.append({
-            "round": rnd, "corrected_px": int(sum(m.sum() for m in masks)),
+            "round": rnd, "user": "review" if args.review else args.user,
+            "looked_at": looked, "real_errors": real,
+            "precision": round(real / looked, 3) if looked else None,
+            "corrected_px": int(sum(m.sum() for m in masks)),
             "steps": info["steps"], "planned": info["steps_planned"],
             "seconds": round(seconds, 1), "accepted": check.accepted,
             "check": check.summary(), "candidate_acc": round(cand_acc, 3),
@@ -194,16 +306,19 @@ def main() -> None:
             "diameter_found": info["object_diameter_found"],
         })
         print(json.dumps(rows[-1]), flush=True)
-    what = "fully reviewed" if args.review else f"{args.fixes} fixes/round"
+    what = ("fully reviewed" if args.review else f"{args.fixes} fixes/round" if args.user ==
+            "largest" else f"{args.user} user, {args.fixes} looked at/round")
     print(f"\ncase {args.case}, {what}, {args.steps} steps, anchor {args.anchor_weight}, "
           f"context {args.context}, seed {args.seed}")
-    print("| round | corrected px | steps | s | check | candidate acc@0.5 | active acc@0.5 | gain |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| round | real errors / looked at | corrected px | steps | s | check | "
+          "candidate acc@0.5 | active acc@0.5 | gain |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows[1:]:
         verdict = "accepted" if r["accepted"] else "refused"
-        print(f"| {r['round']} | {r['corrected_px']} | {r['steps']} | {r['seconds']:.0f} | "
-              f"{verdict}: {r['check']} | {r['candidate_acc']:.3f} | {r['acc']:.3f} | "
-              f"{r['gain']:+.3f} |")
+        seen = f"{r['real_errors']}/{r['looked_at']}" if r["looked_at"] else "-"
+        print(f"| {r['round']} | {seen} | {r['corrected_px']} | {r['steps']} | "
+              f"{r['seconds']:.0f} | {verdict}: {r['check']} | {r['candidate_acc']:.3f} | "
+              f"{r['acc']:.3f} | {r['gain']:+.3f} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
