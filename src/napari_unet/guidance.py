@@ -13,7 +13,8 @@ network pass. Signals of an object, each in [0, 1]:
 - **size**: its area is far from the median object's (2x and more);
 - **weak seed**: its interior probability barely passes the seed threshold (the watershed
   started it on a doubt; a little higher and it would not exist);
-- **changed**: the previous model version drew it differently (low IoU);
+- **changed**: the previous model version drew it differently (low IoU), counting less
+  the more objects changed;
 
 and for a place with no object, **missed?**: the model gives an object a real chance there.
 
@@ -252,7 +253,11 @@ def object_signals(labels: np.ndarray, probs: np.ndarray, config: PostprocessCon
               "weak seed": peak}
     if previous is not None:
         iou = _best_iou(labels, previous, n)
-        signals["changed"] = _ramp(iou, *options.changed_iou)
+        changed = _ramp(iou, *options.changed_iou)
+        # a change most objects share (a first round in a new kind of image redraws them
+        # all) singles none out: the signal fades as the share of changed objects grows
+        share = float(changed[present].mean()) if present.any() else 0.0
+        signals["changed"] = changed * max(0.0, 1.0 - share)
         values["changed"] = iou
     return signals, values
 
