@@ -101,6 +101,13 @@ def test_find_and_click_centres_the_view_on_the_candidate(qtbot, guide_ui, monke
         expected = (10 + 0.5 * candidate.centre[0], 20 + 0.5 * candidate.centre[1])
         np.testing.assert_allclose(camera(viewer).center[-2:], expected, atol=1e-6)
         assert f"#{row + 1}" in guide.status.text()
+        # a rectangle marks it, and the labels stay active for the brush
+        mark = viewer.layers["where to correct: entry"]
+        y0, x0, y1, x1 = candidate.bbox
+        world = mark.data_to_world(mark.data[0].mean(0))
+        centre = ((y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2)  # of the box, 2 px wider each side
+        np.testing.assert_allclose(world, (10 + 0.5 * centre[0], 20 + 0.5 * centre[1]))
+        assert viewer.layers.selection.active is labels
 
 
 def test_corrected_objects_leave_the_list(qtbot, guide_ui):

@@ -24,8 +24,9 @@ from ._layer_combo import LayerCombo
 from ._output import current_plane
 from ._qt import JobWidget, report_error, status_label
 
-#: The map layer's name.
+#: The map layer's name, and the name of the rectangle marking the entry clicked.
 MAP_NAME = "where to correct"
+MARK_NAME = "where to correct: entry"
 #: Entries listed (the ranking goes on, but nobody reads a hundred).
 SHOWN = 30
 
@@ -132,6 +133,7 @@ class GuideWidget(JobWidget):
         if layer not in self.viewer.layers:
             self.status.setText(f"'{layer.name}' was closed meanwhile; nothing to show.")
             return
+        self.progress.set_progress(1, 1)
         self.candidates = result.candidates
         self._shown_for = layer
         if self.show_map.isChecked():
@@ -193,5 +195,24 @@ class GuideWidget(JobWidget):
             if axis not in displayed:
                 self.viewer.dims.set_point(axis, point[axis])
         camera(self.viewer).center = tuple(point[axis] for axis in displayed)
-        self.status.setText(f"#{row + 1}: {candidate.reason}.")
+        self._mark(layer, candidate)
+        end = "" if candidate.reason.endswith("?") else "."
+        self.status.setText(f"#{row + 1}: {candidate.reason}{end}")
 
+    def _mark(self, labels_layer: Any, candidate: Candidate) -> None:
+        """A rectangle around the entry, so it is plain which object (or region) is meant
+        in a dense image; the labels stay the active layer, ready for the brush."""
+        y0, x0, y1, x1 = candidate.bbox
+        corners = [(y0 - 2, x0 - 2), (y0 - 2, x1 + 1), (y1 + 1, x1 + 1), (y1 + 1, x0 - 2)]
+        rectangle = np.array([candidate.plane + corner for corner in corners], float)
+        layers = self.viewer.layers
+        if MARK_NAME in layers and layers[MARK_NAME].ndim == labels_layer.ndim:
+            layers[MARK_NAME].data = [(rectangle, "rectangle")]
+        else:
+            if MARK_NAME in layers:
+                layers.remove(MARK_NAME)
+            self.viewer.add_shapes([rectangle], shape_type="rectangle", name=MARK_NAME,
+                                   edge_color="yellow", face_color="transparent",
+                                   edge_width=2, scale=labels_layer.scale,
+                                   translate=labels_layer.translate)
+        layers.selection.active = labels_layer
