@@ -22,7 +22,8 @@ An object looked at shows an error when it is a false object, or when it covers 
 a fifth of a missed or badly drawn true object (or a fifth of it is one: a merged pair
 shows both); a region with no object, when at least a fifth of a missed true object lies
 in its box outside the objects. The share of the N looked at that showed an error is the
-round's "precision".
+round's "precision"; "errors left" counts the errors in the labels shown at the start of the
+round (missed or badly drawn true objects, false objects), what a perfect ranking could find.
 
 Corrections accumulate over rounds. Then one Fine-tune round with the defaults (the same
 ``fine_tune`` and round check as the widget) trains the base model on all corrections so
@@ -259,6 +260,7 @@ def main() -> None:
     print(json.dumps(rows[-1]), flush=True)
     for rnd in range(1, args.rounds + 1):
         looked = real = 0
+        left = sum(len(errors(s, t)) for s, t in zip(shown, truths))
         for k, truth in enumerate(truths):
             if args.review:
                 labels, changed = review_all(shown[k], truth)
@@ -295,7 +297,7 @@ def main() -> None:
         info = candidate.config.provenance["fine_tune_rounds"][-1]
         rows.append({
             "round": rnd, "user": "review" if args.review else args.user,
-            "looked_at": looked, "real_errors": real,
+            "errors_left": left, "looked_at": looked, "real_errors": real,
             "precision": round(real / looked, 3) if looked else None,
             "corrected_px": int(sum(m.sum() for m in masks)),
             "steps": info["steps"], "planned": info["steps_planned"],
@@ -310,15 +312,15 @@ def main() -> None:
             "largest" else f"{args.user} user, {args.fixes} looked at/round")
     print(f"\ncase {args.case}, {what}, {args.steps} steps, anchor {args.anchor_weight}, "
           f"context {args.context}, seed {args.seed}")
-    print("| round | real errors / looked at | corrected px | steps | s | check | "
+    print("| round | errors left | real errors / looked at | corrected px | steps | s | check | "
           "candidate acc@0.5 | active acc@0.5 | gain |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows[1:]:
         verdict = "accepted" if r["accepted"] else "refused"
         seen = f"{r['real_errors']}/{r['looked_at']}" if r["looked_at"] else "-"
-        print(f"| {r['round']} | {seen} | {r['corrected_px']} | {r['steps']} | "
-              f"{r['seconds']:.0f} | {verdict}: {r['check']} | {r['candidate_acc']:.3f} | "
-              f"{r['acc']:.3f} | {r['gain']:+.3f} |")
+        print(f"| {r['round']} | {r['errors_left']} | {seen} | {r['corrected_px']} | "
+              f"{r['steps']} | {r['seconds']:.0f} | {verdict}: {r['check']} | "
+              f"{r['candidate_acc']:.3f} | {r['acc']:.3f} | {r['gain']:+.3f} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
