@@ -240,11 +240,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=FINE_TUNE_CONFIG.lr)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--save-models", type=Path,
+                        help="folder to save each round's model in (for guidance_precision.py)")
     args = parser.parse_args()
     config = replace(FINE_TUNE_CONFIG, lr=args.lr, seed=args.seed, anchor_weight=args.anchor_weight)
     options = FineTuneOptions(TargetOptions(args.context),
                               adapt_polarity=not args.no_polarity, adapt_size=not args.no_size)
 
+    if args.save_models:
+        args.save_models.mkdir(parents=True, exist_ok=True)
     case = load_case(args.case, args.data, args.seed)
     base = active = napari_unet.load_model(args.model)
     base_acc = accuracy(active, case.test)
@@ -285,6 +289,9 @@ def main() -> None:
                                           steps=args.steps, time_budget=args.time_limit,
                                           config=config, options=options)
         seconds = time.perf_counter() - start
+        if args.save_models:
+            candidate.save(args.save_models / f"{args.case}-{args.user}-round{rnd}",
+                           overwrite=True)
         previous = predicted
         new, new_probs = predict(images, candidate)
         check = check_round(previous, new, corrected, masks)
