@@ -11,8 +11,9 @@ the best a ranking could do (every wrong object first). One JSON line per image,
 summary line.
 
     .venv/bin/python benchmarks/guidance_precision.py --case fluo
-    .venv/bin/python benchmarks/hitl.py --case histo --user guided --rounds 1 --save-models m
-    .venv/bin/python benchmarks/guidance_precision.py --case histo --model m/histo-guided-round1.safetensors
+    B=.venv/bin/python; M=m/histo-guided-round1.safetensors
+    $B benchmarks/hitl.py --case histo --user guided --rounds 1 --save-models m
+    $B benchmarks/guidance_precision.py --case histo --model $M
 
 Images: ``histo`` the 12 dsb2018_histo_brightfield training images after the one ``hitl.py
 --case histo`` tunes on (seed 0); ``em`` ISBI 2012 slices 1-9 (hitl tunes on slice 0 and
