@@ -3,8 +3,8 @@
 Run under a display (on a headless machine: ``xvfb-run -a .venv/bin/python
 scripts/make_screenshots.py``). It walks through the guide's loop with the real widgets:
 open the nuclei sample, Segment, correct part of the image, Fine-tune, save the model,
-export, plus the 3D sample; after each step it grabs the whole window into
-docs/images/*.png (palette PNGs, each well under 300 KB).
+export, plus the 3D sample and "Where to correct" on a fresh segmentation; after each step
+it grabs the whole window into docs/images/*.png (palette PNGs, each well under 300 KB).
 
 The corrections are made the way a user makes them, with the Labels layer's editing API
 (the same calls the brush and eraser make), copying the ground truth that ships with the
@@ -179,6 +179,27 @@ def main() -> None:
     viewer.reset_view()
     window.resizeDocks([seg_dock, fine_dock], [420, 580], Qt.Orientation.Vertical)
     shot("07-stack", toasts=False)
+
+    # 7. Where to correct: the nuclei sample segmented with the shipped model, the map and
+    # the ranked list, the view centred on the first entry (as a click on it does).
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    viewer.window.remove_dock_widget(fine_dock)
+    (image,) = viewer.open_sample("napari-unet", "nuclei_fluo")
+    seg.image_combo.select(image)
+    seg.advanced.setChecked(False)
+    seg.model_combo.setCurrentIndex(seg.model_combo.findText(Path(model_name).stem))
+    seg.segment()
+    wait(seg)
+    guide_dock, guide = viewer.window.add_plugin_dock_widget("napari-unet", "Where to correct")
+    window.resizeDocks([seg_dock, guide_dock], [330, 670], Qt.Orientation.Vertical)
+    guide.find()
+    wait(guide)
+    viewer.reset_view()
+    viewer.scene.camera.zoom = viewer.scene.camera.zoom * 3
+    guide.list.setCurrentRow(0)
+    shot("08-where-to-correct", toasts=False)
+    print(f"where to correct: {guide.status.text()}")
     viewer.close()
 
 
