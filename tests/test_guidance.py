@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 
 import napari_unet
 from napari_unet.blocks import BlockConfig
-from napari_unet.errors import InvalidLabelsError
+from napari_unet.errors import InvalidLabelsError, InvalidSettingError
 from napari_unet.guidance import ProbabilityStore, guide, guide_planes
 from napari_unet.metrics import iou_pairs
 from napari_unet.postprocess import instance_labels
@@ -178,3 +178,7 @@ def test_labels_and_probabilities_of_different_planes_are_refused(segmented):
         guide(labels, probs, exclude=np.zeros((3, 3), bool))
     with pytest.raises(InvalidLabelsError, match="integers"):
         guide(labels.astype(float), probs)
+    with pytest.raises(InvalidLabelsError, match="task='semantic'"):
+        guide(labels, probs[:1])
+    with pytest.raises(InvalidSettingError, match="instance"):
+        guide(labels, probs, "instances")

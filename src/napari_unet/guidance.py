@@ -27,7 +27,7 @@ are left out: the list points at what is left to check.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -35,7 +35,7 @@ from skimage.measure import label as connected, regionprops
 
 from .blocks import Box
 from .config import PostprocessConfig
-from .errors import InvalidLabelsError
+from .errors import InvalidLabelsError, InvalidSettingError
 from .metrics import iou_pairs
 
 Kind = Literal["object", "region"]
@@ -60,10 +60,6 @@ class ProbabilityStore:
     def planes(self) -> list[tuple[int, ...]]:
         """Stack indices with probabilities (``[()]`` for a 2D image)."""
         return sorted(self._blocks)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(q.nbytes for blocks in self._blocks.values() for _, q in blocks)
 
     def update(self, other: "ProbabilityStore") -> None:
         """Take ``other``'s planes (a later run of some planes replaces theirs)."""
@@ -164,7 +160,8 @@ def _ramp(value: np.ndarray, start: float, full: float) -> np.ndarray:
     return np.clip((np.asarray(value, float) - start) / (full - start), 0.0, 1.0)
 
 
-def _per_object(values: np.ndarray, labels: np.ndarray, n: int, func) -> np.ndarray:
+def _per_object(values: np.ndarray, labels: np.ndarray, n: int,
+                func: Callable[..., object]) -> np.ndarray:
     """``func`` (an ndimage reduction) of ``values`` over each id 1..n (0 for absent ids)."""
     if n == 0:
         return np.zeros(0)
@@ -328,13 +325,23 @@ def _region_candidates(labels: np.ndarray, p_object: np.ndarray, excluded: np.nd
     return out
 
 
-def _check(labels: np.ndarray, probs: np.ndarray, previous, exclude) -> None:
-    """Shapes must agree: the probabilities and labels of one plane, from one run."""
+def _check(labels: np.ndarray, probs: np.ndarray, task: str, previous, exclude) -> None:
+    """The probabilities and labels of one plane, from one run of a model of ``task``."""
+    if task not in ("instance", "semantic"):
+        raise InvalidSettingError(f"task must be 'instance' or 'semantic' (the model's "
+                                  f"config.task), not {task!r}")
+    if labels.dtype.kind not in "ui":
+        raise InvalidLabelsError(f"labels must be integers, not {labels.dtype}")
     if labels.ndim != 2 or probs.ndim != 3 or probs.shape[1:] != labels.shape:
         raise InvalidLabelsError(
             f"guidance needs one plane's (Y, X) labels and its (K, Y, X) probabilities; got "
             f"labels {labels.shape} and probabilities {probs.shape}: pass the plane the "
             f"probabilities were kept for")
+    if task == "instance" and probs.shape[0] != 3:
+        raise InvalidLabelsError(
+            f"an instance model's probabilities have 3 classes (background, interior, "
+            f"boundary), these have {probs.shape[0]}: pass task='semantic' for a semantic "
+            f"model")
     for name, other in (("previous", previous), ("exclude", exclude)):
         if other is not None and np.shape(other) != labels.shape:
             raise InvalidLabelsError(
@@ -350,16 +357,16 @@ def guide(labels: np.ndarray, probs: np.ndarray, task: str = "instance",
 
     ``labels`` are the labels shown (a prediction, possibly with corrections pasted on
     top); ``probs`` the (K, Y, X) probabilities the prediction came from
-    (:meth:`ProbabilityStore.plane`); ``postprocess`` the thresholds used (the model's by
-    default values); ``previous`` the previous model version's labels of the plane, if any;
-    ``exclude`` pixels already corrected or reviewed. Instance models get object and region
-    candidates; semantic models region candidates only (their classes are not objects).
+    (:meth:`ProbabilityStore.plane`); ``task`` the model's; ``postprocess`` the thresholds
+    the labels were made with (the model's ``config.postprocess`` with any override;
+    default: :class:`PostprocessConfig`'s); ``previous`` the previous model version's labels
+    of the plane, if any; ``exclude`` pixels already corrected or reviewed. Instance models
+    get object and region candidates; semantic models region candidates only (their
+    classes are not objects).
     """
     labels = np.asarray(labels)
-    if labels.dtype.kind not in "ui":
-        raise InvalidLabelsError(f"labels must be integers, not {labels.dtype}")
     probs = np.asarray(probs, np.float32)
-    _check(labels, probs, previous, exclude)
+    _check(labels, probs, task, previous, exclude)
     config = postprocess or PostprocessConfig()
     threshold = (1.0 - config.foreground_threshold if task == "instance"
                  else config.semantic_threshold)

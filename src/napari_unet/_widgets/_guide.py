@@ -116,10 +116,12 @@ class GuideWidget(JobWidget):
             store.update(link.probabilities)  # the job adds planes it predicts to its copy
         labels = np.array(layer.data, copy=True)  # the user may paint while it runs
         exclude = link.current_tracker().mask.copy()
+        # the stack's normalisation, only for planes to predict again (Segment remembered it)
+        kept = set(planes) <= set(store.planes)
+        percentiles = None if kept else link.stack_percentiles(version.model)
         self._token = self.jobs.new_token()
         job = partial(run_guide, link.image, labels, store, version.model, link.settings,
-                      planes, previous=link.previous, exclude=exclude,
-                      percentiles=link.stack_percentiles(version.model),
+                      planes, previous=link.previous, exclude=exclude, percentiles=percentiles,
                       progress=self.jobs.progress, cancel=self._token)
         self.status.setText(f"Ranking {layer.name}...")
         self.progress.running(True)

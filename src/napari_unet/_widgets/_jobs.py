@@ -169,8 +169,8 @@ class GuideResult:
     predicted: list[tuple[int, ...]]
 
 
-def run_guide(image: LayerImage, labels: np.ndarray, store: Optional[ProbabilityStore],
-              model: Model, settings: SegmentSettings, planes: Sequence[tuple[int, ...]], *,
+def run_guide(image: LayerImage, labels: np.ndarray, store: ProbabilityStore, model: Model,
+              settings: SegmentSettings, planes: Sequence[tuple[int, ...]], *,
               previous: Optional[np.ndarray] = None, exclude: Optional[np.ndarray] = None,
               percentiles: Optional[np.ndarray] = None,
               progress: Optional[ProgressCallback] = None,
@@ -179,24 +179,20 @@ def run_guide(image: LayerImage, labels: np.ndarray, store: Optional[Probability
     """Rank where to correct on ``planes`` of ``labels`` (as shown, with the user's edits),
     from the probabilities Segment kept in ``store``. Planes it lacks (the image was too
     large to keep them, or the labels come from a saved session) are predicted again with
-    ``model`` and ``settings``, normalised with the stack's ``percentiles``: one Segment
-    pass of those planes, the only network work this does."""
+    ``model`` and ``settings``, normalised with the stack's ``percentiles``, and added to
+    ``store``: one Segment pass of those planes, the only network work this does."""
     planes = [tuple(p) for p in planes]
-    kept = set(store.planes) if store is not None else set()
-    missing = [p for p in planes if p not in kept]
+    missing = [p for p in planes if p not in set(store.planes)]
     postprocess = with_postprocess(model, seed_threshold=settings.seed_threshold,
                                    min_size=settings.min_size)
-    if settings.object_size:
-        model = model.for_object_size(settings.object_size)
-    combined = ProbabilityStore()
-    if store is not None:
-        combined.update(store)
     if missing:
+        if settings.object_size:
+            model = model.for_object_size(settings.object_size)
         with torch_threads(threads if threads is not None else worker_threads()):
             segment(image.data, model, image.axes, device=settings.device,
                     tile_size=settings.tile_size, postprocess=postprocess,
                     planes=missing if image.stack_axes else None, percentiles=percentiles,
-                    progress=progress, cancel=cancel, on_probabilities=combined)
-    maps, candidates = guide_planes(labels, combined, model.config.task, postprocess,
+                    progress=progress, cancel=cancel, on_probabilities=store)
+    maps, candidates = guide_planes(labels, store, model.config.task, postprocess,
                                     previous=previous, exclude=exclude, planes=planes)
     return GuideResult(maps, candidates, missing)
