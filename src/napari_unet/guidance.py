@@ -6,11 +6,12 @@ computed (its labels and the class probabilities they were made from, kept by a
 :class:`ProbabilityStore` passed to ``segment(..., on_probabilities=store)``): no extra
 network pass. Signals of an object, each in [0, 1]:
 
-- **shape**: far from convex (touching objects joined, or a ragged outline): the strongest
-  single sign of a wrong object in the measurements of docs/benchmarks.md;
-- **faint**: the model gives the object a low object probability on average;
+- **faint**: the model gives the object a low object probability on average: the sign
+  that held best across the images of docs/benchmarks.md;
+- **shape**: far from convex (touching objects joined, or a ragged outline);
 - **two cores**: it holds two separate confident interiors (a merged pair);
-- **size**: its area is far from the median object's (2x and more);
+- **size**: its area is far from the median object's (2x and more; it counts little: where
+  most objects are fragments, the median is a fragment and the whole objects stand out);
 - **weak seed**: its interior probability barely passes the seed threshold (the watershed
   started it on a doubt; a little higher and it would not exist);
 - **changed**: the previous model version drew it differently (low IoU), counting less
@@ -119,8 +120,8 @@ class GuideOptions:
     #: How much each signal counts in the combined score (a full signal of weight w alone
     #: scores w). Chosen on images none of the benchmarks score (docs/benchmarks.md).
     weights: tuple[tuple[str, float], ...] = (
-        ("shape", 0.9), ("faint", 0.6), ("two cores", 0.6), ("size", 0.4),
-        ("weak seed", 0.4), ("changed", 0.6), ("missed?", 0.8))
+        ("faint", 0.9), ("shape", 0.7), ("weak seed", 0.4), ("two cores", 0.3),
+        ("size", 0.2), ("changed", 0.6), ("missed?", 0.8))
     #: Object probability from which a region with no object counts as a possible miss.
     region_level: float = 0.25
     #: Pixels this close to an object (its fading edge) are never a region.
