@@ -181,7 +181,8 @@ def main() -> None:
     shot("07-stack", toasts=False)
 
     # 7. Where to correct: the nuclei sample segmented with the shipped model, the map and
-    # the ranked list, the view centred on the first entry (as a click on it does).
+    # the ranked list, the view centred on the first entry that suspects a merged pair (as
+    # a click on it does).
     for layer in list(viewer.layers):
         viewer.layers.remove(layer)
     viewer.window.remove_dock_widget(fine_dock)
@@ -197,7 +198,8 @@ def main() -> None:
     wait(guide)
     viewer.reset_view()
     viewer.scene.camera.zoom = viewer.scene.camera.zoom * 3
-    guide.list.setCurrentRow(0)
+    guide.list.setCurrentRow(next(i for i, c in enumerate(guide.candidates)
+                                  if "joined" in c.reason))
     shot("08-where-to-correct", toasts=False)
     print(f"where to correct: {guide.status.text()}")
     viewer.close()
