@@ -17,7 +17,8 @@ summary line.
 
 Images: ``histo`` the 12 dsb2018_histo_brightfield training images after the one ``hitl.py
 --case histo`` tunes on (seed 0); ``em`` ISBI 2012 slices 1-9 (hitl tunes on slice 0 and
-scores slices 20-29); ``fluo`` the first 12 dsb2018_fluo training images.
+scores slices 20-29); ``fluo`` the first 12 dsb2018_fluo training images; ``sample`` the
+bundled nuclei sample (the user guide's screenshot).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 import napari_unet
 from napari_unet.data import find_pairs, read_pair
 from napari_unet.guidance import guide
+from napari_unet.sample_data import load_sample
 
 from hitl import DATA, _em_instances, errors, errors_seen, object_candidates, predict
 
@@ -45,6 +47,9 @@ def images(case: str, data: Path) -> list[tuple[np.ndarray, np.ndarray]]:
         pairs = find_pairs(data / "isbi2012_em_membrane" / "train")[1:10]
         return [(image, _em_instances(mask)) for image, mask in
                 (read_pair(i, m, 1) for i, m in pairs)]
+    if case == "sample":
+        image = np.asarray(load_sample("nuclei_fluo").data)[None]
+        return [(image, np.asarray(load_sample("nuclei_fluo_labels").data))]
     pairs = find_pairs(data / "dsb2018_fluo" / "train")[:12]
     return [read_pair(i, m, 1) for i, m in pairs]
 
@@ -68,7 +73,7 @@ def score(image: np.ndarray, truth: np.ndarray, model, top: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=("histo", "em", "fluo"), required=True)
+    parser.add_argument("--case", choices=("histo", "em", "fluo", "sample"), required=True)
     parser.add_argument("--model", default="nuclei")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--top", type=int, default=10)
