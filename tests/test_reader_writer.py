@@ -30,7 +30,8 @@ def test_manifest_is_valid_and_discovered():
     assert manifest.name == "napari-unet"
     contrib = manifest.contributions
     assert {s.key for s in contrib.sample_data} == {"nuclei_fluo", "em_membrane", "embryo_3d"}
-    assert {w.display_name for w in contrib.widgets} == {"Segment", "Correct and fine-tune"}
+    assert {w.display_name for w in contrib.widgets} == {"Segment", "Correct and fine-tune",
+                                                         "Where to correct"}
     menu = contrib.menus["napari/layers/segment"]
     assert {m.command for m in menu} == {w.command for w in contrib.widgets}
     assert contrib.writers[0].layer_types == ["labels"]
