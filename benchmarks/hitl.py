@@ -39,7 +39,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 import napari_unet
-from napari_unet.corrections import TargetOptions, paste_corrections
+from napari_unet.corrections import Correction, TargetOptions, paste_corrections
 from napari_unet.data import find_pairs, read_pair
 from napari_unet.finetune import FINE_TUNE_CONFIG, FineTuneOptions
 from napari_unet.metrics import iou_pairs, match_instances
@@ -170,9 +170,11 @@ def main() -> None:
             masks[k] |= changed
         start = time.perf_counter()
         # as the widget does: every round trains the base model on all corrections so far
-        candidate = napari_unet.fine_tune(base, images, corrected, masks, axes="CYX",
-                                          steps=args.steps, time_budget=args.time_limit,
-                                          config=config, options=options)
+        corrections = [Correction(image=i, labels=c, mask=m, axes="CYX")
+                       for i, c, m in zip(images, corrected, masks)]
+        candidate = napari_unet.fine_tune(base, corrections, steps=args.steps,
+                                          time_budget=args.time_limit, config=config,
+                                          options=options)
         seconds = time.perf_counter() - start
         previous = [napari_unet.segment(img, active, axes="CYX") for img in images]
         new = [napari_unet.segment(img, candidate, axes="CYX") for img in images]

@@ -100,7 +100,7 @@ import napari_unet.batch
 import napari_unet.errors
 import napari_unet.zarr_io
 from _data import small_model
-from napari_unet import fine_tune, load_model, segment
+from napari_unet import Correction, fine_tune, load_model, segment
 from napari_unet.cli import main
 from napari_unet.errors import (
     ImageReadError,
@@ -708,14 +708,15 @@ def pair() -> tuple[np.ndarray, np.ndarray]:
 def test_negative_label_ids(model, pair) -> None:
     image, labels = pair
     with pytest.raises(InvalidLabelsError, match="negative") as info:
-        fine_tune(model, image, -labels, **STEPS)
+        fine_tune(model, Correction(image=image, labels=-labels), **STEPS)
     assert "set negative pixels to 0" in str(info.value)
 
 
 @pytest.mark.parametrize("dtype", [np.uint32, np.int64, np.uint64])
 def test_label_ids_above_65535_work(model, pair, dtype) -> None:
     image, labels = pair
-    tuned = fine_tune(model, image, (labels * 70_000).astype(dtype), **STEPS)
+    tuned = fine_tune(model, Correction(image=image, labels=(labels * 70_000).astype(dtype)),
+                      **STEPS)
     assert isinstance(tuned, napari_unet.Model) and tuned is not model
 
 
@@ -723,16 +724,16 @@ def test_label_ids_above_65535_work(model, pair, dtype) -> None:
 def test_float_labels_are_refused_even_when_whole_numbered(model, pair, scale) -> None:
     image, labels = pair
     with pytest.raises(InvalidLabelsError, match="float") as info:
-        fine_tune(model, image, labels * scale, **STEPS)
+        fine_tune(model, Correction(image=image, labels=labels * scale), **STEPS)
     assert "astype(np.uint32)" in str(info.value)
 
 
 def test_labels_of_another_shape(model, pair) -> None:
     image, labels = pair
     with pytest.raises(InvalidLabelsError, match="do not match"):
-        fine_tune(model, image, labels[:, :-3], **STEPS)
+        fine_tune(model, Correction(image=image, labels=labels[:, :-3]), **STEPS)
     with pytest.raises(InvalidLabelsError, match="do not match"):
-        fine_tune(model, image, labels.T[None], **STEPS)
+        fine_tune(model, Correction(image=image, labels=labels.T[None]), **STEPS)
 
 
 @pytest.mark.parametrize(("labels", "words"), [

@@ -26,7 +26,8 @@ from napari_unet._widgets._session_file import (
     SessionFolder,
     check_save_target,
 )
-from napari_unet._widgets._state import Correction, CorrectionStore, ModelVersions
+from napari_unet._widgets._state import CorrectionStore, ModelVersions
+from napari_unet.corrections import Correction
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +51,15 @@ def make_session(crop, image_path="/data/nuclei.tif") -> SessionData:
     edited = data != baseline
     reviewed = np.zeros_like(edited)
     reviewed[:20, :40] = True
-    pending = [Correction("nuclei", image[np.newaxis], data.copy(), edited | reviewed)]
+    pending = [Correction(name="nuclei", image=image[np.newaxis], labels=data.copy(),
+                          mask=edited | reviewed, axes="CYX")]
     store = CorrectionStore()
     left = np.zeros(truth.shape, bool)
     left[:, :30] = True
-    store.add(Correction("other", image[np.newaxis], truth.copy(), left,
-                         np.array([[3.0, 180.5]])))  # a stack plane's stack percentiles
-    store.add(Correction("other", image[np.newaxis], data.copy(), np.roll(left, 20, axis=1)))
+    store.add(Correction(name="other", image=image[np.newaxis], labels=truth.copy(), mask=left,
+                         percentiles=np.array([[3.0, 180.5]]), axes="CYX"))  # a stack plane's stack percentiles
+    store.add(Correction(name="other", image=image[np.newaxis], labels=data.copy(),
+                         mask=np.roll(left, 20, axis=1), axes="CYX"))
     versions = ModelVersions()
     base = versions.add_base(small_model(name="tiny"), label="tiny")
     versions.add_round(small_model(seed=1, name="tiny-tuned"), base,

@@ -18,13 +18,13 @@ import pytest
 import tifffile
 
 import napari_unet
+from napari_unet.corrections import Correction
 from napari_unet.errors import InvalidImageError
 from napari_unet.sample_data import load_sample
 from napari_unet.segment import prepare_image
 from napari_unet.tiff_io import read_image
 from napari_unet._widgets._image import layer_axes, layer_image
 from napari_unet._widgets._state import (
-    Correction,
     CorrectionStore,
     EditTracker,
     ModelVersions,
@@ -94,15 +94,17 @@ def test_merge_corrections():
     # its own labels (no id shift, so no false boundary through the object); newer wins.
     img = np.zeros((1, 2, 3))
     obj = np.array([[1, 1, 1], [0, 0, 0]])
-    old = Correction("a", img, obj, np.array([[True, True, False], [True, False, False]]))
-    new = Correction("a", img, obj.copy(), np.array([[False, True, True], [False, False, False]]))
+    old = Correction(name="a", image=img, labels=obj,
+                     mask=np.array([[True, True, False], [True, False, False]]))
+    new = Correction(name="a", image=img, labels=obj.copy(),
+                     mask=np.array([[False, True, True], [False, False, False]]))
     rounds = merge_corrections([old], new)
     assert len(rounds) == 2 and rounds[1] is new
     assert rounds[0].labels is obj and rounds[0].labels[0].tolist() == [1, 1, 1]
     assert rounds[0].mask.tolist() == [[True, False, False], [True, False, False]]
     assert not (rounds[0].mask & rounds[1].mask).any()
     assert old.mask.sum() == 3  # the stored older round itself is not modified
-    covering = Correction("a", img, obj, np.ones((2, 3), bool))
+    covering = Correction(name="a", image=img, labels=obj, mask=np.ones((2, 3), bool))
     result = merge_corrections(rounds, covering)
     assert len(result) == 1 and result[0] is covering  # fully overridden rounds go
     store = CorrectionStore()

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from . import __version__
 from .batch import FORMATS, FileResult, SegmentOptions, segment_files
 from .blocks import BlockConfig
+from .corrections import Correction
 from .device import DEVICE_CHOICES, keep_freed_memory
 from .errors import Cancelled, NapariUnetError, NapariUnetWarning, OutputWriteError
 from .evaluation import evaluate
@@ -210,9 +211,10 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
 
     try:
         config = replace(FINE_TUNE_CONFIG, device=args.device, fast=not args.no_fast)
-        tuned = fine_tune(model, np.asarray(image.data), labels, mask, axes=args.axes or image.axes,
-                          time_budget=args.time_budget, steps=args.steps, config=config,
-                          name=args.save_as, on_report=on_report)
+        correction = Correction(image=np.asarray(image.data), labels=labels, mask=mask,
+                                axes=args.axes or image.axes, name=Path(args.image).name)
+        tuned = fine_tune(model, correction, time_budget=args.time_budget, steps=args.steps,
+                          config=config, name=args.save_as, on_report=on_report)
     finally:
         bar.close()
     rnd = tuned.config.provenance["fine_tune_rounds"][-1]

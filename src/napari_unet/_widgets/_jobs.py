@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ..corrections import Correction
 from ..device import torch_threads
 from ..finetune import fine_tune
 from ..model import Model
@@ -21,7 +22,6 @@ from ..progress import CancelToken, ProgressCallback
 from ..postprocess import count_objects
 from ..segment import prepare_image, segment, with_postprocess
 from ._image import LayerImage
-from ._state import Correction
 
 
 def worker_threads() -> int:
@@ -133,13 +133,8 @@ def run_fine_tune(model: Model, corrections: Sequence[Correction], steps: int,
                   on_report: Optional[Callable] = None,
                   cancel: Optional[CancelToken] = None,
                   threads: Optional[int] = None) -> Model:
-    """Fine-tune a copy of ``model`` on corrected (C, Y, X) planes for ``steps`` steps (fewer
+    """Fine-tune a copy of ``model`` on the session's corrections for ``steps`` steps (fewer
     when they do not fit in ``time_limit`` seconds); the base is untouched."""
-    images = [c.image for c in corrections]
-    labels = [c.labels for c in corrections]
-    masks = [c.mask for c in corrections]
-    percentiles = [c.percentiles for c in corrections]
     with torch_threads(threads if threads is not None else worker_threads()):
-        return fine_tune(model, images, labels, masks, axes="CYX", steps=steps,
-                         time_budget=time_limit, name=name, percentiles=percentiles,
+        return fine_tune(model, corrections, steps=steps, time_budget=time_limit, name=name,
                          progress=progress, on_report=on_report, cancel=cancel)

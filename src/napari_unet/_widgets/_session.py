@@ -84,11 +84,12 @@ class LabelsLink:
             if wanted is not None and index not in wanted:
                 continue
             out.append(Correction(
-                plane_name(self.image_layer.name, index),
-                self.image.plane_cyx(index),
-                np.array(data[index], dtype=np.uint32, copy=True),
-                tracker.mask[index].copy(),
-                self.stack_percentiles(model),
+                name=plane_name(self.image_layer.name, index),
+                image=self.image.plane_cyx(index),
+                labels=np.array(data[index], dtype=np.uint32, copy=True),
+                mask=tracker.mask[index].copy(),
+                percentiles=self.stack_percentiles(model),
+                axes="CYX",
             ))
         return out
 

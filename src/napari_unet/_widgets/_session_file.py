@@ -177,8 +177,8 @@ def _unpack(arrays: dict[str, np.ndarray], names: list, prefix: str) -> list[Cor
     out = []
     for i, name in enumerate(names):
         image, labels, mask = (arrays[f"{prefix}{key}_{i}"] for key in ("image", "labels", "mask"))
-        out.append(Correction(str(name), image, labels, mask,
-                              arrays.get(f"{prefix}percentiles_{i}")))
+        out.append(Correction(name=str(name), image=image, labels=labels, mask=mask,
+                              percentiles=arrays.get(f"{prefix}percentiles_{i}"), axes="CYX"))
     return out
 
 

@@ -6,12 +6,13 @@ widgets only translate napari events into these calls and show the results.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from ..corrections import Correction
 from ..model import Model
 
 Region = Any  # a tuple of slices, or a tuple of index arrays (numpy fancy index)
@@ -131,23 +132,6 @@ class EditTracker:
         return [tuple(int(i) for i in idx) for idx in np.argwhere(any_plane)]
 
 
-@dataclass
-class Correction:
-    """One corrected 2D plane kept for later fine-tuning rounds: (C, Y, X) image, labels,
-    mask, and for a plane of a stack the stack's (C, 2) normalisation percentiles (so it
-    is learnt as Segment saw it; ``None``: the plane's own)."""
-
-    name: str
-    image: np.ndarray
-    labels: np.ndarray
-    mask: np.ndarray
-    percentiles: Optional[np.ndarray] = None
-
-    @property
-    def n_supervised(self) -> int:
-        return int(np.count_nonzero(self.mask))
-
-
 def merge_corrections(older: Sequence[Correction], new: Correction) -> list[Correction]:
     """The same plane corrected in several rounds: newer supervision wins where they overlap.
 
@@ -159,7 +143,7 @@ def merge_corrections(older: Sequence[Correction], new: Correction) -> list[Corr
     for old in older:
         mask = old.mask & ~new.mask
         if mask.any():
-            out.append(Correction(old.name, old.image, old.labels, mask, old.percentiles))
+            out.append(replace(old, mask=mask))
     if new.n_supervised:
         out.append(new)
     return out
