@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ import imageio.v3 as iio
 
 from napari_unet import tiff_io
 from napari_unet.atomic import atomic_write
+from napari_unet.config import NormalizationConfig
 from napari_unet.errors import Cancelled, ImageReadError, InvalidLabelsError, OutputWriteError
+from napari_unet.normalize import channel_percentiles
 from napari_unet.tiff_io import read_image, read_labels, write_labels
 
 
@@ -451,20 +454,170 @@ def test_a_missing_codec_is_not_called_damage(tmp_path, monkeypatch):
     assert "damaged" not in str(info.value)
 
 
-def test_an_ome_header_declaring_more_planes_than_stored_is_refused(tmp_path):
-    # SizeZ=1000 on a file holding one plane: tifffile fills the missing 999 planes with
-    # zeros, and segmenting it would write a 1000-plane label file. Refuse before any work.
-    xml = (
+def _ome_header(**sizes: int) -> str:
+    """OME-XML for one uint8 image (``Z=1000`` sets SizeZ) whose planes are all said to
+    be in IFD 0 onwards."""
+    size = {"X": 16, "Y": 16, "Z": 1, "C": 1, "T": 1, **sizes}
+    planes = size["Z"] * size["C"] * size["T"]
+    return (
         '<?xml version="1.0" encoding="UTF-8"?>'
         '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
         '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint8" '
-        'SizeX="16" SizeY="16" SizeZ="1000" SizeC="1" SizeT="1">'
-        '<Channel ID="Channel:0:0" SamplesPerPixel="1"/><TiffData IFD="0" PlaneCount="1000"/>'
-        "</Pixels></Image></OME>"
+        + " ".join(f'Size{ax}="{n}"' for ax, n in size.items())
+        + '><Channel ID="Channel:0:0" SamplesPerPixel="1"/>'
+        f'<TiffData IFD="0" PlaneCount="{planes}"/></Pixels></Image></OME>'
     )
+
+
+def test_an_ome_header_declaring_more_planes_than_stored_is_refused(tmp_path):
+    # SizeZ=1000 on a file holding one plane: tifffile fills the missing 999 planes with
+    # zeros, and segmenting it would write a 1000-plane label file. Refuse before any work.
     path = tmp_path / "liar.ome.tif"
-    tifffile.imwrite(path, np.ones((16, 16), np.uint8), description=xml, metadata=None)
+    tifffile.imwrite(path, np.ones((16, 16), np.uint8), description=_ome_header(Z=1000),
+                     metadata=None)
     for lazy in (False, True):
         with pytest.raises(ImageReadError,
                            match=r"(?s)liar\.ome\.tif.*1000 planes.*stores only 1\b"):
             read_image(path, lazy=lazy)
+
+
+# ------------------------------------------- sizes declared in the file, checked first
+
+
+def _patched(path: Path, data: np.ndarray, compression: str, **tags: int) -> Path:
+    """A TIFF of ``data`` (one strip per plane) whose tags are then overwritten, e.g. to
+    declare a plane far larger than the bytes stored."""
+    tifffile.imwrite(path, data, rowsperstrip=data.shape[-2], metadata=None,
+                     compression=compression)
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        for name, value in tags.items():
+            tif.pages.first.tags[name].overwrite(value)
+    return path
+
+
+def _peak_bytes(fn) -> int:
+    """Peak memory traced while ``fn()`` runs (NumPy reports its buffers to tracemalloc)."""
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize("lazy", [None, False, True])
+def test_a_small_deflate_file_declaring_a_huge_plane_is_refused_before_allocating(
+        tmp_path, lazy):
+    # 1 KB of deflate data declared as one 100000 x 100000 strip: deflate decodes to at
+    # most 1032 times its size, so the header is wrong; decoding would allocate 9.3 GiB.
+    path = _patched(tmp_path / "bomb.tif", np.zeros((1000, 1000), np.uint8),
+                    compression="zlib", ImageWidth=100_000, ImageLength=100_000,
+                    RowsPerStrip=100_000)
+    assert path.stat().st_size < 2000
+
+    def read() -> None:
+        with pytest.raises(ImageReadError, match=r"(?s)bomb\.tif.*100000 x 100000 uint8.*9\.3 GiB"
+                                                 r".*deflate.*again"):
+            read_image(path, lazy=lazy)
+
+    assert _peak_bytes(read) < 20 << 20
+
+
+@pytest.mark.parametrize("lazy", [None, False, True])
+def test_a_compressed_piece_that_cannot_fit_in_memory_is_refused(tmp_path, lazy):
+    # zstd has no bound on its ratio, so only memory decides: one strip declared
+    # 4000000 x 4000000 (16 TB) must be decoded whole, which no machine can.
+    path = _patched(tmp_path / "huge.tif", np.zeros((64, 64), np.uint8), compression="zstd",
+                    ImageWidth=4_000_000, ImageLength=4_000_000, RowsPerStrip=4_000_000)
+    with pytest.raises(ImageReadError) as info:
+        read_image(path, lazy=lazy)
+    how = "image whole" if lazy is False else "one compressed piece"
+    for words in ("huge.tif", how, "4000000 x 4000000 uint8", "14.6 TiB of memory", "available",
+                  "OME-Zarr"):
+        assert words in str(info.value)
+
+
+@pytest.mark.parametrize("sizes", [{"Z": 10_000_000}, {"X": 100_000, "Y": 100_000}],
+                         ids=["planes", "plane-size"])
+def test_an_ome_header_declaring_millions_of_planes_is_refused_before_allocating(
+        tmp_path, sizes):
+    # tifffile lists every declared plane (80 MB for 10^7 planes; SizeX x SizeY over the
+    # page's 16 x 16 pixels counts as planes too); refuse from the header, before that.
+    path = tmp_path / "many.ome.tif"
+    tifffile.imwrite(path, np.ones((16, 16), np.uint8), description=_ome_header(**sizes),
+                     metadata=None)
+
+    def read() -> None:
+        with pytest.raises(ImageReadError, match=r"(?s)many\.ome\.tif.*declares \d{7,} planes"
+                                                 r".*stores only 1\b"):
+            read_image(path)
+
+    assert _peak_bytes(read) < 20 << 20
+
+
+def test_ome_images_are_measured_by_their_own_pages(tmp_path):
+    # A small first image and a larger compressed second one: the second image's planes
+    # are counted in its own 256 x 256 pages, not in the first image's 8 x 8 ones.
+    path = tmp_path / "two.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(np.ones((4, 8, 8), np.uint8), metadata={"axes": "ZYX"})
+        tif.write(np.zeros((3, 256, 256), np.uint16), metadata={"axes": "TYX"},
+                  compression="zlib")
+    assert read_image(path).data.shape == (4, 8, 8)
+
+def test_a_one_strip_plane_is_read_lazily_in_pieces(tmp_path):
+    # ImageJ stores a plane as one strip; tifffile decodes a strip whole, so every block
+    # of a lazily read 20000 x 20000 plane cost the plane's 400 MB (a 1.6 GB plane ended
+    # in MemoryError). Uncompressed, it is now read through a memory map.
+    path = tmp_path / "one_strip.tif"
+    plane = tifffile.memmap(path, shape=(20_000, 20_000), dtype=np.uint8, imagej=True)
+    plane[10_000:10_100, 5_000:5_100] = 7
+    plane.flush()
+    del plane
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages.first.rowsperstrip >= 20_000  # one strip
+    image = read_image(path, lazy=True)
+
+    def block() -> None:
+        values = np.asarray(image.data[9_990:10_500, 4_990:5_500])
+        assert values.sum() == 7 * 100 * 100 and values[0, 0] == 0
+
+    def percentiles() -> None:
+        assert channel_percentiles(image.data[None], NormalizationConfig(), 0).shape == (1, 2)
+
+    assert _peak_bytes(block) < 20 << 20
+    assert _peak_bytes(percentiles) < 100 << 20  # the 2000 x 2000 float64 sample, not 400 MB
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs"),
+    [
+        ((3, 4, 20, 30), {"imagej": True, "metadata": {"axes": "TZYX"}}),
+        ((3, 20, 30, 3), {"photometric": "rgb"}),
+        ((2, 3, 20, 30), {"photometric": "rgb", "planarconfig": "separate"}),
+        ((4, 20, 30), {"photometric": "minisblack", "byteorder": ">"}),
+        ((2, 3, 20, 30), {"ome": True, "metadata": {"axes": "ZCYX"}}),
+        ((4, 20, 30), {"photometric": "minisblack", "compression": "zlib"}),
+    ],
+    ids=["imagej", "rgb", "planar", "big-endian", "ome", "zlib"],
+)
+def test_lazy_reads_equal_eager_ones(tmp_path, shape, kwargs):
+    data = np.random.default_rng(1).integers(0, 60_000, shape).astype(np.uint16)
+    path = tmp_path / "x.tif"
+    tifffile.imwrite(path, data, **kwargs)
+    eager, lazy = read_image(path, lazy=False), read_image(path, lazy=True)
+    assert (lazy.axes, lazy.data.dtype) == (eager.axes, eager.data.dtype)
+    np.testing.assert_array_equal(lazy.data.compute(), eager.data)
+    np.testing.assert_array_equal(lazy.data[..., 5:17, 3:9], eager.data[..., 5:17, 3:9])
+
+
+def test_lazy_read_of_planes_stored_apart(tmp_path):
+    # Pages written one by one, each followed by the next IFD: equally spaced, not adjacent.
+    path = tmp_path / "apart.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for value in range(4):
+            tif.write(np.full((20, 30), value, np.uint16), contiguous=False, metadata=None)
+    lazy = read_image(path, lazy=True).data
+    np.testing.assert_array_equal(lazy[:, 0, 0], np.arange(4))
+    np.testing.assert_array_equal(lazy.compute(), read_image(path, lazy=False).data)

@@ -57,6 +57,17 @@ __all__ = ["ImageData", "check_label_values", "image_stem", "read_image", "read_
 #: Images larger than this (uncompressed) are read lazily when ``lazy=None``.
 LAZY_THRESHOLD_BYTES = 1 << 30
 _TILE = 512  # tile side of streamed (lazy) label TIFFs
+#: Most bytes one stored byte can decode to, by TIFF compression: deflate 1032 (258 bytes
+#: per 2-bit match), LZW 4096 bytes per code of at least 9 bits, PackBits 128 per 2 bytes.
+#: Other codecs (JPEG 2000, zstd, LERC, ...) have no such bound and are not checked.
+_MAX_RATIO = {
+    tifffile.COMPRESSION.ADOBE_DEFLATE: 1032,
+    tifffile.COMPRESSION.DEFLATE: 1032,
+    tifffile.COMPRESSION.LZW: 4096 * 8 // 9 + 1,
+    tifffile.COMPRESSION.PACKBITS: 64,
+}
+#: Smallest IFD a stored plane needs (count, 4 tags of 12 bytes, next offset).
+_MIN_IFD_BYTES = 2 + 4 * 12 + 4
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 _PICTURE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
@@ -108,8 +119,11 @@ def read_image(path: PathLike, lazy: Optional[bool] = None) -> ImageData:
 
     The format is sniffed from the first bytes, not the extension, so a TIFF named
     ``.png`` still reads. ``lazy=None`` returns a dask array for images over
-    :data:`LAZY_THRESHOLD_BYTES` (so huge stacks do not fill memory) and a NumPy array
-    otherwise; ``lazy=True``/``False`` forces either (only TIFF can be read lazily).
+    :data:`LAZY_THRESHOLD_BYTES` or over the memory available (so huge stacks do not fill
+    memory) and a NumPy array otherwise; ``lazy=True``/``False`` forces either (only TIFF
+    can be read lazily). What a TIFF declares is checked before anything is allocated: an
+    image that cannot fit is refused with ``lazy=False``, and so is, with ``lazy=True``, a
+    compressed piece (strip or tile) that must be decoded whole and cannot fit.
     Every failure is an :class:`ImageReadError` that says what is wrong and what to do.
     """
     p = Path(path)
@@ -162,7 +176,7 @@ def read_mask(path: PathLike) -> np.ndarray:
     is refused with :class:`InvalidLabelsError`: reading one channel of it would silently
     drop the objects coded in the others.
     """
-    image = read_image(path)
+    image = read_image(path, lazy=False)  # needed whole: refused here if it cannot fit
     data = np.asarray(image.data)
     if "C" not in image.axes:
         return data
@@ -277,6 +291,7 @@ def _damaged(p: Path, reason: str) -> ImageReadError:
 def _read_tiff(p: Path, lazy: Optional[bool]) -> ImageData:
     try:
         with _tifffile_errors() as errors, tifffile.TiffFile(p) as tif:
+            _check_ome_planes(tif, p)  # before tif.series, which lists every declared plane
             if not tif.series:
                 raise _damaged(p, "it holds no image")
             series = tif.series[0]
@@ -288,19 +303,21 @@ def _read_tiff(p: Path, lazy: Optional[bool]) -> ImageData:
                 )
             _check_planes(series, p)
             _check_extent(series, p.stat().st_size, p)
+            _check_logged(errors, p)
             pixel_size, unit = _calibration(tif, axes, p)
             metadata = _stored_metadata(tif)
-            if lazy is None:
-                lazy = series.nbytes > LAZY_THRESHOLD_BYTES
+            available = _available_memory()
+            if lazy is None:  # an image that cannot fit is read lazily too
+                lazy = series.nbytes > min(LAZY_THRESHOLD_BYTES, available or math.inf)
             if lazy:
-                import dask.array as da
-
-                # The store reopens the file on demand, so closing ``tif`` here is fine.
-                data: Any = da.from_zarr(series.aszarr(level=0))
+                data: Any = _lazy_array(series, p, available)
             else:
+                _check_fits(p, series.nbytes, available,
+                            f"reading its {_describe(series.shape, series.dtype)} image whole",
+                            "free memory, or read it lazily (read_image(..., lazy=True)) or "
+                            "convert it to OME-Zarr, which is read block by block")
                 data = series.asarray(level=0)
-            if errors:
-                raise _damaged(p, errors[0])
+            _check_logged(errors, p)
     except NapariUnetError:
         raise
     except MemoryError:
@@ -347,30 +364,207 @@ def _check_planes(series: Any, p: Path) -> None:
     pages = list(series.pages)
     stored = sum(page is not None for page in pages)
     if stored < len(pages):
-        raise ImageReadError(
-            f"{str(p)!r}: its header declares {len(pages)} planes (shape "
-            f"{tuple(series.shape)}, axes {series.axes!r}) but the file stores only {stored}; the "
-            "header is wrong, the file is incomplete, or the other files of a multi-file OME "
-            "dataset are missing: export the image again (e.g. save it from Fiji as TIFF)"
-        )
+        raise _planes_missing(p, len(pages), f"shape {tuple(series.shape)}, axes {series.axes!r}",
+                              f"the file stores only {stored}")
+
+
+def _planes_missing(p: Path, declared: int, layout: str, stored: str) -> ImageReadError:
+    return ImageReadError(
+        f"{str(p)!r}: its header declares {declared} planes ({layout}) but {stored}; the "
+        "header is wrong, the file is incomplete, or the other files of a multi-file OME "
+        "dataset are missing: export the image again (e.g. save it from Fiji as TIFF)"
+    )
 
 
 def _check_extent(series: Any, size: int, p: Path) -> None:
-    """Reject files whose image data would run past the end (truncated copies)."""
+    """Reject image data that runs past the end of the file (a truncated copy), or that is
+    compressed too little to hold the declared pixels: deflate cannot decode to more than
+    1032 times its size, so a 1 KB strip declared 100000 x 100000 is a damaged header, and
+    decoding it would first allocate the declared 10 GB."""
     if series.dataoffset is not None:  # contiguous, uncompressed
         end = series.dataoffset + series.nbytes
     else:
-        end = max(
-            (
-                offset + count
-                for page in series.pages
-                if page is not None
-                for offset, count in zip(page.dataoffsets, page.databytecounts)
-            ),
-            default=0,
-        )
+        end = 0
+        key = series.keyframe
+        ratio = _MAX_RATIO.get(key.compression)
+        for page in series.pages:
+            if page is None:
+                continue
+            end = max([end, *(o + n for o, n in zip(page.dataoffsets, page.databytecounts))])
+            stored = sum(page.databytecounts)
+            if ratio is not None and key.nbytes > ratio * stored:
+                raise _damaged(p, (
+                    f"it declares {_describe(series.shape, series.dtype)} pixels "
+                    f"({_size(series.nbytes)}), but a plane's {stored} bytes of "
+                    f"{key.compression.name.lower()} data decode to at most "
+                    f"{_size(ratio * stored)}"))
     if end > size:
         raise _damaged(p, f"image data needs {end} bytes, the file has {size}")
+
+
+def _check_logged(errors: list[str], p: Path) -> None:
+    """Refuse a file tifffile logged as broken (a page chain or tag that does not add up)."""
+    if errors:
+        raise _damaged(p, errors[0])
+
+
+def _check_ome_planes(tif: tifffile.TiffFile, p: Path) -> None:
+    """Refuse an OME header that declares more planes than its files store, before
+    tifffile reads it: tifffile allots a list entry per declared plane (Z x C x T, or the
+    declared pixels over those of the image's first page), so a 1 KB file declaring 10^9
+    planes would take 8 GB.
+
+    This file's planes are its IFDs; those of other files its header names (a multi-file
+    dataset) are bounded by their size, at :data:`_MIN_IFD_BYTES` or more per IFD."""
+    if not tif.is_ome:
+        return
+    try:
+        root = ElementTree.fromstring(tif.ome_metadata or "")
+    except ElementTree.ParseError:
+        return  # tifffile falls back to reading the pages as a plain stack
+    names = {el.get("FileName") or "" for el in root.iter() if _tag(el) == "UUID"}
+    others = {os.path.abspath(p.parent / name) for name in names if name} - {os.path.abspath(p)}
+    pages = len(tif.pages)
+    most = pages + sum(map(_file_bytes, others)) // _MIN_IFD_BYTES
+    stored = (f"its {len(others) + 1} files can store at most {most}" if others
+              else f"the file stores only {most}")
+    for pixels in (el for el in root.iter() if _tag(el) == "Pixels"):
+        try:
+            size = {ax: int(pixels.get(f"Size{ax}", 1)) for ax in "XYZCT"}
+            samples = max(1, next((int(el.get("SamplesPerPixel", 1)) for el in pixels
+                                   if _tag(el) == "Channel"), 1))
+            data = [el for el in pixels if _tag(el) == "TiffData"]
+            counts = [int(el.get(name, 0)) for el in data for name in ("PlaneCount", "NumPlanes")]
+            ifds = [int(el.get("IFD", 0)) for el in data
+                    if all(_tag(u) != "UUID" or (u.get("FileName") or "").lower() == p.name.lower()
+                           for u in el)]  # this file's IFDs (tifffile too ignores case)
+        except ValueError:
+            continue  # tifffile refuses it, and that is reported as damage
+        stack = size["Z"] * (size["C"] // samples) * size["T"]
+        pixels_per_plane = size["X"] * size["Y"] * samples
+        first = next((i for i in ifds if 0 <= i < pages), None)
+        page = int(tif.pages[first].size) if first is not None else pixels_per_plane
+        declared = max(stack, stack * pixels_per_plane // max(1, page), *counts)
+        if declared > most:
+            layout = "OME " + " ".join(f"Size{ax}={n}" for ax, n in size.items())
+            raise _planes_missing(p, declared, layout, stored)
+
+
+def _tag(element: ElementTree.Element) -> str:
+    """An XML element's name without its namespace (OME schemas differ by year)."""
+    return element.tag.rsplit("}", 1)[-1]
+
+
+def _file_bytes(path: str) -> int:
+    """Size of a regular file, 0 for anything else or a name that cannot be looked up."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
+def _available_memory() -> Optional[int]:
+    """Bytes of memory the machine can still give: Linux's ``MemAvailable`` (free memory
+    plus cache it can drop), else the physical memory (macOS), else None (not checked)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_fits(p: Path, need: int, available: Optional[int], what: str, fix: str) -> None:
+    """Refuse, before allocating, ``need`` bytes the machine does not have."""
+    if available is not None and need > available:
+        raise ImageReadError(
+            f"{str(p)!r}: {what} needs {_size(need)} of memory, more than the "
+            f"{_size(available)} available; {fix}"
+        )
+
+
+def _describe(shape: Sequence[int], dtype: Any) -> str:
+    return f"{' x '.join(map(str, shape))} {np.dtype(dtype).name}"
+
+
+def _size(nbytes: int) -> str:
+    """A byte count for people: ``"9.3 GiB"``."""
+    if nbytes < 1024:
+        return f"{nbytes} bytes"
+    exponent = min((int(nbytes).bit_length() - 1) // 10, 5)
+    return f"{nbytes / 1024 ** exponent:.1f} {'KMGTP'[exponent - 1]}iB"
+
+
+def _lazy_array(series: Any, p: Path, available: Optional[int]) -> "dask.array.Array":
+    """A dask view of the series whose block reads cost about the block.
+
+    Uncompressed planes at regular places in the file (ImageJ, tifffile and most writers)
+    are read through a memory map. Anything else goes through tifffile's zarr store, which
+    decodes a whole strip or tile for any pixel of it, a whole plane when the plane is one
+    strip: a piece larger than the memory available is refused here."""
+    import dask.array as da
+
+    layout = _plane_layout(series)
+    if layout is not None:
+        planes = _FilePlanes(p, *layout, series.keyframe.shape, series.keyframe.dtype,
+                             byteorder=series.parent.byteorder)
+        chunks = (1,) + ("auto",) * (planes.ndim - 1)
+        return da.from_array(planes, chunks=chunks, name=False).reshape(series.shape)
+    # The store reopens the file on demand, so closing the TiffFile afterwards is fine.
+    data = da.from_zarr(series.aszarr(level=0))
+    _check_fits(p, math.prod(data.chunksize) * data.dtype.itemsize, available,
+                f"decoding one compressed piece ({_describe(data.chunksize, data.dtype)}; a "
+                "plane stored as one strip is one piece) of its "
+                f"{_describe(series.shape, series.dtype)} image",
+                "convert it to a tiled TIFF or OME-Zarr on a machine with more memory "
+                "(e.g. bfconvert -tilex 512 -tiley 512), so it is read in small pieces")
+    return data
+
+
+def _plane_layout(series: Any) -> Optional[tuple[int, int, int]]:
+    """(file offset of the first plane, bytes from one plane to the next, planes) when
+    every plane is stored uncompressed, as in memory, at regular steps; else None."""
+    key = series.keyframe
+    count = int(series.size // key.size)
+    if series.dataoffset is not None:
+        return series.dataoffset, key.nbytes, count
+    pages = list(series.pages)
+    if len(pages) != count or not all(page is not None and page.is_final for page in pages):
+        return None
+    offsets = [page.dataoffsets[0] for page in pages]
+    step = offsets[1] - offsets[0] if count > 1 else key.nbytes
+    if step < key.nbytes or any(b - a != step for a, b in zip(offsets, offsets[1:])):
+        return None
+    return offsets[0], step, count
+
+
+class _FilePlanes:
+    """Equally spaced planes of a file as an array-like for :func:`dask.array.from_array`:
+    indexing maps the file and returns a view of the pixels asked for (a copy only to
+    swap byte order). It holds the path, not the map, so it pickles small."""
+
+    def __init__(self, path: Path, offset: int, step: int, count: int,
+                 plane_shape: tuple[int, ...], dtype: Any, byteorder: str) -> None:
+        self.path, self.offset = path, offset
+        self.stored = np.dtype(dtype).newbyteorder(byteorder)
+        self.dtype = np.dtype(dtype).newbyteorder("=")
+        self.shape = (count, *plane_shape)
+        self.ndim = len(self.shape)
+        # from plane to plane ``step``, within a plane C order
+        self.strides = (step, *(math.prod(plane_shape[i + 1:]) * self.dtype.itemsize
+                                for i in range(len(plane_shape))))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        file = np.memmap(self.path, dtype=np.uint8, mode="r")
+        planes = np.ndarray(self.shape, self.stored, buffer=file, offset=self.offset,
+                            strides=self.strides)
+        return planes[key].astype(self.dtype, copy=False)
 
 
 def _calibration(
@@ -508,7 +702,7 @@ def _first_ome_image(xml: str) -> Optional[ElementTree.Element]:
 
 def _child(parent: ElementTree.Element, name: str) -> Optional[ElementTree.Element]:
     """First child called ``name``, whatever the OME schema namespace."""
-    return next((el for el in parent if el.tag.rsplit("}", 1)[-1] == name), None)
+    return next((el for el in parent if _tag(el) == name), None)
 
 
 def _stored_metadata(tif: tifffile.TiffFile) -> dict[str, Any]:
