@@ -76,6 +76,27 @@ def test_get_reader_accepts_zarr_stores_but_not_other_folders(tmp_path):
     assert get_reader(str(tmp_path / "plain")) is None
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0, -0.5, "x"])
+def test_layer_data_never_gets_an_unusable_pixel_size(bad):
+    """An ImageData made elsewhere than read_image (which already cleans calibration) with
+    a NaN/inf/zero/negative pixel size: a negative scale would mirror the layer. The size
+    is dropped with a warning, as the CLI and read_image drop it (Z: 1; X: Y's value)."""
+    import dask.array as da
+
+    from napari_unet._reader import image_layer_data
+    from napari_unet.errors import CalibrationWarning
+    from napari_unet.tiff_io import ImageData
+
+    image = ImageData(data=da.zeros((3, 8, 8), dtype=np.uint8), axes="ZYX",
+                      pixel_size=(bad, 0.5, bad), unit="um", source="made.tif")
+    with pytest.warns(CalibrationWarning) as caught:
+        ((_, kwargs, kind),) = image_layer_data(image, "made")
+    assert sorted(str(w.message).split(" along ")[1][0] for w in caught) == ["X", "Z"]
+    assert all("'made.tif'" in str(w.message) for w in caught)
+    assert kind == "image" and kwargs["scale"] == [1.0, 0.5, 0.5]
+    assert kwargs["units"] == ["um"] * 3
+
+
 # --------------------------------------------------------------------------- through napari
 
 

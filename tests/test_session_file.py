@@ -10,10 +10,13 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
 from _data import small_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from napari_unet.errors import NapariUnetError, SessionError
 from napari_unet.sample_data import load_sample
@@ -168,7 +171,7 @@ def test_damaged_sessions_are_refused_with_the_fix(tmp_path, crop):
     broken = json.loads(good)
     broken["labels"][0]["shape"] = [5, 5]
     path.write_text(json.dumps(broken))
-    with pytest.raises(SessionError, match="damaged.*saved shape"):
+    with pytest.raises(SessionError, match="saved shape.*damaged"):
         SessionFolder(folder.path).load()
 
     path.write_text(good)
@@ -568,3 +571,234 @@ def test_units_napari_does_not_know_are_dropped_not_fatal(tmp_path, crop):
     problems = restore(viewer, session, data, confirm=lambda path: False)
     assert "nuclei labels" in viewer.layers and len(session.versions) == 2
     assert any("without its units" in p and "furlong" in p for p in problems), problems
+
+
+# --------------------------------------------------------------------------- hostile files
+
+
+def _write_members(path: Path, arrays: dict, declared: Optional[dict] = None,
+                   zeros: int = 0) -> None:
+    """Write an .npz by hand: ``arrays`` as numpy would, and for each key of ``declared`` a
+    member whose .npy header declares that (shape, dtype) followed by ``zeros`` zero bytes,
+    streamed through the compressor (no large array is ever made here)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for key, array in arrays.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asarray(array), allow_pickle=False)
+        for key, (shape, dtype) in (declared or {}).items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array_header_1_0(fh, {
+                    "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                    "fortran_order": False, "shape": shape})
+                block = bytes(1 << 20)
+                for start in range(0, zeros, len(block)):
+                    fh.write(block[: zeros - start])
+
+
+def _labels_arrays(folder: SessionFolder) -> tuple[Path, dict]:
+    index = json.loads((folder.path / INDEX).read_text())
+    path = folder.path / index["labels"][0]["file"]
+    with np.load(path) as f:
+        return path, {key: f[key] for key in f.files}
+
+
+def test_a_small_npz_that_would_expand_to_gigabytes_is_refused_before_it_is_read(tmp_path, crop):
+    """A labels member compressed 1000:1 (here 256 MiB of zeros in a file of a few hundred
+    kB) is refused from its .npy header, against the shape session.json promises, before
+    any of it is decompressed."""
+    import tracemalloc
+
+    folder = SessionFolder(tmp_path / "s.unet-session")
+    folder.save(make_session(crop))
+    path, arrays = _labels_arrays(folder)
+    del arrays["data"]
+    side = 16384
+    _write_members(path, arrays, {"data": ((side, side), np.uint8)}, zeros=side * side)
+    assert path.stat().st_size < 2 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(SessionError, match=rf"{path.name}.*\({side}, {side}\).*saved shape"
+                           ) as info:
+            SessionFolder(folder.path).load()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, peak  # nothing near the 256 MiB the member expands to
+    assert str(folder.path) in str(info.value) and "backup" in str(info.value)
+
+
+@pytest.mark.parametrize("declared", [((200_000, 200_000), np.uint32),  # 149 GiB
+                                      ((96, 96), np.uint32)])  # only 10 of its bytes stored
+def test_an_array_header_declaring_more_data_than_its_zip_entry_holds_is_refused(
+        tmp_path, crop, declared):
+    folder = SessionFolder(tmp_path / "s.unet-session")
+    folder.save(make_session(crop))
+    path, arrays = _labels_arrays(folder)
+    del arrays["baseline"]
+    _write_members(path, arrays, {"baseline": declared}, zeros=10)
+    with pytest.raises(SessionError, match=f"{path.name}.*baseline.*declares.*bytes"):
+        SessionFolder(folder.path).load()
+
+
+def test_arrays_larger_than_this_machines_memory_are_refused_before_they_are_read(
+        tmp_path, crop, monkeypatch):
+    from napari_unet._widgets import _session_file
+
+    folder = SessionFolder(tmp_path / "s.unet-session")
+    folder.save(make_session(crop))
+    monkeypatch.setattr(_session_file, "_memory_bytes", lambda: 50_000)
+    with pytest.raises(SessionError, match="more than this machine's memory"):
+        SessionFolder(folder.path).load()
+    monkeypatch.setattr(_session_file, "_memory_bytes", lambda: None)  # not known: no bound
+    SessionFolder(folder.path).load()
+
+
+def _set_raw(index: dict, where: list, raw: str) -> str:
+    """``index`` as JSON text with the value at ``where`` replaced by the text ``raw``."""
+    parent = index
+    for key in where[:-1]:
+        parent = parent[key]
+    parent[where[-1]] = "\0raw"
+    return json.dumps(index).replace('"\\u0000raw"', raw)
+
+
+@pytest.mark.parametrize("where, raw, message", [
+    (["models", "versions", 1, "stats", "final_loss"], "NaN", "NaN"),
+    (["labels", 0, "scale", 0], "-Infinity", "Infinity"),
+    (["models", "versions", 1, "round"], "1e400", "1e400"),
+    (["labels", 0, "shape", 0], "9" * 30, "integer 9{24}"),
+    (["labels", 0, "metadata", "deep"], "[" * 100_000 + "]" * 100_000, "nest"),
+    (["labels", 0, "settings", "tile_size"], '"large"', "tile_size"),
+    (["labels", 0, "settings", "stitch_3d"], "3", "stitch_3d"),
+])
+def test_session_json_with_values_json_does_not_allow_is_refused(tmp_path, crop, where, raw,
+                                                                 message):
+    folder = SessionFolder(tmp_path / "s.unet-session")
+    index = json.loads(folder.save(make_session(crop)).read_text())
+    (folder.path / INDEX).write_text(_set_raw(index, where, raw))
+    with pytest.raises(SessionError, match=message) as info:
+        SessionFolder(folder.path).load()
+    assert str(folder.path) in str(info.value)
+
+
+def test_an_oversized_or_deeply_nested_session_json_neither_opens_nor_blocks_a_save(tmp_path,
+                                                                                    crop):
+    folder = SessionFolder(tmp_path / "s.unet-session")
+    index = json.loads(folder.save(make_session(crop)).read_text())
+    (folder.path / INDEX).write_text(_set_raw(index, ["deep"], "[" * 100_000 + "]" * 100_000))
+    SessionFolder(folder.path).save(make_session(crop))  # the unreadable index is replaced
+    assert_same_session(SessionFolder(folder.path).load(), make_session(crop))
+    with open(folder.path / INDEX, "a") as fh:
+        fh.write(" " * (17 << 20))
+    with pytest.raises(SessionError, match="damaged.*larger than 16 MiB"):
+        SessionFolder(folder.path).load()
+
+
+# --------------------------------------------------------------------------- property test
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                max_size=3),
+    max_leaves=6)
+#: JSON text that no Python value dumps to (or only with allow_nan).
+_RAW = st.sampled_from(["NaN", "-Infinity", "1e400", "-1e999", "1" + "0" * 5000,
+                        "[" * 5000 + "]" * 5000, '{"a":' * 2000 + "0" + "}" * 2000])
+_DTYPES = st.sampled_from(["<f8", "<f4", "|i1", "<i8", "|u1", "<u4", "|b1", "<c8", "<U3",
+                           ">u2", "|V4"])
+_SHAPES = st.lists(st.integers(0, 130), max_size=4).map(tuple)
+_HUGE = st.lists(st.sampled_from([1, 96, 10**5, 2**40, -1]), min_size=1, max_size=4).map(tuple)
+
+
+def _paths(value, where=()):
+    """Every place in a JSON tree, as key/index paths."""
+    yield list(where)
+    items = value.items() if isinstance(value, dict) else (
+        enumerate(value) if isinstance(value, list) else ())
+    for key, child in items:
+        yield from _paths(child, (*where, key))
+
+
+def _mutate_index(data, folder: Path) -> None:
+    index = json.loads((folder / INDEX).read_text())
+    raw = None
+    for _ in range(data.draw(st.integers(1, 3))):
+        where = data.draw(st.sampled_from(list(_paths(index))[1:]))
+        parent = index
+        for key in where[:-1]:
+            parent = parent[key]
+        action = data.draw(st.sampled_from(["value", "delete", "raw"]))
+        if action == "delete":
+            del parent[where[-1]]
+        elif action == "raw" and raw is None:
+            raw = data.draw(_RAW)
+            parent[where[-1]] = "\0raw"
+        else:
+            parent[where[-1]] = data.draw(_JSON)
+        if not isinstance(index, dict):
+            break
+    text = json.dumps(index)
+    (folder / INDEX).write_text(text if raw is None else text.replace('"\\u0000raw"', raw))
+
+
+def _mutate_npz(data, path: Path) -> None:
+    with np.load(path) as f:
+        arrays = {key: f[key] for key in f.files}
+    declared = {}
+    for _ in range(data.draw(st.integers(1, 2))):
+        key = data.draw(st.sampled_from(sorted(arrays) + ["pending_image_1", "mask_9"]))
+        arrays.pop(key, None)
+        action = data.draw(st.sampled_from(["array", "delete", "huge", "0-d"]))
+        if action == "array":
+            arrays[key] = np.zeros(data.draw(_SHAPES), data.draw(_DTYPES))
+        elif action == "0-d":
+            arrays[key] = np.zeros((), data.draw(_DTYPES))
+        elif action == "huge":
+            declared[key] = (data.draw(_HUGE), np.dtype(data.draw(_DTYPES)))
+    _write_members(path, arrays, declared, zeros=data.draw(st.sampled_from([0, 16, 96 * 96])))
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, crop):
+    """A real saved session folder, and its data restored into an open session."""
+    folder = SessionFolder(tmp_path_factory.mktemp("saved") / "s.unet-session")
+    folder.save(make_session(crop))
+    return folder.path, SessionFolder(folder.path).load()
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_changed_session_opens_or_is_refused_and_never_touches_the_open_one(saved, data):
+    """session.json values of random types, NaN, huge numbers, strings, missing keys and
+    nesting, and .npz members of other types and shapes, 0-d, or declaring huge shapes:
+    opening the session (reading it, then restoring it) either works or raises
+    SessionError, never another exception, and the open session is unchanged on failure."""
+    import shutil
+    import tempfile
+
+    from napari_unet._widgets._session import Session
+    from napari_unet._widgets._session_file import restore
+
+    good_path, good = saved
+    viewer, session = _Viewer(), Session()
+    restore(viewer, session, good, confirm=lambda path: False)
+    before = _state(session, viewer)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "s.unet-session"
+        shutil.copytree(good_path, folder)
+        index = json.loads((folder / INDEX).read_text())
+        targets = data.draw(st.sets(st.sampled_from(["index", "labels", "corrections"]),
+                                    min_size=1))
+        if "labels" in targets:
+            _mutate_npz(data, folder / index["labels"][0]["file"])
+        if "corrections" in targets:
+            _mutate_npz(data, folder / index["corrections"]["file"])
+        if "index" in targets:
+            _mutate_index(data, folder)
+        try:
+            restore(viewer, session, SessionFolder(folder).load(), confirm=lambda path: False)
+        except SessionError:
+            assert _state(session, viewer) == before

@@ -14,7 +14,7 @@ import os
 from typing import Any, Callable, Optional
 
 from .errors import NapariUnetError
-from .tiff_io import ImageData, image_stem, read_image
+from .tiff_io import ImageData, clean_calibration, image_stem, read_image
 from .zarr_io import is_zarr
 
 #: Key under which napari-unet keeps its own facts in a layer's ``metadata``.
@@ -50,8 +50,16 @@ def _is_rgb(image: ImageData) -> bool:
 
 
 def _geometry(image: ImageData, axes: str) -> dict[str, Any]:
-    """Scale and units for the non-channel axes in ``axes``: pixel size for Z/Y/X, 1 for T."""
-    sizes = dict(zip([a for a in image.axes if a in "ZYX"], image.pixel_size or ()))
+    """Scale and units for the non-channel axes in ``axes``: pixel size for Z/Y/X, 1 for T.
+
+    The pixel size goes through :func:`~napari_unet.tiff_io.clean_calibration` again, as
+    an :class:`ImageData` may come from elsewhere than :func:`read_image`: a NaN, infinite,
+    zero or negative size (which would mirror or collapse the layer) is dropped with a
+    :class:`~napari_unet.errors.CalibrationWarning`, as when a file is read."""
+    spatial = [a for a in image.axes if a in "ZYX"]
+    raw = {a: (size, image.unit) for a, size in zip(spatial, image.pixel_size or ())}
+    pixel_size = clean_calibration(raw, image.axes, image.source, micrometres=False)[0]
+    sizes = dict(zip(spatial, pixel_size or ()))
     kept = [a for a in axes if a != "C"]
     kwargs: dict[str, Any] = {"scale": [float(sizes.get(a, 1.0)) for a in kept]}
     unit = NAPARI_UNITS.get(image.unit or "")

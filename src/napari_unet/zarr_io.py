@@ -5,6 +5,14 @@ written block by block and images larger than memory read the same way. Labels a
 written as an OME-Zarr 0.5 image (a zarr v3 group with one resolution level ``"0"`` and
 NGFF ``multiscales`` metadata: axes, units, pixel size), which napari (napari-ome-zarr),
 Fiji (OME-Zarr readers) and Python (``zarr.open``, ``dask.array.from_zarr``) open.
+
+A store given as input is checked when it is opened: OME-Zarr metadata that cannot say
+which array holds the image or what its axes are is refused naming the key (calibration
+that cannot be read is dropped with a warning instead, as for TIFFs), and so is a store
+of more chunks than can be scheduled. A chunk file that exists but cannot be decoded raises
+an :class:`~napari_unet.errors.ImageReadError` naming the store and region when it is read.
+An absent chunk file reads as the array's fill value (usually 0): zarr writers leave out
+chunks that hold only the fill value, so absence is how zarr stores them, not damage.
 """
 
 from __future__ import annotations
@@ -19,13 +27,21 @@ import numpy as np
 import zarr
 
 from .atomic import PathLike
-from .axes import guess_axes
-from .errors import CalibrationWarning, ImageReadError, InvalidLabelsError
+from .axes import guess_axes, validate_axes
+from .errors import CalibrationWarning, ImageReadError, InvalidImageError, InvalidLabelsError
 from .tiff_io import ImageData, clean_calibration
 
 NGFF_VERSION = "0.5"
 #: Chunk side of label output in Y and X (one plane deep for stacks).
 CHUNK = 1024
+
+#: At most this many dask chunks per zarr input: a computation over the whole image (the
+#: normalisation's subsample is one) holds a few kB per chunk, so the 2.4 million stored
+#: chunks of 100,000^2 pixels in chunks of 64^2 would take over 10 GB before reading a pixel.
+MAX_DASK_CHUNKS = 10_000
+#: ... and, where stored chunks are joined to stay below that, none larger than this (a
+#: dask chunk is read whole, however little of it is wanted).
+MAX_DASK_CHUNK_BYTES = 512 << 20
 
 _NGFF_UNITS = {"um": "micrometer", "nm": "nanometer", "mm": "millimeter", "cm": "centimeter",
                "m": "meter", "inch": "inch"}
@@ -55,9 +71,10 @@ def read_zarr(path: PathLike) -> ImageData:
     axes, scale, units, unit = "", None, {}, None
     if isinstance(node, zarr.Group):
         attrs = dict(node.attrs)
-        multiscales = attrs.get("ome", attrs).get("multiscales")
+        ome = attrs.get("ome", attrs)
+        multiscales = ome.get("multiscales") if isinstance(ome, Mapping) else None
         if multiscales:
-            axes, scale, units, node = _ngff_level0(node, multiscales[0], p)
+            axes, scale, units, node = _ngff_level0(node, multiscales, p)
         else:
             arrays = list(node.array_keys())
             if len(arrays) != 1:
@@ -73,24 +90,122 @@ def read_zarr(path: PathLike) -> ImageData:
     pixel_size = None
     if scale is not None:
         pixel_size, unit = _zarr_calibration(axes, scale, units, p)
-    return ImageData(data=da.from_zarr(node), axes=axes, pixel_size=pixel_size, unit=unit,
-                     source=os.fspath(p), metadata=dict(node.attrs.get("napari_unet", {})))
+    chunks = _dask_chunks(tuple(node.shape), tuple(node.chunks), node.dtype.itemsize, axes, p)
+    metadata = node.attrs.get("napari_unet")
+    return ImageData(data=da.from_array(_ChunkReader(node, os.fspath(p)), chunks=chunks),
+                     axes=axes, pixel_size=pixel_size, unit=unit, source=os.fspath(p),
+                     metadata=dict(metadata) if isinstance(metadata, Mapping) else {})
 
 
-def _ngff_level0(group: Any, multiscale: Mapping[str, Any], p: Path):
-    """(axes, scale, units by axis, array) of the first dataset of an NGFF multiscale."""
-    names = [(a["name"] if isinstance(a, Mapping) else str(a)).upper() for a in multiscale["axes"]]
+def _ngff_level0(group: Any, multiscales: Any, p: Path):
+    """(axes, scale, units by axis, array) of the first dataset of the first NGFF
+    multiscale. Metadata that does not say which array holds the image, or what its axes
+    are, is refused naming the key (a scale that cannot be read is left to
+    :func:`_zarr_calibration`, which drops it with a warning)."""
+
+    def refused(key: str, problem: str) -> ImageReadError:
+        return ImageReadError(
+            f"{str(p)!r}: its OME-Zarr metadata {key} {problem}, so the image cannot be "
+            "found in it; write the store again with an OME-Zarr writer, or open the array "
+            f"folder inside it that holds the image (e.g. {str(p / '0')!r}; its axes are "
+            "then guessed)")
+
+    if not isinstance(multiscales, list):
+        raise refused("'multiscales'", "is not a list of images")
+    multiscale = multiscales[0]
+    if not isinstance(multiscale, Mapping):
+        raise refused("'multiscales[0]'", "is not an object")
+    axes = multiscale.get("axes")
+    if not isinstance(axes, list):
+        raise refused("'multiscales[0].axes'", "is missing or not a list")
+    names = []
+    for i, a in enumerate(axes):
+        name = a.get("name") if isinstance(a, Mapping) else a  # NGFF 0.3: plain names
+        if not isinstance(name, str):
+            raise refused(f"'multiscales[0].axes[{i}]'", "has no name")
+        names.append(name.upper())
     if not set(names) <= set(_AXIS_TYPES):
         raise ImageReadError(f"{str(p)!r} has axes {names} that napari-unet does not know; "
                              "it reads t, c, z, y and x")
-    units = {name: a.get("unit") for name, a in zip(names, multiscale["axes"])
+    datasets = multiscale.get("datasets")
+    if not isinstance(datasets, list) or not datasets or not isinstance(datasets[0], Mapping):
+        raise refused("'multiscales[0].datasets'", "is missing or not a list of datasets")
+    dataset = datasets[0]
+    path = dataset.get("path")
+    try:
+        array = group[path] if isinstance(path, str) else None
+    except (KeyError, ValueError):  # ValueError: '..' in the path
+        array = None
+    if not isinstance(array, zarr.Array):
+        raise refused("'multiscales[0].datasets[0].path'",
+                      f"is {path!r}, which names no array in the store")
+    try:
+        validate_axes("".join(names), array.ndim)
+    except InvalidImageError as exc:
+        raise refused("'multiscales[0].axes'", f"names {names} for an array of shape "
+                      f"{array.shape} ({exc})") from None
+    units = {name: a.get("unit") for name, a in zip(names, axes)
              if isinstance(a, Mapping) and name in "ZYX"}
-    dataset = multiscale["datasets"][0]
-    scale = None
-    for transform in dataset.get("coordinateTransformations", []):
-        if transform.get("type") == "scale":
-            scale = transform["scale"]
-    return "".join(names), scale, units, group[dataset["path"]]
+    transforms = dataset.get("coordinateTransformations", [])
+    if not isinstance(transforms, list) or not all(isinstance(t, Mapping) for t in transforms):
+        warnings.warn(CalibrationWarning(
+            f"{str(p)!r}: the coordinateTransformations {transforms!r} are not a list of "
+            "transformations; the calibration is ignored"), stacklevel=3)
+        transforms = []
+    scales = [t.get("scale") for t in transforms if t.get("type") == "scale"]
+    return "".join(names), (scales[-1] if scales else None), units, array
+
+
+def _dask_chunks(shape: tuple[int, ...], stored: tuple[int, ...], itemsize: int, axes: str,
+                 p: Path) -> tuple[int, ...]:
+    """Dask chunks for a zarr array: its stored chunks, or where they are more than
+    :data:`MAX_DASK_CHUNKS`, whole multiples of them (doubled along Y or X while a plane is
+    in several pieces, since images are read plane by plane, then along the axis in the
+    most pieces, until few enough), so the dask graph stays small and no stored chunk is
+    read for two dask chunks. Refuses an array that even then needs pieces over
+    :data:`MAX_DASK_CHUNK_BYTES`."""
+    factors = [1] * len(shape)
+
+    def pieces(axis: int) -> int:
+        return -(-shape[axis] // (stored[axis] * factors[axis]))
+
+    def order(axis: int) -> tuple[bool, int]:
+        return axes[axis] in "YX" and pieces(axis) > 1, pieces(axis)
+
+    while math.prod(pieces(a) for a in range(len(shape))) > MAX_DASK_CHUNKS:
+        factors[max(range(len(shape)), key=order)] *= 2
+    chunks = tuple(min(n, c * f) for n, c, f in zip(shape, stored, factors))
+    if max(factors) > 1 and math.prod(chunks) * itemsize > MAX_DASK_CHUNK_BYTES:
+        raise ImageReadError(
+            f"{str(p)!r} holds {math.prod(shape) * itemsize / 2**30:.0f} GiB in "
+            f"{math.prod(-(-n // c) for n, c in zip(shape, stored))} chunks of {stored}, more "
+            f"than can be read in {MAX_DASK_CHUNKS} pieces of at most "
+            f"{MAX_DASK_CHUNK_BYTES >> 20} MiB; crop it, or write the planes or time points "
+            "you need into a store of their own")
+    return chunks
+
+
+class _ChunkReader:
+    """A zarr array as dask reads it: a chunk that cannot be read or decoded raises an
+    :class:`ImageReadError` naming the store and the region, not the codec's own error from
+    deep inside a dask task."""
+
+    def __init__(self, array: Any, source: str) -> None:
+        self.array, self.source = array, source
+        self.shape, self.dtype, self.ndim = tuple(array.shape), array.dtype, array.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return np.asarray(self.array[key])
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every codec and store has its own errors
+            region = ", ".join(f"{k.start}:{k.stop}" if isinstance(k, slice) else str(k)
+                               for k in (key if isinstance(key, tuple) else (key,)))
+            raise ImageReadError(
+                f"{self.source!r}: the data in [{region}] cannot be read "
+                f"({type(exc).__name__}: {exc}); a chunk file is damaged or was copied "
+                "incompletely: copy or write the store again") from exc
 
 
 def _zarr_calibration(axes: str, scale: Any, units: Mapping[str, Any], p: Path):

@@ -36,7 +36,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar, get_args, get_type_hints
 
 import numpy as np
 
@@ -60,6 +60,14 @@ SESSION_SUFFIX = ".unet-session"
 INDEX = "session.json"
 #: Names of the data files a save writes (removed when the next save no longer names them).
 _DATA_FILE = re.compile(r"^(model|labels|corrections)-[0-9a-f]+(-\d+)?\.(npz|safetensors)$")
+#: Limits of a session.json: far above what a save writes (a few kB per labels layer), far
+#: below what parsing could not bear (memory; Python's recursion, for nesting).
+MAX_INDEX_MIB = 16
+MAX_INDEX_DEPTH = 64
+_T = TypeVar("_T")
+#: Readers of the .npy header versions numpy writes for plain arrays.
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}
 
 
 @dataclass
@@ -129,6 +137,51 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"holds {name}, which JSON does not allow (napari-unet writes null)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"holds the number {text}, beyond the range of a float")
+    return value
+
+
+def _int64(text: str) -> int:
+    if len(text.lstrip("-")) > 19:  # before int(), which refuses only past 4300 digits
+        raise ValueError(f"holds the integer {text[:24]}..., beyond any count or size")
+    return int(text)
+
+
+def _nesting(text: str) -> int:
+    """How deeply the arrays and objects of the JSON ``text`` nest (brackets inside strings
+    do not count), measured without parsing it."""
+    outside = re.sub(r'"[^"\\]*(?:\\.[^"\\]*)*"', '""', text).encode("utf-8")
+    codes = np.frombuffer(outside, np.uint8)
+    steps = (np.isin(codes, (ord("["), ord("{"))).astype(np.int64)
+             - np.isin(codes, (ord("]"), ord("}"))))
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _read_index_json(path: Path) -> Any:
+    """The JSON of the session.json at ``path``. A ValueError says why it is not one a save
+    writes: larger than :data:`MAX_INDEX_MIB`, nesting deeper than :data:`MAX_INDEX_DEPTH`
+    (checked before parsing, where Python would run out of recursion), NaN, Infinity, a
+    number beyond float range or an integer of over 19 digits (which ``json.loads`` would
+    accept), or not valid JSON."""
+    with open(path, "rb") as fh:
+        data = fh.read((MAX_INDEX_MIB << 20) + 1)
+    if len(data) > MAX_INDEX_MIB << 20:
+        raise ValueError(f"is larger than {MAX_INDEX_MIB} MiB, far more than a session.json "
+                         "napari-unet writes")
+    text = data.decode("utf-8")
+    if _nesting(text) > MAX_INDEX_DEPTH:
+        raise ValueError(f"nests arrays and objects more than {MAX_INDEX_DEPTH} deep")
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
+                      parse_int=_int64)
+
+
 def _floats(values: Any) -> list[float]:
     return [float(v) for v in values]
 
@@ -150,12 +203,30 @@ def _opt_index(value: Any, size: int, what: str) -> Optional[int]:
     return int(value)
 
 
+def _setting_fits(value: Any, kinds: tuple[type, ...]) -> bool:
+    """Whether the JSON ``value`` is one of ``kinds`` (an int fits a float, and only a
+    bool fits a bool)."""
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, int) and float in kinds:
+        return True
+    return isinstance(value, tuple(k for k in kinds if k is not bool))
+
+
 def _settings(values: dict) -> SegmentSettings:
-    """Segment settings from JSON; keys this version does not know are ignored."""
-    known = {f.name for f in dataclasses.fields(SegmentSettings)}
-    settings = SegmentSettings(**{k: v for k, v in values.items() if k in known})
+    """Segment settings from JSON, each of the type its field declares (a string where a
+    number goes would fail only later, in a segmentation); keys this version does not know
+    are ignored."""
+    hints = get_type_hints(SegmentSettings)
+    known = {k: v for k, v in values.items() if k in hints}
+    for key, value in known.items():
+        kinds = get_args(hints[key]) or (hints[key],)  # Optional[int]: (int, NoneType)
+        if not _setting_fits(value, kinds):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise ValueError(f"the segment setting {key} is {value!r}, not {names}")
+    settings = SegmentSettings(**known)
     size = settings.object_size
-    if size is not None and not (isinstance(size, (int, float)) and 0 < size < float("inf")):
+    if size is not None and not 0 < size < float("inf"):
         raise ValueError(f"the object size {size!r} is not a positive number of pixels")
     return settings
 
@@ -183,13 +254,32 @@ def _unpack(arrays: dict[str, np.ndarray], names: list, prefix: str) -> list[Cor
 
 
 # --------------------------------------------------------------------------- checks
-# A session file is untrusted: every array is checked when it is read (and again by
-# restore), so a session that cannot be restored is refused before the open one changes.
+# A session file is untrusted: every array is checked twice when it is read, first as its
+# .npy header declares it (before any data is decompressed, so a small file cannot expand
+# to gigabytes), then with its values (and again by restore), so a session that cannot
+# be restored is refused before the open one changes.
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """An array as its .npy header declares it, not yet read: the checks below take it in
+    place of an array and check its shape and type (values wait until it is read)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 def _shape_problem(array: Any, what: str) -> Optional[str]:
     """Why ``array`` is not an array of at least one dimension (None when it is one)."""
-    if not isinstance(array, np.ndarray):
+    if not isinstance(array, (np.ndarray, _Declared)):
         return f"{what} is a {type(array).__name__}, not an array"
     if array.ndim == 0:
         return f"{what} has 0 dimensions (a single value, not an array)"
@@ -206,7 +296,8 @@ def _labels_problem(array: Any, what: str, shape: Optional[tuple[int, ...]] = No
         return f"{what} are of type {array.dtype}, not integer labels"
     if shape is not None and array.shape != shape:
         return f"{what} have shape {array.shape}, not {shape}"
-    if array.dtype.kind == "i" and array.size and int(array.min()) < 0:
+    if (isinstance(array, np.ndarray) and array.dtype.kind == "i" and array.size
+            and int(array.min()) < 0):
         return f"{what} hold negative values (labels are 0 for background, else positive)"
     return None
 
@@ -220,7 +311,8 @@ def _mask_problem(array: Any, what: str, shape: tuple[int, ...]) -> Optional[str
         return f"{what} has shape {array.shape}, not {shape}"
     if array.dtype == bool:
         return None
-    if array.dtype.kind not in "iu" or (array.size and (array.min() < 0 or array.max() > 1)):
+    if array.dtype.kind not in "iu" or (isinstance(array, np.ndarray) and array.size
+                                        and (array.min() < 0 or array.max() > 1)):
         return f"{what} is of type {array.dtype}, not a mask of True/False (or 0/1) values"
     return None
 
@@ -238,19 +330,20 @@ def _finite_problem(values: Any, what: str, positive: bool = False) -> Optional[
 
 
 def _correction_problem(c: Correction, what: str,
-                        plane: Optional[tuple[int, int]] = None) -> Optional[str]:
-    """Why correction ``c`` cannot be kept: a (C, Y, X) numeric image, (Y, X) labels and
-    mask (of ``plane`` when given), and finite (C, 2) percentiles or none; ``what``
-    names it in the answer."""
+                        image_shape: Optional[tuple[int, ...]] = None) -> Optional[str]:
+    """Why correction ``c`` cannot be kept: a (C, Y, X) numeric image (of ``image_shape``
+    when given: a plane of the layer's image), (Y, X) labels and mask, and finite (C, 2)
+    percentiles or none; ``what`` names it in the answer."""
     problem = _shape_problem(c.image, f"the image of {what}")
     if problem:
         return problem
     if c.image.ndim != 3 or 0 in c.image.shape or c.image.dtype.kind not in "biuf":
         return (f"the image of {what} has shape {c.image.shape} and type {c.image.dtype}, "
                 "not a (channels, Y, X) array of numbers")
+    if image_shape is not None and c.image.shape != image_shape:
+        return (f"the image of {what} has shape {c.image.shape}, not the (channels, Y, X) "
+                f"shape {image_shape} of a plane of the layer's image")
     want = c.image.shape[1:]
-    if plane is not None and want != plane:
-        return f"the image plane of {what} has shape {want}, not the layer's plane {plane}"
     problem = (_labels_problem(c.labels, f"the labels of {what}", want)
                or _mask_problem(c.mask, f"the mask of {what}", want))
     if problem:
@@ -263,7 +356,7 @@ def _correction_problem(c: Correction, what: str,
         if pct.shape != (c.image.shape[0], 2) or pct.dtype.kind not in "iuf":
             return (f"the percentiles of {what} have shape {pct.shape} and type {pct.dtype}, "
                     f"not ({c.image.shape[0]}, 2) numbers")
-        if not np.isfinite(pct).all():
+        if isinstance(pct, np.ndarray) and not np.isfinite(pct).all():
             return f"the percentiles of {what} are not all finite"
     return None
 
@@ -286,7 +379,8 @@ def _image_record_problem(record: ImageRecord) -> Optional[str]:
 def _labels_record_problem(record: LabelsRecord, image: ImageRecord) -> Optional[str]:
     """Why ``record`` cannot be restored (its arrays, its place, its corrections)."""
     name = f"labels {record.name!r}"
-    shape = Layout(validate_axes(image.axes, len(image.shape)), image.shape).label_shape
+    layout = Layout(validate_axes(image.axes, len(image.shape)), image.shape)
+    shape = layout.label_shape
     problem = (_labels_problem(record.data, f"the {name}", shape)
                or _labels_problem(record.baseline, f"the last segmentation of {name}", shape)
                or _mask_problem(record.edited, f"the edited mask of {name}", shape)
@@ -303,7 +397,7 @@ def _labels_record_problem(record: LabelsRecord, image: ImageRecord) -> Optional
                or _finite_problem(record.translate, f"the translation of {name}"))
     if problem:
         return problem
-    plane = shape[-2:]
+    plane = (layout.n_channels, *shape[-2:])
     for c in record.pending:
         problem = _correction_problem(c, f"correction {c.name!r} of {name}", plane)
         if problem:
@@ -386,6 +480,78 @@ def check_save_target(path: str | Path) -> None:
             f"{path} is a folder with other files in it, not a napari-unet session; choose a "
             f"new name (a '{SESSION_SUFFIX}' folder is created) or an empty folder"
         )
+
+
+def _declared_arrays(zf: zipfile.ZipFile) -> dict[str, _Declared]:
+    """Every array of an open .npz as its .npy header declares it, read without the data
+    that follows. A ValueError names a member whose header is not that of a plain array,
+    or declares other than the bytes its zip entry says it holds (so reading it later
+    decompresses no more than the header declares)."""
+    out = {}
+    for info in zf.infolist():
+        key = info.filename.removesuffix(".npy")
+        with zf.open(info) as fh:
+            version = np.lib.format.read_magic(fh)
+            if version not in _NPY_HEADERS:
+                raise ValueError(f"array {key} is in .npy format {version}, which numpy "
+                                 "writes for no plain array")
+            shape, _, dtype = _NPY_HEADERS[version](fh)
+            held = info.file_size - fh.tell()
+        declared = out[key] = _Declared(tuple(shape), dtype)
+        if declared.nbytes != held:
+            raise ValueError(f"array {key} declares {declared.nbytes} bytes (shape {shape}, "
+                             f"type {dtype}), its zip entry holds {held}")
+    return out
+
+
+def _read_arrays(zf: zipfile.ZipFile) -> dict[str, np.ndarray]:
+    """Every array of an open .npz (checked by :func:`_declared_arrays` first)."""
+    out = {}
+    for info in zf.infolist():
+        with zf.open(info) as fh:
+            out[info.filename.removesuffix(".npy")] = np.lib.format.read_array(
+                fh, allow_pickle=False)
+    return out
+
+
+def _memory_bytes() -> Optional[int]:
+    """This machine's physical memory; None where the system does not say (Windows)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _labels_record(d: dict, n_images: int, n_versions: int, arrays: dict[str, Any]
+                   ) -> LabelsRecord:
+    """The labels layer ``d`` of a session.json with the ``arrays`` of its file (read, or
+    as declared)."""
+    return LabelsRecord(
+        name=str(d["name"]), image=int(_opt_index(d["image"], n_images, "image")),
+        data=arrays["data"], baseline=arrays["baseline"], edited=arrays["edited"],
+        reviewed=arrays["reviewed"], settings=_settings(dict(d.get("settings") or {})),
+        scale=_floats(d["scale"]), translate=_floats(d["translate"]),
+        version=_opt_index(d.get("version"), n_versions, "model version"),
+        units=None if d.get("units") is None else [str(u) for u in d["units"]],
+        metadata=dict(d.get("metadata") or {}),
+        pending=_unpack(arrays, list(d.get("pending") or []), "pending_"),
+    )
+
+
+def _saved_labels_problem(record: LabelsRecord, shape: tuple[int, ...],
+                          images: list[ImageRecord], stored: list[Correction]) -> Optional[str]:
+    """Why ``record`` cannot be restored: not of the ``shape`` session.json gives it, not
+    fitting its image, or planes clashing with the ``stored`` corrections."""
+    if record.data.shape != shape:
+        return f"labels {record.name!r} have shape {record.data.shape}, not the saved shape {shape}"
+    return (_labels_record_problem(record, images[record.image])
+            or _clash_problem([*stored, *record.pending]))
+
+
+def _stored_problem(stored: list[Correction]) -> Optional[str]:
+    """Why the corrections kept from earlier rounds cannot be restored."""
+    problems = (_correction_problem(c, f"stored correction {c.name!r}") for c in stored)
+    return next((p for p in problems if p), None) or _clash_problem(stored)
 
 
 # --------------------------------------------------------------------------- folder
@@ -485,8 +651,7 @@ class SessionFolder:
         may remove): plain names of this folder, named like a save's data files. Empty when
         there is no readable index."""
         try:
-            index = json.loads((self.path / INDEX).read_text(encoding="utf-8"))
-            names = _index_files(index)
+            names = _index_files(_read_index_json(self.path / INDEX))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return set()
         return {n for n in names
@@ -525,12 +690,14 @@ class SessionFolder:
                 f"folder 'Save session...' made (a '{SESSION_SUFFIX}' folder)"
             )
         try:
-            index = json.loads(path.read_text(encoding="utf-8"))
+            index = _read_index_json(path)
         except OSError as exc:
             raise SessionError(f"cannot read {path} ({exc}); check that the folder is "
                                "readable") from None
-        except ValueError as exc:  # JSON or UTF-8 decoding
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise self._damaged(f"{INDEX} is not valid JSON: {exc}") from None
+        except ValueError as exc:  # beyond what a save writes
+            raise self._damaged(f"{INDEX} {exc}") from None
         if not isinstance(index, dict) or index.get("format") != FORMAT_NAME:
             raise SessionError(
                 f"{path} is not a napari-unet session file (no '{FORMAT_NAME}' format); "
@@ -573,15 +740,37 @@ class SessionFolder:
             )
         return path
 
-    def _load_npz(self, name: str) -> dict[str, np.ndarray]:
+    def _read_npz(self, name: str, build: Callable[[dict[str, Any]], _T],
+                  problem: Callable[[_T], Optional[str]]) -> _T:
+        """What ``build`` makes of the arrays in the .npz ``name``, refused when ``problem``
+        names one: first as the arrays' headers declare them, before any data is
+        decompressed (so a small file that would expand to gigabytes is refused before it
+        does; so are arrays larger than this machine's memory), then once they are read,
+        with their values."""
         path = self._file(name)
+        declared = self._unzip(name, path, _declared_arrays)
+        found = problem(build(declared))
+        if found:
+            raise self._refused(name, found)
+        total, memory = sum(a.nbytes for a in declared.values()), _memory_bytes()
+        if memory is not None and total > memory:
+            raise SessionError(
+                f"{name} in session {self.path} holds {total / 2**30:.1f} GiB of arrays, more "
+                f"than this machine's memory ({memory / 2**30:.1f} GiB); open the session on "
+                "a machine with more memory")
+        result = build(self._unzip(name, path, _read_arrays))
+        found = problem(result)
+        if found:
+            raise self._refused(name, found)
+        return result
+
+    def _unzip(self, name: str, path: Path, read: Callable[[zipfile.ZipFile], _T]) -> _T:
+        """``read`` applied to the .npz ``name`` (at ``path``) opened as a zip file."""
         try:
-            loaded = np.load(path, allow_pickle=False)
-            if not hasattr(loaded, "files"):
-                raise ValueError("not an .npz archive")
-            with loaded:
-                return {key: loaded[key] for key in loaded.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            with zipfile.ZipFile(path) as zf:
+                return read(zf)
+        except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile,
+                zlib.error) as exc:  # RuntimeError: encrypted or unknown compression
             raise SessionError(
                 f"{name} in session {self.path} is unreadable ({exc}); it may be truncated: "
                 "restore the folder from a backup"
@@ -624,34 +813,17 @@ class SessionFolder:
             ))
         active = _opt_index(models.get("active"), len(versions), "active model version")
         corrections = index["corrections"]
-        stored = _unpack(self._load_npz(str(corrections["file"])), list(corrections["names"]), "")
+        names = list(corrections["names"])
+        stored = self._read_npz(str(corrections["file"]),
+                                lambda arrays: _unpack(arrays, names, ""), _stored_problem)
         for c in stored:
-            problem = _correction_problem(c, f"stored correction {c.name!r}")
-            if problem:
-                raise self._refused(str(corrections["file"]), problem)
             c.mask = _mask(c.mask)
-        problem = _clash_problem(stored)
-        if problem:
-            raise self._refused(str(corrections["file"]), problem)
         labels = []
         for d in index["labels"]:
-            arrays = self._load_npz(str(d["file"]))
-            record = LabelsRecord(
-                name=str(d["name"]), image=int(_opt_index(d["image"], len(images), "image")),
-                data=arrays["data"], baseline=arrays["baseline"], edited=arrays["edited"],
-                reviewed=arrays["reviewed"], settings=_settings(dict(d.get("settings") or {})),
-                scale=_floats(d["scale"]), translate=_floats(d["translate"]),
-                version=_opt_index(d.get("version"), len(versions), "model version"),
-                units=None if d.get("units") is None else [str(u) for u in d["units"]],
-                metadata=dict(d.get("metadata") or {}),
-                pending=_unpack(arrays, list(d.get("pending") or []), "pending_"),
-            )
-            if record.data.shape != _ints(d["shape"]):
-                raise ValueError(f"labels {record.name!r} do not have the saved shape")
-            problem = (_labels_record_problem(record, images[record.image])
-                       or _clash_problem([*stored, *record.pending]))
-            if problem:
-                raise self._refused(str(d["file"]), problem)
+            record = self._read_npz(
+                str(d["file"]), partial(_labels_record, d, len(images), len(versions)),
+                partial(_saved_labels_problem, shape=_ints(d["shape"]), images=images,
+                        stored=stored))
             record.edited, record.reviewed = _mask(record.edited), _mask(record.reviewed)
             for c in record.pending:
                 c.mask = _mask(c.mask)
