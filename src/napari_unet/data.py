@@ -87,6 +87,13 @@ def make_sample(name: str, image: np.ndarray, labels: np.ndarray, config: ModelC
     if percentiles is None:
         percentiles = channel_percentiles(planes, config.normalization, channel_axis=0)
     norm = normalize(planes, percentiles, config.normalization.invert)
+    return normalized_sample(name, norm, labels, config, weight, invert_masks)
+
+
+def normalized_sample(name: str, norm: np.ndarray, labels: np.ndarray, config: ModelConfig,
+                      weight: np.ndarray | None = None, invert_masks: bool = False) -> Sample:
+    """A sample of a (C, Y, X) image already normalised as the model sees it, and its
+    checked labels: resized by the config's ``input_scale``, with the training target."""
     if weight is None:
         weight = np.ones(labels.shape, dtype=np.float32)
     if config.input_scale != 1.0:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .augment import AugmentConfig
 from .corrections import Correction, TargetOptions, correction_target
-from .data import Sample, make_sample
+from .data import Sample, normalized_sample
 from .domain import DomainEstimate, estimate, resize_plane, scale_for
 from .errors import DatasetError, InvalidLabelsError
 from .model import Model
@@ -104,13 +104,12 @@ def _plane_sample(predictor: Predictor, plane: _Plane, diameter: float | None,
     """A training sample for one corrected plane: the corrections (and a background ring)
     as ground truth, and what ``predictor``'s model says now as the soft target elsewhere."""
     config = predictor.model.config
-    probs = predictor.probabilities(
-        normalize(plane.image, plane.percentiles, config.normalization.invert))
+    norm = normalize(plane.image, plane.percentiles, config.normalization.invert)
+    probs = predictor.probabilities(norm)
     labels, weight = correction_target(
         predictor.labels(probs), plane.labels, plane.mask, diameter, target,
         instances=config.task == "instance")
-    sample = make_sample(plane.name, plane.image, labels, config, axes="CYX", weight=weight,
-                         percentiles=plane.percentiles)
+    sample = normalized_sample(plane.name, norm, labels, config, weight=weight)
     sample.soft = resize_plane(probs, sample.image.shape[-2:])
     return sample
 
