@@ -876,3 +876,75 @@ def test_time_budget_must_be_a_positive_finite_number(capsys, tmp_path, command,
     err = capsys.readouterr().err
     assert info.value.code == 2 and "Traceback" not in err
     assert "--time-budget" in err and "positive" in err and budget in err
+
+
+# --------------------------------------------------------------------------- option values
+
+
+@pytest.mark.parametrize("command, option, value, allowed", [
+    ("train", "--lr", "nan", "a finite number of at least 0"),
+    ("train", "--lr", "-0.1", "a finite number of at least 0"),
+    ("train", "--in-channels", "-3", "a whole number of at least 1"),
+    ("train", "--val-fraction", "2", "a finite number of at least 0 and below 1"),
+    ("train", "--val-last", "-1", "a whole number of at least 0"),
+    ("train", "--patience", "-1", "a whole number of at least 0"),
+    ("train", "--seed", "-1", "a whole number from 0 to 4294967295"),
+    ("train", "--steps", "0", "a whole number of at least 1"),
+    ("train", "--batch-size", "0", "a whole number of at least 1"),
+    ("train", "--patch-size", "1.5", "a whole number of at least 1"),
+    ("train", "--val-every", "0", "a whole number of at least 1"),
+    ("segment", "--seed-threshold", "1.5", "a number from 0 to 1"),
+    ("segment", "--seed-threshold", "nan", "a number from 0 to 1"),
+    ("segment", "--foreground-threshold", "-0.1", "a number from 0 to 1"),
+    ("segment", "--min-size", "-1", "a whole number of at least 0"),
+    ("segment", "--tile-size", "0", "a whole number of at least 1"),
+    ("segment", "--overlap", "-1", "a whole number of at least 0"),
+    ("segment", "--block-size", "10", "a whole number of at least 64"),
+    ("segment", "--halo", "-1", "a whole number of at least 0"),
+    ("segment", "--batch-size", "0", "a whole number of at least 1"),
+    ("segment", "--workers", "0", "a whole number of at least 1"),
+    ("segment", "--scheduler", "nonsense", "'local' or a scheduler address such as tcp://host:8786"),
+    ("segment", "--scheduler", "ftp://host:1", "'local' or a scheduler address such as tcp://host:8786"),
+    ("evaluate", "--limit", "0", "a whole number of at least 1"),
+    ("fine-tune", "--steps", "-5", "a whole number of at least 1"),
+])
+def test_option_values_outside_their_range_are_refused(capsys, tmp_path, command, option, value,
+                                                       allowed) -> None:
+    """Before any work (the inputs do not even exist): exit status 2 and one line naming the
+    option, the allowed values and the value given."""
+    inputs = {"train": [tmp_path, "--out", tmp_path / "m"], "segment": [tmp_path / "a.tif", "--out",
+              tmp_path], "evaluate": [tmp_path], "fine-tune": [tmp_path / "a", tmp_path / "b"]}
+    with pytest.raises(SystemExit) as info:
+        main([command, *map(str, inputs[command]), option, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"napari-unet {command}: error: argument {option}: "
+                                            f"must be {allowed}, got {value}")
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda tmp: napari_unet.TrainConfig(lr=math.nan), "lr is nan, but it must be a "
+                                                                "finite number of at least 0"),
+    (lambda tmp: napari_unet.TrainConfig(patience=-1), "patience is -1"),
+    (lambda tmp: napari_unet.TrainConfig(seed=-1), "seed is -1"),
+    (lambda tmp: napari_unet.TrainConfig(time_budget=math.inf), "time_budget is inf"),
+    (lambda tmp: napari_unet.train(tmp, val_fraction=2.0, config=napari_unet.TrainConfig(
+        steps=1)), "val_fraction is 2.0, but it must be a finite number of at least 0 and below 1"),
+    (lambda tmp: napari_unet.train(tmp, in_channels=-3), "network.in_channels is -3"),
+    (lambda tmp: napari_unet.segment(_image(), small_model(), postprocess=napari_unet.config
+                                     .PostprocessConfig(seed_threshold=math.nan)),
+     "postprocess.seed_threshold is nan, but it must be a number from 0 to 1"),
+    (lambda tmp: napari_unet.config.PostprocessConfig(foreground_threshold=2.0),
+     "postprocess.foreground_threshold is 2.0"),
+    (lambda tmp: napari_unet.blocks.BlockConfig(halo=-1), "halo is -1"),
+    (lambda tmp: napari_unet.batch.segment_files([tmp / "a.tif"], tmp, "nuclei",
+                                                 scheduler="nonsense"),
+     "scheduler is 'nonsense', but it must be 'local' or a scheduler address"),
+])
+def test_the_library_refuses_the_same_values(tmp_path, call, words) -> None:
+    """The rule behind each option is the library's: the same values raise
+    InvalidSettingError there, before any work (``tmp_path`` holds no data at all)."""
+    import re
+
+    with pytest.raises(InvalidSettingError, match=re.escape(words)):
+        call(tmp_path)

@@ -24,7 +24,7 @@ from . import __version__
 from .atomic import PathLike, atomic_folder
 from .axes import Layout, make_layout
 from .blocks import BlockConfig, block_boxes
-from .config import PostprocessConfig
+from .config import Pattern, PostprocessConfig, check_value
 from .device import torch_threads
 from .errors import NapariUnetError, OutputWriteError
 from .model import Model
@@ -37,6 +37,9 @@ from .tiff_io import LAZY_THRESHOLD_BYTES, ImageData, image_stem, read_image, wr
 from .zarr_io import create_labels, is_zarr
 
 FORMATS = ("tiff", "zarr")
+#: "local", or a dask.distributed scheduler address: [scheme://]host:port.
+SCHEDULER = Pattern(r"local|(?:(?:tcp|tls|ws|wss|ucx)://)?(?:\[[0-9A-Fa-f:.]+\]|[\w.-]+):\d{1,5}",
+                    "'local' or a scheduler address such as tcp://host:8786")
 _SUFFIX = {"tiff": "_labels.tif", "zarr": "_labels.zarr"}
 
 
@@ -259,8 +262,11 @@ def segment_files(
 
     ``scheduler=None`` runs here, one file after another; ``"local"`` starts a
     dask.distributed LocalCluster of ``workers`` processes; any other value is the address
-    of a running scheduler (``tcp://host:8786``) whose workers see the same files.
+    of a running scheduler (``tcp://host:8786``) whose workers see the same files; anything
+    else raises :class:`~napari_unet.errors.InvalidSettingError` before any work.
     """
+    if scheduler is not None:
+        check_value("scheduler", scheduler, SCHEDULER)
     targets = output_paths(sources, out_dir, fmt, overwrite, overlay)
     loaded = load_model(model)
     if scheduler is None:

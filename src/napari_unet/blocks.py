@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from .config import COUNT_OR_ZERO, Range, check_fields, setting
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 
 Box = tuple[slice, slice]
@@ -24,11 +25,15 @@ Box = tuple[slice, slice]
 
 @dataclass(frozen=True)
 class BlockConfig:
-    """Block geometry in pixels: ``block`` is the largest core side, ``halo`` the margin
-    over which objects crossing a core edge are completed (>= the largest object radius)."""
+    """Block geometry in pixels: ``block`` is the largest core side (64 or more), ``halo``
+    the margin over which objects crossing a core edge are completed (>= the largest object
+    radius); other values raise :class:`~napari_unet.errors.InvalidSettingError`."""
 
-    block: int = 2048
-    halo: int = 64
+    block: int = setting(2048, Range(64, integer=True))
+    halo: int = setting(64, COUNT_OR_ZERO)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def split(length: int, block: int) -> list[tuple[int, int]]:

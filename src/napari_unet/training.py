@@ -20,7 +20,7 @@ import torch
 from . import __version__
 from .augment import AugmentConfig, augment, random_crop
 from .calibrate import calibrate_seed_threshold
-from .config import preset
+from .config import COUNT, COUNT_OR_ZERO, Range, check_fields, check_value, preset, setting
 from .data import Sample, load_folder
 from .domain import estimate
 from .device import autocast, memory_format, pick_device
@@ -30,6 +30,13 @@ from .model import Model
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 
 
+_NON_NEGATIVE_NUMBER = Range(0)
+#: Share of the images held out for validation (below 1: some must remain for training).
+VAL_FRACTION = Range(0, 1, open_high=True)
+#: Final images held out for validation instead (0 or None: use ``val_fraction``).
+VAL_LAST = Range(0, integer=True, optional=True)
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings.
@@ -37,34 +44,39 @@ class TrainConfig:
     Training runs ``steps`` steps. With a ``time_budget`` (seconds) the speed of the first
     steps on this machine decides how many of them fit: the plan shrinks to that number
     (and the learning-rate schedule with it), and the budget still stops a run that slows
-    down later. Reports say how many steps were planned.
+    down later. Reports say how many steps were planned. A value outside its field's rule
+    raises :class:`~napari_unet.errors.InvalidSettingError` (the CLI refuses the same).
     """
 
-    steps: int = 2000
-    time_budget: float | None = None
-    batch_size: int = 8
-    patch_size: int = 256
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 50
-    val_every: int = 100
-    patience: int | None = 10
-    boundary_weight: float = 2.0
-    seed: int = 0
+    steps: int = setting(2000, COUNT)
+    time_budget: float | None = setting(None, Range(0, open_low=True, optional=True))
+    batch_size: int = setting(8, COUNT)
+    patch_size: int = setting(256, COUNT)
+    lr: float = setting(2e-3, _NON_NEGATIVE_NUMBER)
+    weight_decay: float = setting(1e-4, _NON_NEGATIVE_NUMBER)
+    warmup_steps: int = setting(50, COUNT_OR_ZERO)
+    val_every: int = setting(100, COUNT)
+    #: Validations without improvement before training stops; 0 or None: never stop early.
+    patience: int | None = setting(10, Range(0, integer=True, optional=True))
+    boundary_weight: float = setting(2.0, _NON_NEGATIVE_NUMBER)
+    seed: int = setting(0, Range(0, 2**32 - 1, integer=True))
     device: str = "auto"
     fast: bool = True
     freeze_norm: bool = False
     #: With partial supervision, the share of patches centred on supervised pixels (the rest
     #: are drawn anywhere, where soft targets, if any, hold the model's own predictions).
-    focus_fraction: float = 0.8
+    focus_fraction: float = setting(0.8, Range(0, 1))
     #: With samples that carry soft targets, the weight of keeping the model's own
     #: predictions where nobody annotated (:func:`~napari_unet.losses.distill_loss`).
-    anchor_weight: float = 1.0
+    anchor_weight: float = setting(1.0, _NON_NEGATIVE_NUMBER)
     #: Pull towards the starting weights, applied with the learning rate after every step
     #: (decoupled L2-SP): fine-tuning on one image then cannot wander far from what the
     #: model knew about other images. 0 turns it off.
-    stay_close: float = 0.0
+    stay_close: float = setting(0.0, _NON_NEGATIVE_NUMBER)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,7 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
     With validation samples, the best weights by validation loss are restored at the end
     and training stops after ``patience`` validations without improvement.
     """
+    check_fields(config)  # again: a config may have been changed since it was made
     if not train:
         raise DatasetError("no training samples: give at least one annotated image")
     multiple = model.config.network.size_multiple
@@ -161,8 +174,6 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
             f"patch size {config.patch_size} must be a positive multiple of {multiple} "
             f"(2**depth) for this network; e.g. {max(multiple, config.patch_size // multiple * multiple)}"
         )
-    if config.steps <= 0 or config.batch_size <= 0:
-        raise DatasetError("steps and batch size must be positive")
     if not any(s.weight.any() for s in train):
         raise DatasetError("the training samples have no annotated pixels; correct or mark some first")
     torch.manual_seed(config.seed)
@@ -238,7 +249,7 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
                 bad_rounds += 1
         yield TrainReport(step, planned, float(loss.item()), lr, time.perf_counter() - start,
                           min(progress, 1.0), val_loss, best_val if best_state else None)
-        if config.patience is not None and bad_rounds >= config.patience:
+        if config.patience and bad_rounds >= config.patience:
             break
     if best_state is not None:
         net.load_state_dict(best_state)
@@ -289,6 +300,9 @@ def train(data_dir: str | Path, *, model: Model | None = None, preset_name: str 
     never changed). Instance models get their seed threshold calibrated on the validation
     images; provenance (data, steps, scores, version) goes into the model's config.
     """
+    check_value("val_fraction", val_fraction, VAL_FRACTION, 0.05)
+    check_value("val_last", val_last, VAL_LAST, None)
+    check_fields(config)
     if model is None:
         cfg = preset(preset_name, in_channels=in_channels, task=task, class_names=class_names)
         model = Model.create(cfg, name=name, seed=config.seed)
