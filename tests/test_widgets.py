@@ -600,7 +600,7 @@ def test_session_save_open_and_autosave(qtbot, ui, nuclei_crop, tmp_path, monkey
     from napari_unet._widgets import _dialogs
     from napari_unet._widgets._finetune import FineTuneWidget
     from napari_unet._widgets._segment import SegmentWidget
-    from napari_unet._widgets._session_file import INDEX, SessionFolder
+    from napari_unet.sessions import INDEX, SessionFolder
 
     viewer, seg, fine = ui
     image_path = tmp_path / "nuclei.tif"
@@ -730,7 +730,7 @@ def test_open_session_never_runs_a_script_the_session_names(qtbot, ui, nuclei_cr
     reader would run it) with napari's reader as its plugin opens nothing and runs nothing."""
     from napari_unet._widgets import _dialogs
     from napari_unet._widgets._finetune import FineTuneWidget
-    from napari_unet._widgets._session_file import INDEX
+    from napari_unet.sessions import INDEX
 
     viewer, seg, fine = ui
     viewer.add_image(nuclei_crop, name="nuclei")
@@ -766,7 +766,7 @@ def test_open_session_never_runs_a_script_the_session_names(qtbot, ui, nuclei_cr
 
 def test_open_session_refuses_a_damaged_folder(qtbot, ui, tmp_path, monkeypatch):
     from napari_unet._widgets import _dialogs
-    from napari_unet._widgets._session_file import INDEX
+    from napari_unet.sessions import INDEX
 
     viewer, seg, fine = ui
     folder = tmp_path / "bad.unet-session"
@@ -793,7 +793,7 @@ def test_open_session_with_bad_labels_keeps_the_open_session(qtbot, ui, nuclei_c
     import shutil
 
     from napari_unet._widgets import _dialogs
-    from napari_unet._widgets._session_file import INDEX
+    from napari_unet.sessions import INDEX
 
     viewer, seg, fine = ui
     viewer.add_image(nuclei_crop, name="nuclei")

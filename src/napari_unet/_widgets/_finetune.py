@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 from ..errors import NapariUnetError, SessionError
 from ..finetune import FINE_TUNE_CONFIG, describe_round
 from ..round_check import RoundCheck, check_round
+from ..sessions import SESSION_SUFFIX, SessionData, SessionFolder, check_save_target, is_session
 from ..registry import save_user_model, user_dir
 from ..model import SUFFIX
 from . import _dialogs
@@ -34,15 +35,7 @@ from ._loss_plot import LossPlot
 from ._output import apply_result, current_plane, shapes_mask
 from ._qt import JobWidget, report_error, status_label
 from ._session import plane_name
-from ._session_file import (
-    SESSION_SUFFIX,
-    SessionData,
-    SessionFolder,
-    capture,
-    check_save_target,
-    is_session,
-    restore,
-)
+from ._session_file import capture, restore
 
 
 class FineTuneWidget(JobWidget):
