@@ -211,8 +211,8 @@ def restore(viewer: Any, session: Session, data: SessionData,
     session.replace_with(data.versions, data.active, data.corrections)
     problems: list[str] = []
     image_layers = []
-    for record in data.images:
-        layer, problem = _image_layer(viewer, record, data.folder, confirm)
+    for image_record in data.images:
+        layer, problem = _image_layer(viewer, image_record, data.folder, confirm)
         image_layers.append(layer)
         if problem:
             problems.append(problem)
