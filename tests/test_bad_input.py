@@ -53,7 +53,7 @@ Models (``load_model``)
     safetensors header length of 128 mod 256 (first byte 0x80, not a pickle: loads)
                                  ... tests/test_model.py::test_a_header_length_of_128_mod_256_is_not_taken_for_a_pickle,
                                  ::test_torch_files_are_recognised_by_their_signature
-Session folders (Open session; tests/test_session_file.py unless noted)
+Session folders (Open session; tests/sessions/test_restore.py unless noted)
     image path naming a script with napari's reader (never run) ... tests/test_widgets.py::
                                  test_open_session_never_runs_a_script_the_session_names;
                                  ::test_a_session_never_hands_a_script_or_other_file_to_a_viewer
@@ -64,9 +64,11 @@ Session folders (Open session; tests/test_session_file.py unless noted)
                                  ::test_an_image_outside_the_session_folder_is_opened_only_when_the_user_agrees
     sample of another plugin (not opened) ... ::test_only_this_plugins_samples_are_opened
     labels/model file linked from outside the folder (refused) ...
-                                 ::test_data_files_linked_from_outside_the_folder_are_refused
+                                 tests/sessions/test_folder.py::
+                                 test_data_files_linked_from_outside_the_folder_are_refused
     user files named like a save's data files (never removed by a save) ...
-                                 ::test_saving_removes_only_files_the_previous_save_wrote
+                                 tests/sessions/test_folder.py::
+                                 test_saving_removes_only_files_the_previous_save_wrote
 Hangs (here)
     FIFO given as an image (read_image, napari reader, CLI) ... test_a_fifo_given_as_an_image_is_refused_without_waiting
     tile overlap >= tile size (API, CLI, model's tile with --overlap) ... test_tile_overlap_must_be_below_the_tile_size

@@ -8,7 +8,7 @@ the result to the layer that started them.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -21,30 +21,13 @@ from ..model import Model
 from ..progress import CancelToken, ProgressCallback
 from ..postprocess import count_objects
 from ..segment import prepare_image, segment, with_postprocess
+from ..sessions import SegmentSettings
 from ._image import LayerImage
 
 
 def worker_threads() -> int:
     """Torch threads for a GUI worker: all cores but one, so the event loop stays responsive."""
     return max(1, (os.cpu_count() or 2) - 1)
-
-
-@dataclass(frozen=True)
-class SegmentSettings:
-    """What the Segment widget's controls say; stored in the labels layer's metadata."""
-
-    device: str = "auto"
-    tile_size: Optional[int] = None
-    seed_threshold: Optional[float] = None
-    min_size: Optional[int] = None
-    #: Object diameter in pixels (Cellpose's "diameter"); None: the model's own.
-    object_size: Optional[float] = None
-    scope: str = "stack"  # "stack": every plane; "plane": the plane in view
-    stitch_3d: bool = False
-    compile: bool = False  # torch.compile: seconds once per session, then faster
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 from psygnal import Signal
 
 from ..model import Model
 from ..segment import prepare_image
+from ..sessions import ModelVersion, SegmentSettings
 from ._image import LayerImage
-from ._jobs import SegmentSettings
 from ._state import Correction, CorrectionStore, EditTracker, ModelVersions, merge_corrections
 
 
@@ -194,6 +194,17 @@ class Session:
                 self.archive(link)
                 self.remove_link(link)
         self.corrections_changed.emit(None)
+
+    def replace_with(self, versions: Sequence[ModelVersion], active: Optional[int],
+                     corrections: Iterable[Correction]) -> None:
+        """Stop tracking every layer (the layers stay where they are) and hold only these
+        model versions and stored corrections: the start of opening a saved session. The
+        caller then links the session's layers (:meth:`add_link`) and emits the signals
+        once, for the whole replacement."""
+        self.versions.replace(versions, active)
+        for link in list(self.links):
+            self.remove_link(link)
+        self.store.replace(corrections)
 
     # ------------------------------------------------------------------ corrections
     def archive(self, link: LabelsLink, planes: Optional[list[tuple[int, ...]]] = None) -> int:

@@ -6,7 +6,7 @@ widgets only translate napari events into these calls and show the results.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from ..corrections import Correction
 from ..model import Model
+from ..sessions import ModelVersion
 
 Region = Any  # a tuple of slices, or a tuple of index arrays (numpy fancy index)
 
@@ -34,6 +35,15 @@ class EditTracker:
         #: Bumped by every change of the baseline or the masks, so a snapshot taken for a
         #: worker job can tell at delivery whether it is still current.
         self.revision = 0
+
+    @classmethod
+    def saved(cls, baseline: np.ndarray, edited: np.ndarray,
+              reviewed: np.ndarray) -> EditTracker:
+        """A tracker as a session file kept it (the arrays are copied)."""
+        tracker = cls(baseline)
+        tracker.edited[...] = edited
+        tracker.reviewed[...] = reviewed
+        return tracker
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -160,6 +170,12 @@ class CorrectionStore:
             self._items[correction.name] = merge_corrections(
                 self._items.get(correction.name, []), correction)
 
+    def replace(self, corrections: Iterable[Correction]) -> None:
+        """Hold only ``corrections`` (merged as :meth:`add` merges them): an opened session's."""
+        self._items = {}
+        for correction in corrections:
+            self.add(correction)
+
     def by_name(self) -> dict[str, list[Correction]]:
         """The stored rounds of each plane, oldest first (a copy)."""
         return {name: list(rounds) for name, rounds in self._items.items()}
@@ -173,19 +189,6 @@ class CorrectionStore:
     @property
     def n_supervised(self) -> int:
         return sum(c.n_supervised for c in self)
-
-
-@dataclass
-class ModelVersion:
-    """A model the session can use: a loaded base model or the result of a fine-tuning round."""
-
-    label: str
-    model: Model
-    parent: Optional[int] = None
-    source: Optional[Path] = None
-    round: int = 0
-    saved_as: Optional[str] = None
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 class ModelVersions:
@@ -209,6 +212,15 @@ class ModelVersions:
     def active_model(self) -> Optional[Model]:
         version = self.active_version
         return None if version is None else version.model
+
+    def replace(self, versions: Sequence[ModelVersion], active: Optional[int]) -> None:
+        """Hold only ``versions``, ``active`` the active one (an opened session's); a
+        ValueError, before anything changes, when ``active`` is not one of them."""
+        if active is not None and not 0 <= active < len(versions):
+            raise ValueError(f"active model version {active} is not one of the "
+                             f"{len(versions)} versions")
+        self.versions = list(versions)
+        self.active = active
 
     def find_source(self, source: Path) -> Optional[int]:
         for i, version in enumerate(self.versions):
