@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .atomic import PathLike, atomic_folder
 from .axes import Layout, make_layout
 from .blocks import BlockConfig, block_boxes

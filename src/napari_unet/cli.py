@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
+from ._version import __version__
 from .batch import FORMATS, FileResult, SegmentOptions, segment_files
 from .blocks import BlockConfig
 from .corrections import Correction

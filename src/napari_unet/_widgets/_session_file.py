@@ -40,7 +40,7 @@ from typing import Any, Callable, Optional, TypeVar, get_args, get_type_hints
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from .._reader import META_KEY, SUFFIXES
 from ..atomic import atomic_write
 from ..axes import Layout, validate_axes
