@@ -31,7 +31,7 @@ from .finetune import FINE_TUNE_CONFIG, describe_round, fine_tune
 from .round_check import check_round
 from .registry import list_models, load_model, save_user_model, user_dir
 from .segment import segment, with_postprocess
-from .tiff_io import read_image, read_labels
+from .io import read_image, read_labels
 from .training import TrainConfig, train
 
 

@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_write
+from .io import atomic_write
 from .config import ModelConfig
 from .domain import SCALE_RANGE
 from .errors import InvalidSettingError, ModelFileError, ModelMismatchError

@@ -42,11 +42,10 @@ import numpy as np
 
 from .._version import __version__
 from .._reader import META_KEY, SUFFIXES
-from ..atomic import atomic_write
+from ..io import atomic_write, is_zarr
 from ..axes import Layout, validate_axes
 from ..errors import ModelFileError, NapariUnetError, SessionError
 from ..model import SUFFIX, Model, load_model_file
-from ..zarr_io import is_zarr
 from ._image import layer_image
 from ._jobs import SegmentSettings
 from ._session import LabelsLink, Session
