@@ -14,11 +14,29 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from napari_unet.errors import InvalidLabelsError, OutputWriteError
-from napari_unet.io import read_image, read_labels, smallest_uint, write_labels
+from napari_unet.io import check_labels, read_image, read_labels, smallest_uint, write_labels
 
 
 def _files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
+
+
+# ----------------------------------------------------------------------------- what labels are
+
+
+def test_one_label_check_with_a_policy_per_caller():
+    whole = np.array([[0.0, 2.0]])
+    with pytest.raises(InvalidLabelsError, match="float64"):
+        check_labels(whole, "x")  # read, written or trained on: never a float
+    scored = check_labels(whole, "x", whole_floats=True)  # scored: whole numbers are ids
+    assert scored.dtype == np.int64 and scored.tolist() == [[0, 2]]
+    ids = np.array([[0, 3]], np.int16)
+    assert check_labels(ids, "x") is ids and check_labels(ids, "x", whole_floats=True) is ids
+    for policy in (False, True):
+        with pytest.raises(InvalidLabelsError, match="set negative pixels to 0"):
+            check_labels(np.array([[0, -1]]), "x", whole_floats=policy)
+        assert check_labels(np.array([True, False]), "x", whole_floats=policy).dtype == np.uint8
+
 
 @pytest.mark.parametrize("value,dtype", [(0, np.uint8), (255, np.uint8), (256, np.uint16),
                                          (65536, np.uint32), (2**32, np.uint64)])

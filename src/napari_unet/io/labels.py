@@ -198,9 +198,10 @@ def write_labels(
         sizes = {ax: v for ax, v in sizes.items() if ax not in dropped}
     given = find_unit(unit or "um")
     if given is None:
-        raise InvalidLabelsError(f"unknown unit {unit!r}; use 'um', 'nm', 'mm', 'cm', 'm', 'inch' or 'pixel'")
+        raise InvalidLabelsError(
+            f"unknown unit {unit!r}; use 'um', 'nm', 'mm', 'cm', 'm', 'inch' or 'pixel'")
     stored = UNITS[given.stored_as]
-    if given.micrometres is not None:  # e.g. inch -> um: the values follow the unit they are written in
+    if given.micrometres is not None:  # e.g. inch -> um: the values follow the unit written
         sizes = {ax: v * given.micrometres / stored.micrometres  # type: ignore[operator]
                  for ax, v in sizes.items()}
     try:
