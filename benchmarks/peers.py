@@ -81,7 +81,7 @@ def log(msg: str) -> None:
 
 
 def load_crop(path: Path, size: int) -> tuple[np.ndarray, dict]:
-    from napari_unet.tiff_io import read_image
+    from napari_unet.io import read_image
 
     img = np.asarray(read_image(path).data)
     if img.ndim == 3:  # DSB PNGs are RGB(A) with identical channels

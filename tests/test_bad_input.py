@@ -17,18 +17,18 @@ Images given to ``segment()``
     6D, repeated axis letter, 5D the model cannot take ... here (+ test_axes.py::test_guess_refuses_six_dimensions)
     property test: random small 2D/3D arrays never raise a foreign exception ... here
 Files (``read_image`` and ``napari-unet segment``)
-    truncated TIFF ............. CLI here; read_image in tests/test_tiff_io.py::test_truncated_tiff
-    TIFF named .png (works) .... here; read_image also test_tiff_io.py::test_tiff_with_wrong_extension_is_read_as_tiff
+    truncated TIFF ............. CLI here; read_image in tests/test_io_tiff.py::test_truncated_tiff
+    TIFF named .png (works) .... here; read_image also test_io_tiff.py::test_tiff_with_wrong_extension_is_read_as_tiff
     LZW / JPEG / G4 compressed TIFF (works: imagecodecs) ... here (CLI, napari reader);
-                                 test_tiff_io.py::test_ordinary_compressed_tiffs_are_read,
+                                 test_io_tiff.py::test_ordinary_compressed_tiffs_are_read,
                                  ::test_a_missing_codec_is_not_called_damage
-    non-image file ............. CLI here; read_image in test_tiff_io.py::test_not_an_image
-    missing / folder / unreadable path ... here; read_image also test_tiff_io.py::test_missing_file_and_folder
+    non-image file ............. CLI here; read_image in test_io_tiff.py::test_not_an_image
+    missing / folder / unreadable path ... here; read_image also test_io_tiff.py::test_missing_file_and_folder
     read-only output folder .... here (chmod, skipped as root; plus a simulated EACCES that always runs);
-                                 write_labels in test_tiff_io.py::test_read_only_folder
+                                 write_labels in test_io_labels.py::test_read_only_folder
     full disk .................. here (CLI: old file byte-identical, no temp file);
-                                 write_labels in test_tiff_io.py::test_full_disk_message_names_folder_and_fix
-Existing outputs (here; atomic_folder also in tests/test_atomic.py)
+                                 write_labels in test_io_labels.py::test_full_disk_message_names_folder_and_fix
+Existing outputs (here; atomic_folder also in tests/test_io_atomic.py)
     a zarr or TIFF output written meanwhile by another run (kept, exit 2) ... test_an_output_written_meanwhile_by_another_run_is_kept
     --overwrite with an ordinary folder under the output's name (kept) ... test_overwrite_never_deletes_an_ordinary_folder
     an output that is one of the inputs, via a link, or a store holding one (kept, even with
@@ -100,7 +100,7 @@ from safetensors.torch import load_file, save_file
 import napari_unet
 import napari_unet.batch
 import napari_unet.errors
-import napari_unet.zarr_io
+import napari_unet.io
 from _data import small_model
 from napari_unet import Correction, fine_tune, load_model, segment
 from napari_unet.cli import main
@@ -114,7 +114,7 @@ from napari_unet.errors import (
     NapariUnetError,
     OutputWriteError,
 )
-from napari_unet.tiff_io import read_image, write_labels
+from napari_unet.io import read_image, write_labels
 
 STEPS = dict(steps=1, time_budget=None)
 
@@ -477,7 +477,7 @@ def test_overwrite_never_replaces_an_input(capsys, tmp_path, model_file, monkeyp
         mine = _write(d / "img_labels.tif", _image((48, 48), seed=1))
     else:
         mine = d / "img_labels.zarr"
-        napari_unet.zarr_io.create_labels(mine, (48, 48), "YX")
+        napari_unet.io.create_labels(mine, (48, 48), "YX")
     before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} if mine.is_dir() \
         else mine.read_bytes()
     monkeypatch.setattr(napari_unet.batch, "load_model", _no_work)
@@ -604,7 +604,7 @@ def test_calibration_problems_through_the_cli(capsys, tmp_path, model_file, monk
 
 
 def _ngff(path: Path, scale, unit) -> Path:
-    napari_unet.zarr_io.create_labels(path, (2, 8, 8), "ZYX", pixel_size=(2.0, 0.5, 0.5))
+    napari_unet.io.create_labels(path, (2, 8, 8), "ZYX", pixel_size=(2.0, 0.5, 0.5))
     meta = json.loads((path / "zarr.json").read_text())
     multiscale = meta["attributes"]["ome"]["multiscales"][0]
     for axis in multiscale["axes"]:
@@ -637,7 +637,7 @@ def test_zarr_calibration_is_read_or_dropped_with_a_warning(tmp_path) -> None:
 @pytest.mark.parametrize("size", [float("nan"), float("inf"), -1.0, 0.0])
 def test_zarr_labels_never_get_an_invalid_pixel_size(tmp_path, size) -> None:
     with pytest.raises(InvalidLabelsError, match="pixel size"):
-        napari_unet.zarr_io.create_labels(tmp_path / "l.zarr", (8, 8), "YX",
+        napari_unet.io.create_labels(tmp_path / "l.zarr", (8, 8), "YX",
                                           pixel_size=(size, 1.0))
     assert not (tmp_path / "l.zarr").exists()
 

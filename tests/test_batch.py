@@ -19,7 +19,7 @@ from napari_unet.blocks import BlockConfig
 from napari_unet.errors import OutputWriteError
 from napari_unet.registry import load_model
 from napari_unet.segment import segment
-from napari_unet.tiff_io import read_image
+from napari_unet.io import read_image
 
 CPU = SegmentOptions(device="cpu", blocks=BlockConfig(block=160, halo=32))
 

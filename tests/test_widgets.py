@@ -22,7 +22,7 @@ from napari_unet.corrections import Correction
 from napari_unet.errors import InvalidImageError
 from napari_unet.sample_data import load_sample
 from napari_unet.segment import prepare_image
-from napari_unet.tiff_io import read_image
+from napari_unet.io import read_image
 from napari_unet._widgets._image import layer_axes, layer_image
 from napari_unet._widgets._state import (
     CorrectionStore,
@@ -492,7 +492,7 @@ def test_a_lazily_read_stack_segments_like_the_same_stack_in_memory(qtbot, ui, r
     crop = np.asarray(stack.data)[20:24, :96, :96]
     path = tmp_path / "embryo.tif"
     tifffile.imwrite(path, crop, imagej=True, metadata={"axes": "ZYX"})
-    monkeypatch.setattr("napari_unet.tiff_io.LAZY_THRESHOLD_BYTES", 0)  # as if > 1 GiB
+    monkeypatch.setattr("napari_unet.io.tiff.LAZY_THRESHOLD_BYTES", 0)  # as if > 1 GiB
     (lazy,) = viewer.open(path, plugin="napari-unet")
     assert isinstance(lazy.data, da.Array)
     seg.model_combo.setCurrentIndex(seg.model_combo.findText("nuclei"))  # finds objects here

@@ -10,16 +10,15 @@ The public API (documented in docs/api.md)::
         image=image, labels=corrected_labels, mask=edited_pixels))
 """
 
-__version__ = "0.1.0"
-
-from .corrections import Correction  # noqa: E402
-from .errors import NapariUnetError  # noqa: E402
-from .evaluation import evaluate  # noqa: E402
-from .finetune import fine_tune  # noqa: E402
-from .model import Model  # noqa: E402
-from .registry import list_models, load_model, save_user_model  # noqa: E402
-from .segment import segment  # noqa: E402
-from .training import TrainConfig, train  # noqa: E402
+from ._version import __version__
+from .corrections import Correction
+from .errors import NapariUnetError
+from .evaluation import evaluate
+from .finetune import fine_tune
+from .model import Model
+from .registry import list_models, load_model, save_user_model
+from .segment import segment
+from .training import TrainConfig, train
 
 __all__ = [
     "Correction",

@@ -20,21 +20,29 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from . import __version__
-from .atomic import PathLike, atomic_folder
+from ._version import __version__
 from .axes import Layout, make_layout
 from .blocks import BlockConfig, block_boxes
 from .config import Pattern, PostprocessConfig, check_value
 from .device import torch_threads
 from .errors import NapariUnetError, OutputWriteError
+from .io import (
+    ImageData,
+    atomic_folder,
+    create_labels,
+    image_stem,
+    is_zarr,
+    read_image,
+    write_labels,
+)
+from .io.atomic import PathLike
+from .io.tiff import LAZY_THRESHOLD_BYTES
 from .model import Model
 from .overlay import write_overlay
 from .progress import CancelToken, ProgressCallback
 from .registry import load_model
 from .postprocess import count_objects
 from .segment import prepare_image, segment, stitch_along_z
-from .tiff_io import LAZY_THRESHOLD_BYTES, ImageData, image_stem, read_image, write_labels
-from .zarr_io import create_labels, is_zarr
 
 FORMATS = ("tiff", "zarr")
 #: "local", or a dask.distributed scheduler address: [scheme://]host:port.

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
+from ._version import __version__
 from .batch import FORMATS, SCHEDULER, FileResult, SegmentOptions, segment_files
 from .blocks import BlockConfig
 from .config import COUNT, ModelConfig, NetworkConfig, PostprocessConfig, Rule, rule_of
@@ -31,7 +31,7 @@ from .finetune import FINE_TUNE_CONFIG, describe_round, fine_tune
 from .round_check import check_round
 from .registry import list_models, load_model, save_user_model, user_dir
 from .segment import segment, with_postprocess
-from .tiff_io import read_image, read_labels
+from .io import read_image, read_labels
 from .training import VAL_FRACTION, VAL_LAST, TrainConfig, train
 
 

@@ -9,8 +9,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .atomic import atomic_write
 from .data import find_pairs, read_pair
+from .io import atomic_write
 from .metrics import (
     ImageScores, adapted_rand_error, cells_from_membrane, pixel_error, score_image, scores_table,
     summarise,

@@ -22,11 +22,11 @@ from .corrections import Correction, TargetOptions, correction_target
 from .data import Sample, normalized_sample
 from .domain import DomainEstimate, estimate, resize_plane, scale_for
 from .errors import DatasetError, InvalidLabelsError
+from .io import check_labels
 from .model import Model
 from .normalize import normalize
 from .progress import CancelToken, ProgressCallback, check_cancel
 from .segment import Predictor, prepare_image
-from .tiff_io import check_label_values
 from .training import TrainConfig, TrainReport, fit
 
 #: Defaults for an interactive round: 100 steps of batch 4 x 256^2 with batch-norm statistics
@@ -82,7 +82,7 @@ def _corrected_planes(model: Model, correction: Correction) -> Iterator[_Plane]:
             f"labels of shape {labels.shape} do not match the image's planes {layout.label_shape} "
             f"(axes {layout.axes}); correct the labels layer made for this image"
         )
-    check_label_values(labels, what="the corrected labels")
+    check_labels(labels, what="the corrected labels")
     mask = correction.mask
     mask = np.ones(labels.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
     if mask.shape != labels.shape:

@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import linear_sum_assignment
 
 from .errors import InvalidLabelsError
+from .io import check_labels
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -54,55 +55,16 @@ def validate_labels(arr: ArrayLike, name: str = "labels") -> NDArray[np.integer]
     """Check a label image and return it as an integer array (no copy when already fine).
 
     Accepts integer arrays without negative values, boolean arrays (one object) and float
-    arrays whose values are all finite non-negative whole numbers (converted to int64).
+    arrays whose values are all finite non-negative whole numbers (converted to int64):
+    :func:`napari_unet.io.check_labels` for scoring, where results other tools saved as
+    float are compared.
     """
     a = np.asarray(arr)
     if a.ndim == 0:
         raise InvalidLabelsError(
             f"{name} is a scalar, not a label image; pass a 2-D or 3-D array of object ids"
         )
-    kind = a.dtype.kind
-    if kind == "b":
-        return a.astype(np.uint8)
-    if kind == "u":
-        return a
-    if kind == "i":
-        if a.size and a.min() < 0:
-            raise InvalidLabelsError(
-                f"{name} has negative label ids (smallest {int(a.min())}); label images use 0 "
-                "for background and positive ids for objects: relabel them, for example with "
-                "skimage.segmentation.relabel_sequential"
-            )
-        return a
-    if kind == "f":
-        if a.size == 0:
-            return a.astype(np.int64)
-        if not np.all(np.isfinite(a)):
-            raise InvalidLabelsError(
-                f"{name} contains NaN or infinite values; a label image must hold whole-number "
-                "object ids: fill or remove the invalid pixels first"
-            )
-        if not np.all(np.mod(a, 1) == 0):
-            raise InvalidLabelsError(
-                f"{name} is a float array with non-integer values, so it is not a label image "
-                "(it looks like a probability or intensity map); threshold it and label the "
-                "objects (for example skimage.measure.label(prob > 0.5)) before scoring"
-            )
-        if a.min() < 0:
-            raise InvalidLabelsError(
-                f"{name} has negative label ids (smallest {a.min():g}); label images use 0 "
-                "for background and positive ids for objects: relabel them first"
-            )
-        if a.max() > 2**53:
-            raise InvalidLabelsError(
-                f"{name} has float ids above 2**53, which cannot be exact; store the labels "
-                "as an integer array"
-            )
-        return a.astype(np.int64)
-    raise InvalidLabelsError(
-        f"{name} has dtype {a.dtype}, which cannot hold object ids; pass an integer array "
-        "(0 = background, 1, 2, ... = objects)"
-    )
+    return check_labels(a, name, whole_floats=True)
 
 
 def _check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:

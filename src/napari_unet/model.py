@@ -16,8 +16,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_write
 from .config import ModelConfig, check_config
+from .io import atomic_write
 from .domain import SCALE_RANGE
 from .errors import InvalidSettingError, ModelFileError, ModelMismatchError
 from .network import UNet

@@ -9,7 +9,7 @@ import numpy as np
 from skimage.color import label2rgb
 from skimage.segmentation import find_boundaries
 
-from .atomic import atomic_write
+from .io import atomic_write
 
 
 def overlay_rgb(plane: np.ndarray, labels: np.ndarray) -> np.ndarray:

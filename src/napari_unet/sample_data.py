@@ -9,7 +9,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from .errors import ImageReadError
-from .tiff_io import ImageData, read_image
+from .io import ImageData, read_image
 
 #: Sample name -> file in ``napari_unet/samples``.
 SAMPLES: dict[str, str] = {

@@ -15,9 +15,10 @@ from .device import default_batch, pick_device
 from .domain import resize_plane, scaled_shape
 from .errors import InvalidImageError, InvalidLabelsError
 from .fastpath import inference_network
+from .io import smallest_uint
 from .model import Model
 from .normalize import channel_percentiles, normalize
-from .postprocess import PlaneStitcher, instance_labels, semantic_labels, smallest_uint
+from .postprocess import PlaneStitcher, instance_labels, semantic_labels
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 from .tiling import TileConfig, count_tiles, predict_plane
 

@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from . import __version__
+from ._version import __version__
 from .augment import AugmentConfig, augment, random_crop
 from .calibrate import calibrate_seed_threshold
 from .config import COUNT, COUNT_OR_ZERO, Range, check_fields, check_value, preset, setting

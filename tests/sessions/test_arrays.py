@@ -1,5 +1,5 @@
 """The .npz files of a session: arrays whose .npy headers declare more than they hold,
-more than session.json promises or more than this machine's memory are refused before any
+more than session.json promises or more than the memory available are refused before any
 of their data is decompressed."""
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def test_arrays_larger_than_this_machines_memory_are_refused_before_they_are_rea
 
     folder = SessionFolder(tmp_path / "s.unet-session")
     folder.save(make_session(crop))
-    monkeypatch.setattr(arrays, "_memory_bytes", lambda: 50_000)
-    with pytest.raises(SessionError, match="more than this machine's memory"):
+    monkeypatch.setattr(arrays, "available_memory", lambda: 50_000)
+    with pytest.raises(SessionError, match="of memory available"):
         SessionFolder(folder.path).load()
-    monkeypatch.setattr(arrays, "_memory_bytes", lambda: None)  # not known: no bound
+    monkeypatch.setattr(arrays, "available_memory", lambda: None)  # not known: no bound
     SessionFolder(folder.path).load()

@@ -21,9 +21,9 @@ import numpy as np
 
 from .._reader import META_KEY, SUFFIXES
 from ..errors import NapariUnetError
+from ..io import is_zarr
 from ..sessions import ImageRecord, LabelsRecord, SessionData, check
 from ..sessions.index import floats, ints, jsonable, opt_str
-from ..zarr_io import is_zarr
 from ._image import layer_image
 from ._session import LabelsLink, Session
 from ._state import EditTracker

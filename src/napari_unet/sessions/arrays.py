@@ -3,7 +3,6 @@ read back only after their .npy headers say they fit (no pickle, bounded memory)
 
 from __future__ import annotations
 
-import os
 import zipfile
 import zlib
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 
 from ..corrections import Correction
 from ..errors import SessionError
+from ..io.memory import available_memory, byte_size
 from .checks import Declared, refused
 
 _T = TypeVar("_T")
@@ -86,14 +86,6 @@ def _read_arrays(zf: zipfile.ZipFile) -> dict[str, np.ndarray]:
     return out
 
 
-def _memory_bytes() -> Optional[int]:
-    """This machine's physical memory; None where the system does not say (Windows)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
 def _unzip(path: Path, where: str, read: Callable[[zipfile.ZipFile], _T]) -> _T:
     """``read`` applied to the .npz at ``path`` (``where`` names it) opened as a zip file."""
     try:
@@ -112,17 +104,18 @@ def read_npz(path: Path, where: str, build: Callable[[dict[str, Any]], _T],
     """What ``build`` makes of the arrays in the .npz at ``path``, refused (a
     :class:`SessionError` naming ``where``) when ``problem`` names one: first as the arrays'
     headers declare them, before any data is decompressed (so a small file that would
-    expand to gigabytes is refused before it does; so are arrays larger than this machine's
-    memory), then once they are read, with their values."""
+    expand to gigabytes is refused before it does; so are arrays larger than the memory
+    available), then once they are read, with their values."""
     declared = _unzip(path, where, _declared_arrays)
     found = problem(build(declared))
     if found:
         raise refused(where, found)
-    total, memory = sum(a.nbytes for a in declared.values()), _memory_bytes()
+    total, memory = sum(a.nbytes for a in declared.values()), available_memory()
     if memory is not None and total > memory:
         raise SessionError(
-            f"{where} holds {total / 2**30:.1f} GiB of arrays, more than this machine's memory "
-            f"({memory / 2**30:.1f} GiB); open the session on a machine with more memory")
+            f"{where} holds {byte_size(total)} of arrays, more than the {byte_size(memory)} of "
+            "memory available; close other programs or open the session on a machine with more "
+            "memory")
     result = build(_unzip(path, where, _read_arrays))
     found = problem(result)
     if found:

@@ -8,7 +8,7 @@ A session folder (``<name>.unet-session``) holds ``session.json`` and the files 
   image cannot be opened again, so its corrections still teach the model);
 - one ``.npz`` with the corrections kept from earlier fine-tuning rounds.
 
-Every file is written through :mod:`napari_unet.atomic`. Data files carry a token unique to
+Every file is written through :mod:`napari_unet.io.atomic`. Data files carry a token unique to
 one save in their names and ``session.json`` is written last, so a save that fails midway
 leaves the previous ``session.json`` and every file it names as they were; files the
 previous ``session.json`` named and the new one does not are removed once it is in place
@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
-from ..atomic import atomic_write
+from ..io import atomic_write
 from ..errors import ModelFileError, SessionError
 from ..model import SUFFIX, Model, load_model_file
 from . import index as idx

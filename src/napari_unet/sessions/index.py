@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, get_args, get_type_hints
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import SessionError
 from ..model import Model
 from .arrays import unpack

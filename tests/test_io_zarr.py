@@ -1,4 +1,4 @@
-"""Tests for napari_unet.zarr_io: OME-Zarr labels written and read back with their axes
+"""Tests for napari_unet.io.zarr: OME-Zarr labels written and read back with their axes
 and pixel size, plain zarr arrays read lazily, and unreadable stores named clearly."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import zarr
 
 from napari_unet.errors import CalibrationWarning, ImageReadError, InvalidLabelsError
-from napari_unet.tiff_io import read_image
-from napari_unet.zarr_io import MAX_DASK_CHUNKS, create_labels, is_zarr, read_zarr
+from napari_unet.io import create_labels, is_zarr, read_image, read_zarr
+from napari_unet.io.zarr import MAX_DASK_CHUNKS
 
 
 def test_ome_zarr_labels_round_trip_with_axes_pixel_size_and_metadata(tmp_path):

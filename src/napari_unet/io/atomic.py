@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable, Iterator, Union
 
-from .errors import NapariUnetError, OutputWriteError
+from ..errors import NapariUnetError, OutputWriteError
 
 PathLike = Union[str, "os.PathLike[str]"]
 

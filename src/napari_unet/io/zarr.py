@@ -26,10 +26,11 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import zarr
 
+from ..axes import guess_axes, validate_axes
+from ..errors import CalibrationWarning, ImageReadError, InvalidImageError, InvalidLabelsError
 from .atomic import PathLike
-from .axes import guess_axes, validate_axes
-from .errors import CalibrationWarning, ImageReadError, InvalidImageError, InvalidLabelsError
-from .tiff_io import ImageData, clean_calibration
+from .image import ImageData
+from .units import UNITS, clean_calibration
 
 NGFF_VERSION = "0.5"
 #: Chunk side of label output in Y and X (one plane deep for stacks).
@@ -43,8 +44,6 @@ MAX_DASK_CHUNKS = 10_000
 #: dask chunk is read whole, however little of it is wanted).
 MAX_DASK_CHUNK_BYTES = 512 << 20
 
-_NGFF_UNITS = {"um": "micrometer", "nm": "nanometer", "mm": "millimeter", "cm": "centimeter",
-               "m": "meter", "inch": "inch"}
 _AXIS_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
 
 
@@ -210,7 +209,7 @@ class _ChunkReader:
 
 def _zarr_calibration(axes: str, scale: Any, units: Mapping[str, Any], p: Path):
     """(pixel size, unit) from an NGFF scale: read as far as it can be, see
-    :func:`napari_unet.tiff_io.clean_calibration` (units keep their canonical name, so a
+    :func:`napari_unet.io.units.clean_calibration` (units keep their canonical name, so a
     store in nanometres stays in nanometres)."""
     if not isinstance(scale, (list, tuple)) or len(scale) != len(axes):
         warnings.warn(CalibrationWarning(
@@ -233,7 +232,7 @@ def create_labels(
     name: str = "labels",
 ) -> Any:
     """A zero-filled uint32 label array in a new OME-Zarr image at ``folder`` (which must
-    be empty or new; pair it with :func:`napari_unet.atomic.atomic_folder`).
+    be empty or new; pair it with :func:`napari_unet.io.atomic.atomic_folder`).
 
     ``axes`` is a subset of ``"TZYX"`` ending in ``"YX"``; ``pixel_size`` has one value per
     Z/Y/X axis. Chunks are one plane deep and :data:`CHUNK` wide, so a plane's blocks are
@@ -252,7 +251,8 @@ def create_labels(
             f"the pixel size must be positive finite numbers, got {tuple(pixel_size)!r}; "
             "leave it out (None) when the image has no usable calibration")
     sizes = dict(zip(spatial, pixel_size)) if pixel_size is not None else {}
-    ngff_unit = _NGFF_UNITS.get(unit or "um")
+    known = UNITS.get(unit or "um")  # napari-unet's own unit names, as ImageData.unit gives
+    ngff_unit = known.ngff if known is not None else None
     ngff_axes = []
     for a in axes:
         entry: dict[str, Any] = {"name": a.lower(), "type": _AXIS_TYPES[a]}
