@@ -1,4 +1,4 @@
-"""The bad-input catalogue of issue 5, tested through the public interfaces.
+"""The bad-input catalogue (issues 5 and 10), tested through the public interfaces.
 
 Every bad input must raise a specific :class:`~napari_unet.errors.NapariUnetError`
 subclass whose message names the problem and the fix, and through the CLI exit with
@@ -77,6 +77,47 @@ Hangs (here)
 Labels given to ``fine_tune()``
     negative ids, ids > 65535 (work), float labels (refused, even whole-numbered), wrong shape
                                  ... here (API and CLI; + tests/test_finetune.py::test_wrong_label_shapes_and_types)
+Memory driven by a number in a file (refused or bounded before allocating)
+    TIFF declaring a 100000^2 plane in 1 KB of deflate ... tests/test_io_tiff.py::
+                                 test_a_small_deflate_file_declaring_a_huge_plane_is_refused_before_allocating
+    compressed piece (one strip) that cannot fit ... ::test_a_compressed_piece_that_cannot_fit_in_memory_is_refused
+    OME header declaring millions of planes ... ::test_an_ome_header_declaring_millions_of_planes_is_refused_before_allocating
+    ImageJ one-strip planes read in bounded pieces ... ::test_a_one_strip_plane_is_read_lazily_in_pieces
+    session .npz expanding to gigabytes, headers larger than their zip entries, arrays beyond
+                                 the memory available ... tests/sessions/test_arrays.py
+    model config with base 256 in a small file (refused before a layer is built) ...
+                                 tests/test_model.py::test_a_small_file_describing_a_huge_network_is_refused_before_building_it;
+                                 tests/test_config.py::test_a_huge_network_is_refused_before_it_is_built
+    100000^2 zarr in 64^2 chunks (read in multiples of them), stores too large to read in
+                                 pieces ... tests/test_io_zarr.py::test_millions_of_small_chunks_are_read_in_whole_multiples_of_them,
+                                 ::test_a_store_too_large_to_read_in_pieces_is_refused_before_any_work
+Clear errors for what files and options say
+    OME-Zarr metadata without axes/datasets, dict for list, paths outside the store ...
+                                 tests/test_io_zarr.py::test_ome_zarr_metadata_that_cannot_describe_the_image_is_refused_naming_the_key
+    corrupt zarr chunk (named when read; absent chunks are the fill value) ...
+                                 tests/test_io_zarr.py::test_a_damaged_chunk_is_named_when_it_is_read_and_an_absent_one_reads_as_zero,
+                                 ::test_a_damaged_chunk_through_the_cli_is_one_error_line
+    model configs: depth 0/-1, tile 0, percentiles out of range or reversed, instance head
+                                 with 1 output, unknown task/up-sampling, NaN thresholds, class names
+                                 that do not match, NaN/int8/misshapen weights ... tests/test_model.py::
+                                 test_model_files_whose_config_cannot_work_are_refused,
+                                 ::test_tensors_that_are_not_the_configs_weights_are_refused;
+                                 tests/test_config.py::test_the_library_refuses_configs_that_cannot_work
+    property test: any config in a model file loads and predicts or is a ModelFileError ...
+                                 tests/test_model.py::test_any_config_in_a_model_file_loads_and_predicts_or_is_refused
+    CLI numbers (--lr nan, --in-channels -3, --scheduler, thresholds, --val-fraction 2,
+                                 negative patience, ...) ... test_option_values_outside_their_range_are_refused;
+                                 the library the same ... test_the_library_refuses_the_same_values
+    session.json with NaN, Infinity, 1e400, deep nesting, oversized ... tests/sessions/test_index.py
+    property test: any mutation of a saved session opens or is a SessionError, the open
+                                 session untouched ... tests/sessions/test_restore.py (hypothesis)
+    napari reader given NaN/inf/0/negative pixel sizes (dropped, never mirrored) ...
+                                 tests/test_reader_writer.py::test_layer_data_never_gets_an_unusable_pixel_size
+Closing while a job runs (tests/test_widgets.py)
+    napari closed during a fine-tuning round (was exit 134) ...
+                                 test_closing_napari_during_a_round_cancels_it_and_delivers_nothing
+    the Fine-tune panel closed during a round (was: training on, Segment disabled) ...
+                                 test_closing_the_finetune_panel_cancels_its_round
 """
 
 from __future__ import annotations
