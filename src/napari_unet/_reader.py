@@ -70,7 +70,7 @@ def _geometry(image: ImageData, axes: str) -> dict[str, Any]:
 def image_layer_data(image: ImageData, name: str) -> list[tuple]:
     """Layer data tuples for an :class:`ImageData` (shared by the reader and sample data)."""
     axes = image.axes
-    meta = {
+    meta: dict[str, Any] = {
         "axes": axes,
         "source": image.source,
         "pixel_size": list(image.pixel_size) if image.pixel_size else None,

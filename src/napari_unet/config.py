@@ -72,8 +72,9 @@ class Range:
             return False
         if not isinstance(value, numbers.Integral) and not math.isfinite(value):
             return False
-        above = value > self.low if self.open_low else value >= self.low
-        below = value < self.high if self.open_high else value <= self.high
+        number = float(value)
+        above = number > self.low if self.open_low else number >= self.low
+        below = number < self.high if self.open_high else number <= self.high
         return above and below
 
     def parse(self, text: str) -> object:

@@ -44,7 +44,8 @@ def inference_network(network: nn.Module, device: torch.device, fast: bool = Tru
     with inductor when ``compile``."""
     if not fast:
         return copy.deepcopy(network).eval().to(device)
-    net = fold_batchnorm(network).to(device, dtype=fast_dtype(device),
+    # torch's stubs do not list Module.to's memory_format, which it takes
+    net = fold_batchnorm(network).to(device, dtype=fast_dtype(device),  # type: ignore[call-overload]
                                      memory_format=memory_format(device))
     if compile:
         net = torch.compile(net, dynamic=False)

@@ -77,7 +77,8 @@ class Model:
             raise InvalidSettingError(f"the object size must be a positive number of pixels, "
                                       f"not {diameter}")
         config = ModelConfig.from_dict(self.config.to_dict())
-        config.input_scale = float(np.clip(config.object_diameter / diameter, *SCALE_RANGE))
+        learnt = self.config.object_diameter
+        config.input_scale = float(np.clip(learnt / diameter, *SCALE_RANGE))
         return Model(config=config, network=self.network, name=self.name)
 
     def check_channels(self, n_channels: int) -> None:

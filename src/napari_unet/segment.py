@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ class PreparedImage:
     """An image seen as planes: its layout, canonical view and normalisation percentiles."""
 
     layout: Layout
-    canonical: object
+    canonical: Any  # a numpy or dask array
     percentiles: np.ndarray
     invert: bool = False
 

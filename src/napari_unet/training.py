@@ -20,7 +20,7 @@ import torch
 from ._version import __version__
 from .augment import AugmentConfig, augment, random_crop
 from .calibrate import calibrate_seed_threshold
-from .config import COUNT, COUNT_OR_ZERO, Range, check_fields, check_value, preset, setting
+from .config import COUNT, COUNT_OR_ZERO, Range, Task, check_fields, check_value, preset, setting
 from .data import Sample, load_folder
 from .domain import estimate
 from .device import autocast, memory_format, pick_device
@@ -119,8 +119,9 @@ class _Batches:
                 focus = None
             crop = random_crop(s.image, s.target, s.weight, self.config.patch_size,
                                self.rng, focus, s.soft)
-            for part, array in zip(parts, augment(*crop[:3], self.rng, self.config.augment,
-                                                  *crop[3:])):
+            image, target, weight, *soft = crop
+            for part, array in zip(parts, augment(image, target, weight, self.rng,
+                                                  self.config.augment, *soft)):
                 part.append(array)
         return tuple(torch.from_numpy(np.stack(part)) for part in parts if part)
 
@@ -180,7 +181,7 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
     rng = np.random.default_rng(config.seed)
     device = pick_device(config.device)
     fmt = memory_format(device) if config.fast else torch.contiguous_format
-    net = model.network.to(device, memory_format=fmt)
+    net = model.network.to(device, memory_format=fmt)  # type: ignore[call-overload]  # not in torch's stubs
     loss_fn = instance_loss if model.config.task == "instance" else semantic_loss
     trained = list(net.parameters())
     optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
@@ -288,7 +289,7 @@ def split_validation(samples: list[Sample], val_fraction: float, val_last: int |
 
 
 def train(data_dir: str | Path, *, model: Model | None = None, preset_name: str = "default",
-          task: str = "instance", class_names: tuple[str, ...] | None = None,
+          task: Task = "instance", class_names: tuple[str, ...] | None = None,
           in_channels: int = 1, invert_masks: bool = False, val_fraction: float = 0.05,
           val_last: int | None = None, config: TrainConfig = TrainConfig(), name: str = "model",
           progress: Optional[ProgressCallback] = None,

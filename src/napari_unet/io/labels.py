@@ -213,7 +213,8 @@ def write_labels(
         ) from exc
     writer = _write_ome if data.dtype == np.uint32 or _is_lazy(data) else _write_imagej
     return atomic_write(
-        path, partial(writer, data=data, axes=axes, sizes=sizes, unit=stored.name, info=info),
+        path, partial(writer, data=data, axes=axes, sizes=sizes, unit=stored.name,  # type: ignore[arg-type]
+                      info=info),
         overwrite=overwrite,
     )
 

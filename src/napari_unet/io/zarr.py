@@ -61,7 +61,7 @@ def read_zarr(path: PathLike) -> ImageData:
 
     p = Path(path)
     try:
-        node = zarr.open(str(p), mode="r")
+        node: Any = zarr.open(str(p), mode="r")  # a group or an array, told apart below
     except Exception as exc:
         raise ImageReadError(
             f"{str(p)!r} is not a readable zarr store ({type(exc).__name__}: {exc}); "

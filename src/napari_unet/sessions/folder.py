@@ -134,7 +134,7 @@ class SessionFolder:
             arrays, pending = pack(record.pending, "pending_")
             arrays.update(data=record.data, baseline=record.baseline, edited=record.edited,
                           reviewed=record.reviewed)
-            name = write(f"labels-{token}-{k}.npz", lambda tmp, a=arrays: write_npz(tmp, a))
+            name = write(f"labels-{token}-{k}.npz", partial(write_npz, arrays=arrays))
             labels.append(idx.labels_entry(record, name, pending))
         arrays, names = pack(data.corrections, "")
         corrections = write(f"corrections-{token}.npz", lambda tmp: write_npz(tmp, arrays))
@@ -224,7 +224,8 @@ class SessionFolder:
         stored = self._read_npz(str(corrections["file"]),
                                 lambda arrays: unpack(arrays, names, ""), stored_problem)
         for c in stored:
-            c.mask = as_mask(c.mask)
+            if c.mask is not None:
+                c.mask = as_mask(c.mask)
         labels = []
         for d in index["labels"]:
             record = self._read_npz(

@@ -66,6 +66,14 @@ def opt_str(value: Any) -> Optional[str]:
     return None if value is None else str(value)
 
 
+def _index(value: Any, size: int, what: str) -> int:
+    """``value`` as an index below ``size``; a ValueError names ``what``."""
+    index = _opt_index(value, size, what)
+    if index is None:
+        raise ValueError(f"{what} is missing")
+    return index
+
+
 def _opt_index(value: Any, size: int, what: str) -> Optional[int]:
     """``value`` as an index below ``size``, or None; a ValueError names ``what``."""
     if value is None:
@@ -276,7 +284,7 @@ def labels_record(d: dict, n_images: int, n_versions: int, arrays: dict[str, Any
     """The labels layer ``d`` of a session.json with the ``arrays`` of its file (read, or
     as declared)."""
     return LabelsRecord(
-        name=str(d["name"]), image=int(_opt_index(d["image"], n_images, "image")),
+        name=str(d["name"]), image=_index(d["image"], n_images, "image"),
         data=arrays["data"], baseline=arrays["baseline"], edited=arrays["edited"],
         reviewed=arrays["reviewed"], settings=_settings(dict(d.get("settings") or {})),
         scale=floats(d["scale"]), translate=floats(d["translate"]),
