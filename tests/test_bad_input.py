@@ -933,15 +933,22 @@ def test_option_values_outside_their_range_are_refused(capsys, tmp_path, command
     (lambda tmp: napari_unet.train(tmp, val_fraction=2.0, config=napari_unet.TrainConfig(
         steps=1)), "val_fraction is 2.0, but it must be a finite number of at least 0 and below 1"),
     (lambda tmp: napari_unet.train(tmp, in_channels=-3), "network.in_channels is -3"),
-    (lambda tmp: napari_unet.segment(_image(), small_model(), postprocess=napari_unet.config
-                                     .PostprocessConfig(seed_threshold=math.nan)),
-     "postprocess.seed_threshold is nan, but it must be a number from 0 to 1"),
+    (lambda tmp: napari_unet.segment(_image(), small_model(), seed_threshold=math.nan),
+     "seed_threshold is nan, but it must be a number from 0 to 1"),
     (lambda tmp: napari_unet.config.PostprocessConfig(foreground_threshold=2.0),
      "postprocess.foreground_threshold is 2.0"),
     (lambda tmp: napari_unet.blocks.BlockConfig(halo=-1), "halo is -1"),
     (lambda tmp: napari_unet.batch.segment_files([tmp / "a.tif"], tmp, "nuclei",
                                                  scheduler="nonsense"),
      "scheduler is 'nonsense', but it must be 'local' or a scheduler address"),
+    (lambda tmp: napari_unet.SegmentOptions(device="tpu"),
+     "device is 'tpu', but it must be one of 'auto', 'cpu', 'cuda', 'mps'"),
+    (lambda tmp: napari_unet.SegmentOptions(tile_size=0), "tile_size is 0"),
+    (lambda tmp: napari_unet.SegmentOptions(stitch_3d=1), "stitch_3d is 1"),
+    (lambda tmp: napari_unet.SegmentOptions(object_size=0.0),
+     "object_size is 0.0, but it must be a positive finite number"),
+    (lambda tmp: napari_unet.segment(_image(), small_model(), tile_sise=64),
+     "unknown segment option(s) tile_sise"),
 ])
 def test_the_library_refuses_the_same_values(tmp_path, call, words) -> None:
     """The rule behind each option is the library's: the same values raise
