@@ -966,9 +966,10 @@ def test_the_compile_option_reaches_segment(qtbot, ui, nuclei_crop, monkeypatch)
     seen = []
     real = napari_unet._widgets._jobs.segment
 
-    def spy(*args, **kwargs):
-        seen.append(kwargs["compile"])
-        return real(*args, **{**kwargs, "compile": False})  # the path itself: test_fastpath
+    def spy(image, model, axes, options, **kwargs):
+        seen.append(options.compile)
+        return real(image, model, axes, options, **{**kwargs, "compile": False})  # the path
+        # itself: test_fastpath
 
     monkeypatch.setattr("napari_unet._widgets._jobs.segment", spy)
     viewer.add_image(nuclei_crop[:64, :64], name="small")

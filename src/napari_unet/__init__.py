@@ -3,7 +3,7 @@
 The public API (documented in docs/api.md)::
 
     model = napari_unet.load_model("nuclei")
-    labels = napari_unet.segment(image, model, axes="YX")
+    labels = napari_unet.segment(image, model, axes="YX")  # options: SegmentOptions
     model = napari_unet.train("data/train", preset_name="default")
     result = napari_unet.evaluate(model, "data/test")
     tuned = napari_unet.fine_tune(model, napari_unet.Correction(
@@ -16,6 +16,7 @@ from .errors import NapariUnetError
 from .evaluation import evaluate
 from .finetune import fine_tune
 from .model import Model
+from .options import SegmentOptions
 from .registry import list_models, load_model, save_user_model
 from .segment import segment
 from .training import TrainConfig, train
@@ -24,6 +25,7 @@ __all__ = [
     "Correction",
     "Model",
     "NapariUnetError",
+    "SegmentOptions",
     "TrainConfig",
     "__version__",
     "evaluate",

@@ -19,9 +19,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ._version import __version__
-from .batch import FORMATS, SCHEDULER, FileResult, SegmentOptions, segment_files
+from .batch import FORMATS, SCHEDULER, FileResult, segment_files
 from .blocks import BlockConfig
-from .config import COUNT, ModelConfig, NetworkConfig, PostprocessConfig, Rule, rule_of
+from .config import COUNT, NetworkConfig, Rule, rule_of
 from .corrections import Correction
 from .device import DEVICE_CHOICES, keep_freed_memory
 from .errors import Cancelled, NapariUnetError, NapariUnetWarning, OutputWriteError
@@ -30,7 +30,8 @@ from .model import SUFFIX, model_path
 from .finetune import FINE_TUNE_CONFIG, describe_round, fine_tune
 from .round_check import check_round
 from .registry import list_models, load_model, save_user_model, user_dir
-from .segment import segment, with_postprocess
+from .options import SegmentOptions
+from .segment import segment
 from .io import read_image, read_labels
 from .training import VAL_FRACTION, VAL_LAST, TrainConfig, train
 
@@ -78,13 +79,11 @@ def _field(cls: type, name: str) -> Callable[[str], Any]:
 def cmd_segment(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     options = SegmentOptions(
-        axes=args.axes, device=args.device, tile_size=args.tile_size, tile_overlap=args.overlap,
-        batch_size=args.batch_size, stitch_3d=args.stitch_3d, fast=not args.no_fast,
-        compile=args.compile,
-        postprocess=with_postprocess(model, seed_threshold=args.seed_threshold,
-                                     foreground_threshold=args.foreground_threshold,
-                                     min_size=args.min_size),
-        blocks=BlockConfig(args.block_size, args.halo),
+        device=args.device, tile_size=args.tile_size, tile_overlap=args.overlap,
+        batch_size=args.batch_size, seed_threshold=args.seed_threshold,
+        foreground_threshold=args.foreground_threshold, min_size=args.min_size,
+        object_size=args.object_size, stitch_3d=args.stitch_3d, fast=not args.no_fast,
+        compile=args.compile, blocks=BlockConfig(args.block_size, args.halo),
     )
     what = "objects" if model.config.task == "instance" else "classes"
     bars: list[_Bar] = []
@@ -106,7 +105,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
             print(f"  overlay -> {result.overlay}")
 
     results = segment_files(
-        args.inputs, args.out, args.model, options, fmt=args.format, overwrite=args.overwrite,
+        args.inputs, args.out, args.model, options, axes=args.axes, fmt=args.format,
+        overwrite=args.overwrite,
         overlay=args.overlay, scheduler=args.scheduler, workers=args.workers,
         on_result=on_result, progress_for=progress_for,
     )
@@ -257,16 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="nuclei", help="shipped/user model name or .safetensors path")
     p.add_argument("--out", required=True, help="output folder for <name>_labels.tif/.zarr")
     p.add_argument("--axes", help="axes of the input, e.g. YX, CYX, ZYX (default: from the file)")
-    p.add_argument("--tile-size", type=_field(ModelConfig, "tile_size"), help="tile side in pixels (default: the model's)")
-    p.add_argument("--overlap", type=_field(ModelConfig, "tile_overlap"), help="tile overlap in pixels (default: the model's)")
-    p.add_argument("--batch-size", type=_option(COUNT),
+    p.add_argument("--tile-size", type=_field(SegmentOptions, "tile_size"), help="tile side in pixels (default: the model's)")
+    p.add_argument("--overlap", type=_field(SegmentOptions, "tile_overlap"), help="tile overlap in pixels (default: the model's)")
+    p.add_argument("--batch-size", type=_field(SegmentOptions, "batch_size"),
                    help="tiles per forward pass (default: 2 on CPU, 8 on CUDA, 4 on MPS)")
-    p.add_argument("--seed-threshold", type=_field(PostprocessConfig, "seed_threshold"),
+    p.add_argument("--seed-threshold", type=_field(SegmentOptions, "seed_threshold"),
                    help="interior probability for seeds")
-    p.add_argument("--foreground-threshold", type=_field(PostprocessConfig, "foreground_threshold"),
+    p.add_argument("--foreground-threshold", type=_field(SegmentOptions, "foreground_threshold"),
                    help="foreground probability")
-    p.add_argument("--min-size", type=_field(PostprocessConfig, "min_size"),
+    p.add_argument("--min-size", type=_field(SegmentOptions, "min_size"),
                    help="smallest object kept, in pixels")
+    p.add_argument("--object-size", type=_field(SegmentOptions, "object_size"),
+                   help="object diameter in pixels: the image is resized so objects reach the "
+                        "network at the size it learnt (default: the model's; needs a model "
+                        "that records its object size)")
     p.add_argument("--stitch-3d", action="store_true", help="join objects across Z planes")
     p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
     p.add_argument("--format", choices=FORMATS, default="tiff",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .axes import Layout, fit_channels, make_layout
-from .blocks import BlockConfig, segment_plane
+from .blocks import segment_plane
 from .config import PostprocessConfig
 from .device import default_batch, pick_device
 from .domain import resize_plane, scaled_shape
@@ -17,6 +17,7 @@ from .errors import InvalidImageError, InvalidLabelsError
 from .fastpath import inference_network
 from .io import smallest_uint
 from .model import Model
+from .options import SegmentOptions
 from .normalize import channel_percentiles, normalize
 from .postprocess import PlaneStitcher, instance_labels, semantic_labels
 from .progress import CancelToken, ProgressCallback, check_cancel, report
@@ -106,23 +107,22 @@ def segment(
     image,
     model: Model,
     axes: str | None = None,
+    options: SegmentOptions | None = None,
     *,
-    device: str = "auto",
-    tile_size: int | None = None,
-    tile_overlap: int | None = None,
-    batch_size: int | None = None,
-    postprocess: PostprocessConfig | None = None,
-    stitch_3d: bool = False,
     planes: Optional[Sequence[tuple[int, ...]]] = None,
-    fast: bool = True,
-    compile: bool = False,
-    blocks: BlockConfig | None = None,
     out=None,
     percentiles: np.ndarray | None = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
+    **choices: Any,
 ):
     """Segment a 2D image or a stack; returns labels over its T, Z, Y, X axes (C dropped).
+
+    ``options`` (:class:`~napari_unet.options.SegmentOptions`) say how: device, tiles,
+    post-processing overrides, object size, 3D stitching, blocks. ``choices`` are its field
+    names as a shorthand, changing ``options`` for this call
+    (``segment(image, model, "YX", device="cpu")``); an unknown name raises
+    :class:`~napari_unet.errors.InvalidSettingError`.
 
     Instance models give one id per object (unique over the whole stack); with
     ``stitch_3d`` objects overlapping across consecutive Z planes share one id. Semantic
@@ -133,32 +133,28 @@ def segment(
     ``out`` (optional) is a zero-filled integer array of the labels' shape, e.g. a zarr
     array on disk, written plane region by plane region and returned: with a lazy (dask)
     image this segments data larger than memory. Without it a numpy array in the smallest
-    unsigned dtype is returned. Without ``tile_size`` each plane uses the model's tile or
-    up to twice it, whichever computes fewer pixels. ``tile_overlap`` must be below the
-    tile size (:class:`~napari_unet.errors.InvalidSettingError`); without it the model's
-    overlap is used, or a quarter of ``tile_size`` when the model's does not fit.
-    ``batch_size`` (tiles per forward pass) defaults to the device's best
-    (:func:`~napari_unet.device.default_batch`).
-    ``fast`` (default) predicts with the fast path of :mod:`napari_unet.fastpath`;
-    ``compile`` adds ``torch.compile`` (seconds of set-up, then faster: for long
-    batches). ``percentiles`` (from :func:`prepare_image`) normalise
+    unsigned dtype is returned. ``percentiles`` (from :func:`prepare_image`) normalise
     with values computed once elsewhere, e.g. for planes of one volume segmented by
     separate workers. ``progress(done, total)`` counts tiles; ``cancel`` stops
     between tiles with :class:`~napari_unet.errors.Cancelled`.
     """
+    options = SegmentOptions.of(options, **choices)
+    if options.object_size is not None:
+        model = model.for_object_size(options.object_size)
     prepared = prepare_image(image, model, axes, percentiles)
     layout = prepared.layout
-    torch_device = pick_device(device)
-    size = tile_size or model.config.tile_size
-    overlap = model.config.tile_overlap if tile_overlap is None else tile_overlap
-    if tile_overlap is None and overlap >= size:
+    torch_device = pick_device(options.device)
+    size = options.tile_size or model.config.tile_size
+    overlap = model.config.tile_overlap if options.tile_overlap is None else options.tile_overlap
+    if options.tile_overlap is None and overlap >= size:
         overlap = size // 4  # the model's overlap does not fit a tile this small
     tiles = TileConfig(
         size, overlap,
-        batch_size or default_batch(torch_device),
-        adaptive=tile_size is None,
+        options.batch_size or default_batch(torch_device),
+        adaptive=options.tile_size is None,
     )
-    predictor = Predictor(model, torch_device, tiles, fast, compile)
+    predictor = Predictor(model, torch_device, tiles, options.fast, options.compile)
+    postprocess = options.postprocess(model.config.postprocess)
     indices = _plane_indices(layout.stack_shape, planes)
     target = np.zeros(layout.label_shape, dtype=np.uint32) if out is None else _check_out(out, layout)
     instance = model.config.task == "instance"
@@ -172,11 +168,11 @@ def segment(
         offset = segment_plane(
             lambda box, index=index: prepared.plane(index, box), layout.label_shape[-2:],
             predictor.probabilities, lambda probs: predictor.labels(probs, postprocess),
-            target, index, instance=instance, offset=offset, blocks=blocks or BlockConfig(),
+            target, index, instance=instance, offset=offset, blocks=options.blocks,
             context=tiles.overlap, tiles_per_region=predictor.count_tiles,
             progress=plane_progress, cancel=cancel,
         )
-    if stitch_3d and instance and "Z" in layout.stack_axes:
+    if options.stitch_3d and instance and "Z" in layout.stack_axes:
         offset = stitch_along_z(target, layout)
     if out is not None:
         return out
@@ -224,9 +220,3 @@ def stitch_along_z(labels, layout: Layout) -> int:
             labels[index] = stitcher.add(np.asarray(labels[index]))
         next_id = stitcher.next_id
     return next_id - 1
-
-
-def with_postprocess(model: Model, **changes) -> PostprocessConfig:
-    """The model's post-processing config with the given fields changed; ``None`` values
-    (an option the user left unset) keep the model's own value."""
-    return replace(model.config.postprocess, **{k: v for k, v in changes.items() if v is not None})

@@ -62,3 +62,24 @@ def test_an_oversized_or_deeply_nested_session_json_neither_opens_nor_blocks_a_s
         fh.write(" " * (17 << 20))
     with pytest.raises(SessionError, match="damaged.*larger than 16 MiB"):
         SessionFolder(folder.path).load()
+
+
+def test_segment_settings_are_stored_flat_and_checked_by_the_options_rules(tmp_path, crop):
+    """The labels' settings stay the flat dict sessions have always held, read back into
+    the widget's SegmentSettings (SegmentOptions plus scope); a value outside a
+    SegmentOptions rule is refused at load, naming the setting."""
+    from napari_unet.sessions import SegmentSettings
+
+    folder = SessionFolder(tmp_path / "s.unet-session")
+    index = json.loads(folder.save(make_session(crop)).read_text())
+    stored = {"device": "cpu", "tile_size": 64, "seed_threshold": 0.5, "min_size": 3,
+              "object_size": 25, "scope": "plane", "stitch_3d": True, "compile": False}
+    assert set(index["labels"][0]["settings"]) == set(stored)
+    index["labels"][0]["settings"] = stored
+    (folder.path / INDEX).write_text(json.dumps(index))
+    assert SessionFolder(folder.path).load().labels[0].settings == SegmentSettings(**stored)
+    for key, bad in [("seed_threshold", 1.5), ("scope", "everything"), ("device", "tpu")]:
+        index["labels"][0]["settings"] = {**stored, key: bad}
+        (folder.path / INDEX).write_text(json.dumps(index))
+        with pytest.raises(SessionError, match=f"{key} is {bad!r}"):
+            SessionFolder(folder.path).load()

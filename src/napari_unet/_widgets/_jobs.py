@@ -20,7 +20,7 @@ from ..finetune import fine_tune
 from ..model import Model
 from ..progress import CancelToken, ProgressCallback
 from ..postprocess import count_objects
-from ..segment import prepare_image, segment, with_postprocess
+from ..segment import prepare_image, segment
 from ..sessions import SegmentSettings
 from ._image import LayerImage
 
@@ -88,20 +88,14 @@ def run_segment(image: LayerImage, model: Model, settings: SegmentSettings,
     """Segment the whole image, or only the given stack planes, through the core API.
 
     Planes are normalised with the whole image's percentiles, so a plane segmented alone
-    gets exactly the labels a whole-stack run gives it.
+    gets exactly the labels a whole-stack run gives it; some planes are never stitched in 3D.
     """
-    if settings.object_size:
-        model = model.for_object_size(settings.object_size)
     chosen = None if planes is None else [tuple(index) for index in planes]
-    postprocess = with_postprocess(model, seed_threshold=settings.seed_threshold,
-                                   min_size=settings.min_size)
     with torch_threads(threads if threads is not None else worker_threads()):
         percentiles = prepare_image(image.data, model, image.axes).percentiles
-        labels = segment(image.data, model, image.axes, device=settings.device,
-                         tile_size=settings.tile_size, postprocess=postprocess,
-                         stitch_3d=settings.stitch_3d and chosen is None, planes=chosen,
-                         compile=settings.compile, percentiles=percentiles,
-                         progress=progress, cancel=cancel)
+        labels = segment(image.data, model, image.axes, settings, planes=chosen,
+                         percentiles=percentiles, progress=progress, cancel=cancel,
+                         stitch_3d=settings.stitch_3d and chosen is None)
     if chosen is None:
         result = SegmentResult(labels)
     else:

@@ -94,21 +94,17 @@ def _setting_fits(value: Any, kinds: tuple[type, ...]) -> bool:
 
 
 def _settings(values: dict) -> SegmentSettings:
-    """Segment settings from JSON, each of the type its field declares (a string where a
-    number goes would fail only later, in a segmentation); keys this version does not know
-    are ignored."""
+    """Segment settings from JSON (the flat :attr:`SegmentSettings.STORED` fields), each of
+    the type its field declares (a string where a number goes would fail only later, in a
+    segmentation) and within its rule; keys this version does not know are ignored."""
     hints = get_type_hints(SegmentSettings)
-    known = {k: v for k, v in values.items() if k in hints}
+    known = {k: v for k, v in values.items() if k in SegmentSettings.STORED}
     for key, value in known.items():
         kinds = get_args(hints[key]) or (hints[key],)  # Optional[int]: (int, NoneType)
         if not _setting_fits(value, kinds):
             names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
             raise ValueError(f"the segment setting {key} is {value!r}, not {names}")
-    settings = SegmentSettings(**known)
-    size = settings.object_size
-    if size is not None and not 0 < size < float("inf"):
-        raise ValueError(f"the object size {size!r} is not a positive number of pixels")
-    return settings
+    return SegmentSettings(**known)
 
 
 # --------------------------------------------------------------------------- writing

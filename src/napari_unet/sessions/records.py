@@ -7,34 +7,34 @@ writes and reads them. Nothing here knows napari or Qt.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 
+from ..config import OneOf, setting
 from ..corrections import Correction
 from ..model import Model
+from ..options import SegmentOptions
 
 
 @dataclass(frozen=True)
-class SegmentSettings:
-    """What the Segment widget's controls say when it segments an image; kept with the
-    labels it made (layer metadata, session file) so a later round segments the same way.
-    Each field's type is what a session file may hold for it (checked when one is read)."""
+class SegmentSettings(SegmentOptions):
+    """How the Segment widget segments an image: the :class:`~napari_unet.options.
+    SegmentOptions` its controls set, plus ``scope`` ("stack": every plane; "plane": the
+    plane in view), which only the widget has. Kept with the labels it made (layer
+    metadata, session file) so a later round segments the same way."""
 
-    device: str = "auto"
-    tile_size: Optional[int] = None
-    seed_threshold: Optional[float] = None
-    min_size: Optional[int] = None
-    #: Object diameter in pixels (Cellpose's "diameter"); None: the model's own.
-    object_size: Optional[float] = None
-    scope: str = "stack"  # "stack": every plane; "plane": the plane in view
-    stitch_3d: bool = False
-    compile: bool = False  # torch.compile: seconds once per session, then faster
+    #: The fields a session file (and layer metadata) holds, flat, as sessions written
+    #: since the format began do; the options the widget does not set keep their defaults.
+    STORED: ClassVar[tuple[str, ...]] = ("device", "tile_size", "seed_threshold", "min_size",
+                                         "object_size", "scope", "stitch_3d", "compile")
+
+    scope: str = setting("stack", OneOf(("stack", "plane")))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {name: getattr(self, name) for name in self.STORED}
 
 
 @dataclass
