@@ -31,5 +31,8 @@ fi
 # core never imports napari, Qt or the widgets; io imports neither prediction nor training;
 # no cycles inside io.
 .venv/bin/lint-imports
+# Types of the core ([tool.mypy] in pyproject.toml) and lint ([tool.ruff]).
+.venv/bin/mypy
+.venv/bin/ruff check src tests benchmarks scripts
 
 exec .venv/bin/python -m pytest -q "$@"

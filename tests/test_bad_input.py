@@ -122,6 +122,7 @@ Closing while a job runs (tests/test_widgets.py)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -133,6 +134,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from _data import small_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -142,7 +144,6 @@ import napari_unet
 import napari_unet.batch
 import napari_unet.errors
 import napari_unet.io
-from _data import small_model
 from napari_unet import Correction, fine_tune, load_model, segment
 from napari_unet.cli import main
 from napari_unet.errors import (
@@ -780,9 +781,9 @@ def test_labels_of_another_shape(model, pair) -> None:
 
 
 @pytest.mark.parametrize(("labels", "words"), [
-    (lambda l: l.astype(np.float32), "float32"),
-    (lambda l: -l.astype(np.int32), "negative"),
-    (lambda l: l[:32].astype(np.uint16), "do not match"),
+    (lambda lab: lab.astype(np.float32), "float32"),
+    (lambda lab: -lab.astype(np.int32), "negative"),
+    (lambda lab: lab[:32].astype(np.uint16), "do not match"),
 ], ids=["float", "negative", "shape"])
 def test_bad_labels_through_the_cli(capsys, tmp_path, model_file, pair, labels, words) -> None:
     image, good = pair
@@ -843,10 +844,8 @@ def _unblock_later(fifo: Path, seconds: float = 3.0):
     import threading
 
     def release() -> None:
-        try:
+        with contextlib.suppress(OSError):  # no reader waits: nothing to release
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:  # no reader waits: nothing to release
-            pass
 
     timer = threading.Timer(seconds, release)
     timer.daemon = True
@@ -968,8 +967,8 @@ def test_option_values_outside_their_range_are_refused(capsys, tmp_path, command
 
 
 @pytest.mark.parametrize("call, words", [
-    (lambda tmp: napari_unet.TrainConfig(lr=math.nan), "lr is nan, but it must be a "
-                                                                "finite number of at least 0"),
+    (lambda tmp: napari_unet.TrainConfig(lr=math.nan), ("lr is nan, but it must be a "
+                                                                 "finite number of at least 0")),
     (lambda tmp: napari_unet.TrainConfig(patience=-1), "patience is -1"),
     (lambda tmp: napari_unet.TrainConfig(seed=-1), "seed is -1"),
     (lambda tmp: napari_unet.TrainConfig(time_budget=math.inf), "time_budget is inf"),

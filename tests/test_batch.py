@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from _data import DSB_TEST, DSB_TRAIN, dsb_pair
 
 import napari_unet.batch as batch
-from _data import DSB_TEST, DSB_TRAIN, dsb_pair
 from napari_unet.batch import segment_file, segment_files
 from napari_unet.blocks import BlockConfig
 from napari_unet.errors import OutputWriteError
-from napari_unet.registry import load_model
-from napari_unet.options import SegmentOptions
-from napari_unet.segment import segment
 from napari_unet.io import read_image
+from napari_unet.options import SegmentOptions
+from napari_unet.registry import load_model
+from napari_unet.segment import segment
 
 CPU = SegmentOptions(device="cpu", blocks=BlockConfig(block=160, halo=32))
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _data import DSB_TRAIN, dsb_crop, intensity_model
+
 from napari_unet.calibrate import SEED_GRID, calibrate_seed_threshold
 from napari_unet.data import make_sample
 from napari_unet.metrics import match_instances

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import tifffile
-
 from _data import DSB_TEST, DSB_TRAIN, pair_folder, qcanet_stack, small_model
+
 from napari_unet import __version__
 from napari_unet.cli import main
 from napari_unet.model import load_model_file
@@ -129,7 +129,7 @@ def test_models_lists_user_models(trained: Path, tmp_path: Path, monkeypatch, ca
     (folder / "mine.safetensors").write_bytes(trained.read_bytes())
     monkeypatch.setenv("NAPARI_UNET_MODEL_DIR", str(folder))
     assert main(["models"]) == 0
-    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("mine")]
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("mine")]
     assert line and "user" in line[0] and "instance" in line[0] and "base=8" in line[0]
 
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
 from _data import DSB_TRAIN, TickingClock, dsb_crop, qcanet_stack, small_model
+
 from napari_unet.corrections import Correction
 from napari_unet.errors import DatasetError, InvalidLabelsError
 from napari_unet.finetune import FINE_TUNE_CONFIG, correction_samples, fine_tune

@@ -4,11 +4,10 @@ the damaged, truncated or oversized files refused before anything is allocated."
 import tracemalloc
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
-
-import imageio.v3 as iio
 
 from napari_unet.config import NormalizationConfig
 from napari_unet.errors import ImageReadError

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-import tifffile
 from scipy import ndimage as ndi
 
 from napari_unet.errors import InvalidLabelsError

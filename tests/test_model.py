@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _data import small_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from _data import small_model
 from napari_unet.config import INSTANCE_CLASSES
 from napari_unet.errors import ModelFileError, ModelMismatchError, OutputWriteError
 from napari_unet.model import Model, load_model_file

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.config import PostprocessConfig
 from napari_unet.axes import make_layout
+from napari_unet.config import PostprocessConfig
 from napari_unet.postprocess import count_objects, instance_labels, semantic_labels
 from napari_unet.segment import stitch_along_z
 from napari_unet.targets import instance_target

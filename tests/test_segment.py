@@ -10,8 +10,8 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-
 from _data import DSB_TRAIN, dsb_pair, dsb_rgba, intensity_model, qcanet_stack, small_model
+
 from napari_unet.errors import Cancelled, InvalidImageError
 from napari_unet.metrics import foreground_iou
 from napari_unet.progress import CancelToken

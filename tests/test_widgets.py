@@ -18,11 +18,6 @@ import pytest
 import tifffile
 
 import napari_unet
-from napari_unet.corrections import Correction
-from napari_unet.errors import InvalidImageError
-from napari_unet.sample_data import load_sample
-from napari_unet.segment import prepare_image
-from napari_unet.io import read_image
 from napari_unet._widgets._image import layer_axes, layer_image
 from napari_unet._widgets._state import (
     CorrectionStore,
@@ -30,6 +25,11 @@ from napari_unet._widgets._state import (
     ModelVersions,
     merge_corrections,
 )
+from napari_unet.corrections import Correction
+from napari_unet.errors import InvalidImageError
+from napari_unet.io import read_image
+from napari_unet.sample_data import load_sample
+from napari_unet.segment import prepare_image
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ Labels layers again. No Qt here.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from .errors import NapariUnetError
 from .io import ImageData, clean_calibration, image_stem, is_zarr, read_image

@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -40,9 +41,9 @@ from .io.tiff import LAZY_THRESHOLD_BYTES
 from .model import Model
 from .options import SegmentOptions
 from .overlay import write_overlay
+from .postprocess import count_objects
 from .progress import CancelToken, ProgressCallback
 from .registry import load_model
-from .postprocess import count_objects
 from .segment import prepare_image, segment, stitch_along_z
 
 FORMATS = ("tiff", "zarr")
@@ -155,7 +156,8 @@ def segment_file(
     image = read_image(source)
     layout = make_layout(image.data, axes or image.axes, model.in_channels)
     meta = _provenance(model, source)
-    kwargs = dict(axes=layout.axes, options=options, progress=progress, cancel=cancel)
+    kwargs: dict[str, Any] = dict(axes=layout.axes, options=options, progress=progress,
+                                  cancel=cancel)
     pixel_size = label_pixel_size(image, layout)
     out_of_core = fmt == "zarr" or needs_out_of_core(image, layout)
     target = Path(target)
@@ -399,11 +401,12 @@ def _segment_volume(client: Any, job: _Job, source: PathLike, image: ImageData, 
     layout = prepared.layout
     indices = list(np.ndindex(*layout.stack_shape))
     n_tasks = min(len(indices), 4 * max(1, len(client.scheduler_info()["workers"])))
-    groups = [list(g) for g in np.array_split(np.array(indices), n_tasks) if len(g)]
-    groups = [[tuple(int(i) for i in p) for p in g] for g in groups]
+    split: list[np.ndarray] = np.array_split(np.array(indices), n_tasks)
+    groups = [[tuple(int(i) for i in p) for p in g] for g in split if len(g)]
     labels_path, overlay = target
     pixel_size = label_pixel_size(image, layout)
     with _label_store(labels_path, job.fmt, job.overwrite, True) as store:
+        assert store is not None  # out of core: always a zarr store
         labels = create_labels(store, layout.label_shape, layout.label_axes, pixel_size=pixel_size,
                                unit=image.unit, metadata=_provenance(loaded, source))
         path = str(store / "0")

@@ -12,8 +12,9 @@ A plane that fits in one block is processed exactly as a whole (no halo, no cut)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -43,13 +44,13 @@ def split(length: int, block: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
-def block_boxes(shape: tuple[int, int], block: int) -> list[Box]:
-    """Block cores in raster order."""
+def block_boxes(shape: tuple[int, ...], block: int) -> list[Box]:
+    """Block cores of a (Y, X) ``shape`` in raster order."""
     return [(slice(y0, y1), slice(x0, x1))
             for y0, y1 in split(shape[0], block) for x0, x1 in split(shape[1], block)]
 
 
-def grow(box: Box, margin: int, shape: tuple[int, int]) -> Box:
+def grow(box: Box, margin: int, shape: tuple[int, ...]) -> Box:
     """``box`` widened by ``margin`` on every side, clipped to the plane."""
     return tuple(slice(max(0, s.start - margin), min(n, s.stop + margin))
                  for s, n in zip(box, shape))  # type: ignore[return-value]
@@ -76,7 +77,7 @@ def owned_ids(labels: np.ndarray, origin: tuple[int, int], core: Box) -> np.ndar
 
 def segment_plane(
     read: Callable[[Box], np.ndarray],
-    shape: tuple[int, int],
+    shape: tuple[int, ...],
     probabilities: Callable[..., np.ndarray],
     to_labels: Callable[[np.ndarray], np.ndarray],
     out: Any,

@@ -11,9 +11,10 @@ import argparse
 import json
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -26,13 +27,13 @@ from .corrections import Correction
 from .device import DEVICE_CHOICES, keep_freed_memory
 from .errors import Cancelled, NapariUnetError, NapariUnetWarning, OutputWriteError
 from .evaluation import evaluate
-from .model import SUFFIX, model_path
 from .finetune import FINE_TUNE_CONFIG, describe_round, fine_tune
-from .round_check import check_round
-from .registry import list_models, load_model, save_user_model, user_dir
-from .options import SegmentOptions
-from .segment import segment
 from .io import read_image, read_labels
+from .model import SUFFIX, model_path
+from .options import SegmentOptions
+from .registry import list_models, load_model, save_user_model, user_dir
+from .round_check import check_round
+from .segment import segment
 from .training import VAL_FRACTION, VAL_LAST, TrainConfig, train
 
 
@@ -364,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("always", NapariUnetWarning)  # one per file, not per place
             show = warnings.showwarning
 
-            def one_line(message, category, *rest, **kwargs):  # type: ignore[no-untyped-def]
+            def one_line(message, category, *rest, **kwargs):
                 if issubclass(category, NapariUnetWarning):
                     print(f"napari-unet: warning: {message}", file=sys.stderr)
                 else:

@@ -280,7 +280,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "ModelConfig":
+    def from_dict(cls, data: Any) -> ModelConfig:
         """Rebuild from :meth:`to_dict` output (e.g. a model file's JSON); anything else
         (unknown keys, a section that is not a mapping, a value outside its rule) raises
         :class:`~napari_unet.errors.InvalidSettingError` naming the key."""

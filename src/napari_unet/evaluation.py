@@ -12,7 +12,12 @@ import numpy as np
 from .data import find_pairs, read_pair
 from .io import atomic_write
 from .metrics import (
-    ImageScores, adapted_rand_error, cells_from_membrane, pixel_error, score_image, scores_table,
+    ImageScores,
+    adapted_rand_error,
+    cells_from_membrane,
+    pixel_error,
+    score_image,
+    scores_table,
     summarise,
 )
 from .model import Model

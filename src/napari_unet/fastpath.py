@@ -38,7 +38,7 @@ def fold_batchnorm(network: nn.Module) -> nn.Module:
 
 
 def inference_network(network: nn.Module, device: torch.device, fast: bool = True,
-                      compile: bool = False) -> nn.Module:
+                      compile: bool = False) -> nn.Module:  # noqa: A002 (torch.compile)
     """``network`` ready to predict on ``device``: folded, cast and laid out for speed
     when ``fast`` (else an fp32 eval copy on the device, for exact results); compiled
     with inductor when ``compile``."""

@@ -12,8 +12,9 @@ The base model is copied, never changed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 

@@ -15,8 +15,9 @@ Conventions
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -152,7 +153,7 @@ class MatchCounts:
         """2 TP / (2 TP + FP + FN)."""
         return self._ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
 
-    def __add__(self, other: "MatchCounts") -> "MatchCounts":
+    def __add__(self, other: MatchCounts) -> MatchCounts:
         if not isinstance(other, MatchCounts):
             return NotImplemented
         if other.threshold != self.threshold:
@@ -163,7 +164,7 @@ class MatchCounts:
             self.threshold, self.tp + other.tp, self.fp + other.fp, self.fn + other.fn
         )
 
-    def __radd__(self, other: Any) -> "MatchCounts":
+    def __radd__(self, other: Any) -> MatchCounts:
         if isinstance(other, int) and other == 0:  # lets sum() start from 0
             return self
         return NotImplemented

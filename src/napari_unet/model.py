@@ -17,9 +17,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, check_config
-from .io import atomic_write
 from .domain import SCALE_RANGE
 from .errors import InvalidSettingError, ModelFileError, ModelMismatchError
+from .io import atomic_write
 from .network import UNet
 
 FORMAT_NAME = "napari-unet"
@@ -42,7 +42,7 @@ class Model:
     name: str = "untitled"
 
     @classmethod
-    def create(cls, config: ModelConfig, name: str = "untitled", seed: int | None = None) -> "Model":
+    def create(cls, config: ModelConfig, name: str = "untitled", seed: int | None = None) -> Model:
         """A freshly initialised model; ``seed`` makes the initial weights reproducible. A
         config that cannot work is refused (:class:`~napari_unet.errors.InvalidSettingError`)
         before the network is built."""
@@ -55,7 +55,7 @@ class Model:
     def in_channels(self) -> int:
         return self.config.network.in_channels
 
-    def copy(self, name: str | None = None) -> "Model":
+    def copy(self, name: str | None = None) -> Model:
         """A deep copy, so fine-tuning never touches the original weights."""
         return Model(copy.deepcopy(self.config), copy.deepcopy(self.network), name or self.name)
 
@@ -66,7 +66,7 @@ class Model:
         trained = self.config.object_diameter
         return None if trained is None else trained / self.config.input_scale
 
-    def for_object_size(self, diameter: float) -> "Model":
+    def for_object_size(self, diameter: float) -> Model:
         """This model (sharing its weights) set to resize images so objects of ``diameter``
         pixels reach the network at the size it learnt (Cellpose's diameter setting)."""
         if self.config.object_diameter is None:

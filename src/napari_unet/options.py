@@ -62,7 +62,7 @@ class SegmentOptions:
             check_tiling(self.tile_size, self.tile_overlap)
 
     @classmethod
-    def of(cls, options: Optional["SegmentOptions"] = None, **choices: Any) -> "SegmentOptions":
+    def of(cls, options: Optional[SegmentOptions] = None, **choices: Any) -> SegmentOptions:
         """``options`` (default: all defaults) with the fields named in ``choices`` changed;
         a name that is no field raises :class:`~napari_unet.errors.InvalidSettingError`
         naming it, so a misspelt choice is never dropped silently."""
@@ -81,6 +81,6 @@ class SegmentOptions:
     def postprocess(self, model_config: PostprocessConfig) -> PostprocessConfig:
         """The model's post-processing with this run's overrides (unset ones keep the
         model's value); the model itself is unchanged."""
-        changes = {"seed_threshold": self.seed_threshold,
+        changes: dict[str, Any] = {"seed_threshold": self.seed_threshold,
                    "foreground_threshold": self.foreground_threshold, "min_size": self.min_size}
         return replace(model_config, **{k: v for k, v in changes.items() if v is not None})

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from functools import partial
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -17,8 +19,8 @@ from .errors import InvalidImageError, InvalidLabelsError
 from .fastpath import inference_network
 from .io import smallest_uint
 from .model import Model
-from .options import SegmentOptions
 from .normalize import channel_percentiles, normalize
+from .options import SegmentOptions
 from .postprocess import PlaneStitcher, instance_labels, semantic_labels
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 from .tiling import TileConfig, count_tiles, predict_plane
@@ -28,7 +30,7 @@ class Predictor:
     """A model placed on a device with its tiling settings, reused across planes."""
 
     def __init__(self, model: Model, device: str | torch.device = "auto", tiles: TileConfig | None = None,
-                 fast: bool = True, compile: bool = False) -> None:
+                 fast: bool = True, compile: bool = False) -> None:  # noqa: A002 (torch.compile)
         self.model = model
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.tiles = tiles or TileConfig(model.config.tile_size, model.config.tile_overlap)
@@ -166,7 +168,7 @@ def segment(
             report(progress, i * total + done, len(indices) * total)
 
         offset = segment_plane(
-            lambda box, index=index: prepared.plane(index, box), layout.label_shape[-2:],
+            partial(prepared.plane, index), layout.label_shape[-2:],
             predictor.probabilities, lambda probs: predictor.labels(probs, postprocess),
             target, index, instance=instance, offset=offset, blocks=options.blocks,
             context=tiles.overlap, tiles_per_region=predictor.count_tiles,

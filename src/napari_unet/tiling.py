@@ -6,8 +6,9 @@ activation map; the tiled result matches whole-image prediction closely (tested)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch

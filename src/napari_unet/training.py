@@ -9,10 +9,11 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -22,13 +23,12 @@ from .augment import AugmentConfig, augment, random_crop
 from .calibrate import calibrate_seed_threshold
 from .config import COUNT, COUNT_OR_ZERO, Range, Task, check_fields, check_value, preset, setting
 from .data import Sample, load_folder
-from .domain import estimate
 from .device import autocast, memory_format, pick_device
+from .domain import estimate
 from .errors import DatasetError
 from .losses import distill_loss, instance_loss, semantic_loss
 from .model import Model
 from .progress import CancelToken, ProgressCallback, check_cancel, report
-
 
 _NON_NEGATIVE_NUMBER = Range(0)
 #: Share of the images held out for validation (below 1: some must remain for training).
@@ -159,13 +159,14 @@ def _lr_at(step: int, progress: float, config: TrainConfig) -> float:
 
 
 def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
-             config: TrainConfig = TrainConfig(), cancel: Optional[CancelToken] = None
+             config: TrainConfig | None = None, cancel: Optional[CancelToken] = None
              ) -> Iterator[TrainReport]:
     """Train ``model.network`` in place, yielding a report per step.
 
     With validation samples, the best weights by validation loss are restored at the end
     and training stops after ``patience`` validations without improvement.
     """
+    config = config or TrainConfig()
     check_fields(config)  # again: a config may have been changed since it was made
     if not train:
         raise DatasetError("no training samples: give at least one annotated image")
@@ -258,7 +259,7 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
 
 
 def fit(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
-        config: TrainConfig = TrainConfig(), progress: Optional[ProgressCallback] = None,
+        config: TrainConfig | None = None, progress: Optional[ProgressCallback] = None,
         on_report: Optional[Callable[[TrainReport], None]] = None,
         cancel: Optional[CancelToken] = None) -> list[TrainReport]:
     """Run :func:`fit_iter` to the end; ``progress`` gets (permille done, 1000)."""
@@ -291,7 +292,7 @@ def split_validation(samples: list[Sample], val_fraction: float, val_last: int |
 def train(data_dir: str | Path, *, model: Model | None = None, preset_name: str = "default",
           task: Task = "instance", class_names: tuple[str, ...] | None = None,
           in_channels: int = 1, invert_masks: bool = False, val_fraction: float = 0.05,
-          val_last: int | None = None, config: TrainConfig = TrainConfig(), name: str = "model",
+          val_last: int | None = None, config: TrainConfig | None = None, name: str = "model",
           progress: Optional[ProgressCallback] = None,
           on_report: Optional[Callable[[TrainReport], None]] = None,
           cancel: Optional[CancelToken] = None) -> Model:
@@ -303,6 +304,7 @@ def train(data_dir: str | Path, *, model: Model | None = None, preset_name: str 
     """
     check_value("val_fraction", val_fraction, VAL_FRACTION, 0.05)
     check_value("val_last", val_last, VAL_LAST, None)
+    config = config or TrainConfig()
     check_fields(config)
     if model is None:
         cfg = preset(preset_name, in_channels=in_channels, task=task, class_names=class_names)

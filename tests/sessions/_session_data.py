@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 from _data import small_model
 
+from napari_unet._widgets._state import CorrectionStore, ModelVersions
 from napari_unet.corrections import Correction
 from napari_unet.sessions import (
     INDEX,
@@ -20,7 +21,6 @@ from napari_unet.sessions import (
     SessionData,
     SessionFolder,
 )
-from napari_unet._widgets._state import CorrectionStore, ModelVersions
 
 
 def make_session(crop, image_path="/data/nuclei.tif") -> SessionData:

@@ -17,9 +17,9 @@ import pytest
 from _data import small_model
 from _session_data import assert_same_session, make_session, rewrite_npz
 
+from napari_unet._widgets._state import CorrectionStore
 from napari_unet.errors import NapariUnetError, SessionError
 from napari_unet.sessions import INDEX, SessionFolder, check_save_target
-from napari_unet._widgets._state import CorrectionStore
 
 
 def test_the_format_imports_neither_napari_nor_qt_nor_the_widgets():

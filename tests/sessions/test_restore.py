@@ -16,10 +16,10 @@ from _session_data import make_session, rewrite_npz, write_members
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_unet.errors import SessionError
-from napari_unet.sessions import INDEX, SessionFolder
 from napari_unet._widgets._session import Session
 from napari_unet._widgets._session_file import restore
+from napari_unet.errors import SessionError
+from napari_unet.sessions import INDEX, SessionFolder
 
 
 class _Image:

@@ -12,21 +12,21 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
-    QSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from ..errors import NapariUnetError
 from ..finetune import FINE_TUNE_CONFIG, describe_round
-from ..round_check import RoundCheck
-from ..registry import save_user_model, user_dir
 from ..model import SUFFIX
+from ..registry import save_user_model, user_dir
+from ..round_check import RoundCheck
 from . import _dialogs
 from ._jobs import run_fine_tune
 from ._layer_combo import LayerCombo

@@ -8,9 +8,10 @@ the result to the layer that started them.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -18,8 +19,8 @@ from ..corrections import Correction
 from ..device import torch_threads
 from ..finetune import fine_tune
 from ..model import Model
-from ..progress import CancelToken, ProgressCallback
 from ..postprocess import count_objects
+from ..progress import CancelToken, ProgressCallback
 from ..segment import prepare_image, segment
 from ..sessions import SegmentSettings
 from ._image import LayerImage

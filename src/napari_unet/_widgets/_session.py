@@ -9,8 +9,10 @@ Fine-tune widgets of one viewer share its session (no process-wide state).
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 from psygnal import Signal
@@ -179,10 +181,8 @@ class Session:
 
     def remove_link(self, link: LabelsLink) -> None:
         for emitter, callback in link._callbacks:
-            try:
+            with suppress(TypeError, ValueError, RuntimeError):  # already gone
                 emitter.disconnect(callback)
-            except (TypeError, ValueError, RuntimeError):  # pragma: no cover - already gone
-                pass
         link._callbacks.clear()
         if link in self.links:
             self.links.remove(link)
@@ -249,7 +249,8 @@ def session_for(viewer: Any) -> Session:
     try:
         ref = weakref.ref(viewer, lambda _r, key=key: _KEEP.pop(key, None))
     except TypeError:  # pragma: no cover - a viewer that cannot be weakly referenced
-        ref = (lambda v=viewer: v)
+        def ref(v: Any = viewer) -> Any:
+            return v
     _KEEP[key] = (ref, session)
     layers = getattr(viewer, "layers", None)
     if layers is not None:

@@ -8,8 +8,9 @@ it is read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QHBoxLayout, QPushButton, QWidget

@@ -15,9 +15,10 @@ import secrets
 import shutil
 import socket
 import stat
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Callable, Iterator, Union
+from typing import Union
 
 from ..errors import NapariUnetError, OutputWriteError
 

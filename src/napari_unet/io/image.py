@@ -19,7 +19,7 @@ class ImageData:
     ``axes`` are letters of ``"TZCYX"`` in the file's order; ``pixel_size`` has one value per
     Z/Y/X axis in ``unit`` (``None``: uncalibrated); see :mod:`napari_unet.io.tiff`."""
 
-    data: Union[np.ndarray, "dask.array.Array"]
+    data: Union[np.ndarray, dask.array.Array]
     axes: str
     pixel_size: Optional[tuple[float, ...]]
     unit: Optional[str]

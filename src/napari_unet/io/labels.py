@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import tifffile
@@ -231,7 +232,7 @@ def _is_lazy(labels: Any) -> bool:
         labels, "dtype") and not np.isscalar(labels)
 
 
-def _as_lazy_labels(labels: Any) -> "dask.array.Array":
+def _as_lazy_labels(labels: Any) -> dask.array.Array:
     """A dask view of lazy labels in the smallest uint dtype (one pass for min and max)."""
     import dask.array as da
 

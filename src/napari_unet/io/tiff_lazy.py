@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import dask.array
 
 
-def lazy_array(series: Any, p: Path, available: Optional[int]) -> "dask.array.Array":
+def lazy_array(series: Any, p: Path, available: Optional[int]) -> dask.array.Array:
     """A dask view of the series whose block reads cost about the block (see above)."""
     import dask.array as da
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Optional
 
 from ..errors import CalibrationWarning
 from .atomic import PathLike

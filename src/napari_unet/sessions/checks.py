@@ -128,8 +128,8 @@ def image_record_problem(record: ImageRecord) -> Optional[str]:
     except NapariUnetError as exc:
         return f"image {record.name!r}: {exc}"
     if len(record.scale) != len(record.translate):
-        return f"image {record.name!r} has {len(record.scale)} scales and " \
-               f"{len(record.translate)} translations"
+        return (f"image {record.name!r} has {len(record.scale)} scales and "
+                f"{len(record.translate)} translations")
     return (_finite_problem(record.scale, f"the scale of image {record.name!r}", True)
             or _finite_problem(record.translate, f"the translation of image {record.name!r}"))
 
@@ -147,8 +147,8 @@ def _labels_record_problem(record: LabelsRecord, image: ImageRecord) -> Optional
         return problem + f" (its image {image.name!r} has labels of shape {shape})"
     ndim = len(shape)
     if len(record.scale) != ndim or len(record.translate) != ndim:
-        return f"{name} have {len(record.scale)} scales and {len(record.translate)} " \
-               f"translations for {ndim} dimensions"
+        return (f"{name} have {len(record.scale)} scales and {len(record.translate)} "
+                f"translations for {ndim} dimensions")
     if record.units is not None and len(record.units) != ndim:
         return f"{name} have {len(record.units)} units for {ndim} dimensions"
     problem = (_finite_problem(record.scale, f"the scale of {name}", True)

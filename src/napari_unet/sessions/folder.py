@@ -24,13 +24,14 @@ import re
 import secrets
 import stat
 import weakref
+from collections.abc import Callable
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
-from ..io import atomic_write
 from ..errors import ModelFileError, SessionError
+from ..io import atomic_write
 from ..model import SUFFIX, Model, load_model_file
 from . import index as idx
 from .arrays import as_mask, pack, read_npz, unpack, write_npz

@@ -13,8 +13,9 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional, get_args, get_type_hints
+from typing import Any, Optional, get_args, get_type_hints
 
 import numpy as np
 
