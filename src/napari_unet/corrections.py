@@ -12,10 +12,12 @@ keeps the model close to its own previous probabilities (see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from .io import ArrayLike
 
 
 @dataclass(kw_only=True)
@@ -26,7 +28,7 @@ class Correction:
     the image is normalised (``None``: by its own percentiles; a plane cut from a stack
     passes the stack's (C, 2) percentiles, so it is learnt as Segment saw it)."""
 
-    image: Any
+    image: ArrayLike
     labels: np.ndarray
     mask: Optional[np.ndarray] = None
     percentiles: Optional[np.ndarray] = None

@@ -17,7 +17,7 @@ from .device import default_batch, pick_device
 from .domain import resize_plane, scaled_shape
 from .errors import InvalidImageError, InvalidLabelsError
 from .fastpath import inference_network
-from .io import smallest_uint
+from .io import ArrayLike, smallest_uint
 from .model import Model
 from .normalize import channel_percentiles, normalize
 from .options import SegmentOptions
@@ -86,7 +86,7 @@ class PreparedImage:
                          self.invert)
 
 
-def prepare_image(image, model: Model, axes: str | None = None,
+def prepare_image(image: ArrayLike, model: Model, axes: str | None = None,
                   percentiles: np.ndarray | None = None) -> PreparedImage:
     """Validate an image against a model and compute its normalisation once (unless
     ``percentiles``, one (low, high) row per channel, are given)."""
@@ -106,7 +106,7 @@ def prepare_image(image, model: Model, axes: str | None = None,
 
 
 def segment(
-    image,
+    image: ArrayLike,
     model: Model,
     axes: str | None = None,
     options: SegmentOptions | None = None,

@@ -14,7 +14,7 @@ module             what it holds
 ``units``          the one table of units and their spellings; :func:`clean_calibration`
 ``ome_xml``        the parts of OME-XML that are read (first image, sizes, description)
 ``memory``         memory available, checked before allocating; sizes in words
-``image``          :class:`ImageData`, what every reader returns
+``image``          :class:`ImageData`, what every reader returns; ``ArrayLike``, the arrays the core takes
 ``atomic``         atomic writing of files and folders
 =================  ===========================================================================
 
@@ -25,12 +25,13 @@ Modules import only those below them in this order: ``labels`` > ``dispatch`` >
 
 from .atomic import atomic_folder, atomic_write
 from .dispatch import image_stem, read_image
-from .image import ImageData
+from .image import ArrayLike, ImageData
 from .labels import check_labels, read_labels, read_mask, smallest_uint, write_labels
 from .units import clean_calibration
 from .zarr import create_labels, is_zarr, read_zarr
 
 __all__ = [
+    "ArrayLike",
     "ImageData",
     "atomic_folder",
     "atomic_write",

@@ -10,6 +10,11 @@ import numpy as np
 
 if TYPE_CHECKING:
     import dask.array
+    import zarr
+
+#: An image or labels array as the core takes it: numpy in memory, or a lazy dask or zarr
+#: array that is read (or written) region by region.
+ArrayLike = Union[np.ndarray, "dask.array.Array", "zarr.Array"]
 
 
 @dataclass
@@ -19,7 +24,7 @@ class ImageData:
     ``axes`` are letters of ``"TZCYX"`` in the file's order; ``pixel_size`` has one value per
     Z/Y/X axis in ``unit`` (``None``: uncalibrated); see :mod:`napari_unet.io.tiff`."""
 
-    data: Union[np.ndarray, dask.array.Array]
+    data: ArrayLike
     axes: str
     pixel_size: Optional[tuple[float, ...]]
     unit: Optional[str]
