@@ -12,8 +12,8 @@ from _data import DSB_TEST, dsb_pair, intensity_model, membrane_model, pair_fold
 
 from napari_unet.errors import Cancelled, DatasetError, InvalidLabelsError, OutputWriteError
 from napari_unet.evaluation import evaluate
-from napari_unet.metrics import score_image
 from napari_unet.progress import CancelToken
+from napari_unet.scores import score_image
 from napari_unet.segment import segment
 
 
