@@ -30,13 +30,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+from hitl import DATA, _em_instances, errors, errors_seen, object_candidates, predict
 
 import napari_unet
 from napari_unet.data import find_pairs, read_pair
 from napari_unet.guidance import guide
 from napari_unet.sample_data import load_sample
-
-from hitl import DATA, _em_instances, errors, errors_seen, object_candidates, predict
 
 
 def images(case: str, data: Path) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -57,10 +57,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 import napari_unet
-from napari_unet.corrections import TargetOptions, paste_corrections
-from napari_unet.guidance import Candidate, ProbabilityStore, guide
+from napari_unet.corrections import Correction, TargetOptions, paste_corrections
 from napari_unet.data import find_pairs, read_pair
 from napari_unet.finetune import FINE_TUNE_CONFIG, FineTuneOptions
+from napari_unet.guidance import Candidate, ProbabilityStore, guide
 from napari_unet.metrics import iou_pairs, match_instances
 from napari_unet.round_check import check_round
 from napari_unet.sample_data import load_sample
@@ -285,9 +285,11 @@ def main() -> None:
             masks[k] |= changed
         start = time.perf_counter()
         # as the widget does: every round trains the base model on all corrections so far
-        candidate = napari_unet.fine_tune(base, images, corrected, masks, axes="CYX",
-                                          steps=args.steps, time_budget=args.time_limit,
-                                          config=config, options=options)
+        corrections = [Correction(image=i, labels=c, mask=m, axes="CYX")
+                       for i, c, m in zip(images, corrected, masks)]
+        candidate = napari_unet.fine_tune(base, corrections, steps=args.steps,
+                                          time_budget=args.time_limit, config=config,
+                                          options=options)
         seconds = time.perf_counter() - start
         if args.save_models:
             candidate.save(args.save_models / f"{args.case}-{args.user}-round{rnd}",

@@ -35,7 +35,7 @@ import json, resource, sys, time
 import numpy as np
 import torch
 import napari_unet
-from napari_unet.tiff_io import read_image
+from napari_unet.io import read_image
 
 side, path, model_name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 torch.set_num_threads(torch.get_num_threads())
@@ -65,7 +65,7 @@ def write_big_tiff(path: Path, side: int, image: Path, depth: int = 0) -> None:
     import numpy as np
     import tifffile
 
-    from napari_unet.tiff_io import read_image
+    from napari_unet.io import read_image
 
     img = np.asarray(read_image(image).data)
     img = (img[..., 0] if img.shape[-1] <= 4 else img[0]) if img.ndim == 3 else img

@@ -81,7 +81,7 @@ def log(msg: str) -> None:
 
 
 def load_crop(path: Path, size: int) -> tuple[np.ndarray, dict]:
-    from napari_unet.tiff_io import read_image
+    from napari_unet.io import read_image
 
     img = np.asarray(read_image(path).data)
     if img.ndim == 3:  # DSB PNGs are RGB(A) with identical channels
@@ -155,9 +155,10 @@ def ours_methods(crop: np.ndarray) -> tuple[list[Method], dict]:
 
 # ----------------------------------------------------------------------------- Cellpose 3
 def cellpose3_methods(crop: np.ndarray, norm: np.ndarray) -> tuple[list[Method], dict]:
+    from importlib.metadata import version
+
     import cellpose
     from cellpose import core, models
-    from importlib.metadata import version
 
     cpm = models.CellposeModel(gpu=False, pretrained_model=False, model_type=None, nchan=2)
     assert not cpm.pretrained_model, "a pretrained model would mean a download"
@@ -279,9 +280,9 @@ def cpsam_methods(norm: np.ndarray, size: int, allow_stub: bool) -> tuple[list[M
 
 # ----------------------------------------------------------------------------- StarDist
 def stardist_methods(norm: np.ndarray) -> tuple[list[Method], dict]:
-    import tensorflow as tf
     from importlib.metadata import version
 
+    import tensorflow as tf
     from csbdeep.utils.tf import keras_import
     from stardist.models import Config2D, StarDist2D
 
@@ -342,8 +343,8 @@ def table(methods: list[Method], by_name: dict[str, Method]) -> str:
             return "-"
         return "1" if ref is m else f"{f(m) / f(ref):.3g}"
 
-    rows = ["| method | what was timed | MP/s median (min-max) | runs | ratio to ours net (bf16+CL) "
-            "| ratio to ours, same level (row) | same, best runs |", "|---|---|---|---|---|---|---|"]
+    rows = [("| method | what was timed | MP/s median (min-max) | runs | ratio to ours net (bf16+CL) "
+             "| ratio to ours, same level (row) | same, best runs |"), "|---|---|---|---|---|---|---|"]
     for m in methods:
         if m.error or not m.times:
             rows.append(f"| {m.name} | {m.what} | failed: {m.error} | 0 | - | - | - |")

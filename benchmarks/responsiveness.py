@@ -143,6 +143,7 @@ def wait_until(app, cond, timeout_s: float) -> bool:
 
 def one_run(app, side: int, budget: float, idle_s: float) -> dict:
     import napari
+
     from napari_unet._widgets import _finetune, _segment
     from napari_unet._widgets._finetune import FineTuneWidget
     from napari_unet._widgets._segment import SegmentWidget
@@ -243,10 +244,9 @@ def main() -> None:
 
     # never read or write the user's real model folder
     os.environ.setdefault("NAPARI_UNET_MODEL_DIR", tempfile.mkdtemp(prefix="napari-unet-bench-"))
-    from qtpy.QtWidgets import QApplication
     import napari  # noqa: F401  (creates the QApplication on first Viewer)
-
     from napari._qt.qt_event_loop import get_qapp
+    from qtpy.QtWidgets import QApplication
 
     app = get_qapp()
     assert isinstance(app, QApplication)

@@ -26,9 +26,9 @@ from torch.utils.flop_counter import FlopCounterMode
 import napari_unet
 from napari_unet.device import autocast, keep_freed_memory
 from napari_unet.fastpath import inference_network, input_dtype
+from napari_unet.io import read_image
 from napari_unet.postprocess import instance_labels
 from napari_unet.segment import Predictor, prepare_image
-from napari_unet.tiff_io import read_image
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

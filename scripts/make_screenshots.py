@@ -13,8 +13,6 @@ sample into one region of the image.
 
 from __future__ import annotations
 
-import torch  # noqa: F401,I001  (torch before Qt, as in the tests)
-
 import argparse
 import os
 import sys
@@ -23,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch  # noqa: F401,I001  (torch before Qt, as in the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 

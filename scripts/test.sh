@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the test suite: set up .venv, make sure an X server (Xvfb) exists for napari's
-# OpenGL canvas, then run pytest. Extra arguments go to pytest.
+# OpenGL canvas, check the import layers (lint-imports), then run pytest. Extra arguments
+# go to pytest.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -24,5 +25,14 @@ if ! command -v Xvfb >/dev/null 2>&1; then
              "'sudo apt-get install xvfb'." >&2
     fi
 fi
+
+# The architecture first (fast, and a layering mistake is best seen before 4 minutes of
+# tests): who may import whom, as [tool.importlinter] in pyproject.toml declares it — the
+# core never imports napari, Qt or the widgets; io imports neither prediction nor training;
+# no cycles inside io.
+.venv/bin/lint-imports
+# Types of the core ([tool.mypy] in pyproject.toml) and lint ([tool.ruff]).
+.venv/bin/mypy
+.venv/bin/ruff check src tests benchmarks scripts
 
 exec .venv/bin/python -m pytest -q "$@"

@@ -2,7 +2,7 @@
 
 Functions take the data root (the ``real_data`` fixture of ``conftest.py``: ``tests/data``)
 as an argument, so every test states which real data it uses. Inputs are read with imageio
-and tifffile directly, so core tests do not depend on ``napari_unet.tiff_io``.
+and tifffile directly, so core tests do not depend on ``napari_unet.io``.
 """
 
 from __future__ import annotations

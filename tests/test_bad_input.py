@@ -1,4 +1,4 @@
-"""The bad-input catalogue of issue 5, tested through the public interfaces.
+"""The bad-input catalogue (issues 5 and 10), tested through the public interfaces.
 
 Every bad input must raise a specific :class:`~napari_unet.errors.NapariUnetError`
 subclass whose message names the problem and the fix, and through the CLI exit with
@@ -17,18 +17,18 @@ Images given to ``segment()``
     6D, repeated axis letter, 5D the model cannot take ... here (+ test_axes.py::test_guess_refuses_six_dimensions)
     property test: random small 2D/3D arrays never raise a foreign exception ... here
 Files (``read_image`` and ``napari-unet segment``)
-    truncated TIFF ............. CLI here; read_image in tests/test_tiff_io.py::test_truncated_tiff
-    TIFF named .png (works) .... here; read_image also test_tiff_io.py::test_tiff_with_wrong_extension_is_read_as_tiff
+    truncated TIFF ............. CLI here; read_image in tests/test_io_tiff.py::test_truncated_tiff
+    TIFF named .png (works) .... here; read_image also test_io_tiff.py::test_tiff_with_wrong_extension_is_read_as_tiff
     LZW / JPEG / G4 compressed TIFF (works: imagecodecs) ... here (CLI, napari reader);
-                                 test_tiff_io.py::test_ordinary_compressed_tiffs_are_read,
+                                 test_io_tiff.py::test_ordinary_compressed_tiffs_are_read,
                                  ::test_a_missing_codec_is_not_called_damage
-    non-image file ............. CLI here; read_image in test_tiff_io.py::test_not_an_image
-    missing / folder / unreadable path ... here; read_image also test_tiff_io.py::test_missing_file_and_folder
+    non-image file ............. CLI here; read_image in test_io_tiff.py::test_not_an_image
+    missing / folder / unreadable path ... here; read_image also test_io_tiff.py::test_missing_file_and_folder
     read-only output folder .... here (chmod, skipped as root; plus a simulated EACCES that always runs);
-                                 write_labels in test_tiff_io.py::test_read_only_folder
+                                 write_labels in test_io_labels.py::test_read_only_folder
     full disk .................. here (CLI: old file byte-identical, no temp file);
-                                 write_labels in test_tiff_io.py::test_full_disk_message_names_folder_and_fix
-Existing outputs (here; atomic_folder also in tests/test_atomic.py)
+                                 write_labels in test_io_labels.py::test_full_disk_message_names_folder_and_fix
+Existing outputs (here; atomic_folder also in tests/test_io_atomic.py)
     a zarr or TIFF output written meanwhile by another run (kept, exit 2) ... test_an_output_written_meanwhile_by_another_run_is_kept
     --overwrite with an ordinary folder under the output's name (kept) ... test_overwrite_never_deletes_an_ordinary_folder
     an output that is one of the inputs, via a link, or a store holding one (kept, even with
@@ -53,7 +53,7 @@ Models (``load_model``)
     safetensors header length of 128 mod 256 (first byte 0x80, not a pickle: loads)
                                  ... tests/test_model.py::test_a_header_length_of_128_mod_256_is_not_taken_for_a_pickle,
                                  ::test_torch_files_are_recognised_by_their_signature
-Session folders (Open session; tests/test_session_file.py unless noted)
+Session folders (Open session; tests/sessions/test_restore.py unless noted)
     image path naming a script with napari's reader (never run) ... tests/test_widgets.py::
                                  test_open_session_never_runs_a_script_the_session_names;
                                  ::test_a_session_never_hands_a_script_or_other_file_to_a_viewer
@@ -64,9 +64,11 @@ Session folders (Open session; tests/test_session_file.py unless noted)
                                  ::test_an_image_outside_the_session_folder_is_opened_only_when_the_user_agrees
     sample of another plugin (not opened) ... ::test_only_this_plugins_samples_are_opened
     labels/model file linked from outside the folder (refused) ...
-                                 ::test_data_files_linked_from_outside_the_folder_are_refused
+                                 tests/sessions/test_folder.py::
+                                 test_data_files_linked_from_outside_the_folder_are_refused
     user files named like a save's data files (never removed by a save) ...
-                                 ::test_saving_removes_only_files_the_previous_save_wrote
+                                 tests/sessions/test_folder.py::
+                                 test_saving_removes_only_files_the_previous_save_wrote
 Hangs (here)
     FIFO given as an image (read_image, napari reader, CLI) ... test_a_fifo_given_as_an_image_is_refused_without_waiting
     tile overlap >= tile size (API, CLI, model's tile with --overlap) ... test_tile_overlap_must_be_below_the_tile_size
@@ -75,10 +77,52 @@ Hangs (here)
 Labels given to ``fine_tune()``
     negative ids, ids > 65535 (work), float labels (refused, even whole-numbered), wrong shape
                                  ... here (API and CLI; + tests/test_finetune.py::test_wrong_label_shapes_and_types)
+Memory driven by a number in a file (refused or bounded before allocating)
+    TIFF declaring a 100000^2 plane in 1 KB of deflate ... tests/test_io_tiff.py::
+                                 test_a_small_deflate_file_declaring_a_huge_plane_is_refused_before_allocating
+    compressed piece (one strip) that cannot fit ... ::test_a_compressed_piece_that_cannot_fit_in_memory_is_refused
+    OME header declaring millions of planes ... ::test_an_ome_header_declaring_millions_of_planes_is_refused_before_allocating
+    ImageJ one-strip planes read in bounded pieces ... ::test_a_one_strip_plane_is_read_lazily_in_pieces
+    session .npz expanding to gigabytes, headers larger than their zip entries, arrays beyond
+                                 the memory available ... tests/sessions/test_arrays.py
+    model config with base 256 in a small file (refused before a layer is built) ...
+                                 tests/test_model.py::test_a_small_file_describing_a_huge_network_is_refused_before_building_it;
+                                 tests/test_config.py::test_a_huge_network_is_refused_before_it_is_built
+    100000^2 zarr in 64^2 chunks (read in multiples of them), stores too large to read in
+                                 pieces ... tests/test_io_zarr.py::test_millions_of_small_chunks_are_read_in_whole_multiples_of_them,
+                                 ::test_a_store_too_large_to_read_in_pieces_is_refused_before_any_work
+Clear errors for what files and options say
+    OME-Zarr metadata without axes/datasets, dict for list, paths outside the store ...
+                                 tests/test_io_zarr.py::test_ome_zarr_metadata_that_cannot_describe_the_image_is_refused_naming_the_key
+    corrupt zarr chunk (named when read; absent chunks are the fill value) ...
+                                 tests/test_io_zarr.py::test_a_damaged_chunk_is_named_when_it_is_read_and_an_absent_one_reads_as_zero,
+                                 ::test_a_damaged_chunk_through_the_cli_is_one_error_line
+    model configs: depth 0/-1, tile 0, percentiles out of range or reversed, instance head
+                                 with 1 output, unknown task/up-sampling, NaN thresholds, class names
+                                 that do not match, NaN/int8/misshapen weights ... tests/test_model.py::
+                                 test_model_files_whose_config_cannot_work_are_refused,
+                                 ::test_tensors_that_are_not_the_configs_weights_are_refused;
+                                 tests/test_config.py::test_the_library_refuses_configs_that_cannot_work
+    property test: any config in a model file loads and predicts or is a ModelFileError ...
+                                 tests/test_model.py::test_any_config_in_a_model_file_loads_and_predicts_or_is_refused
+    CLI numbers (--lr nan, --in-channels -3, --scheduler, thresholds, --val-fraction 2,
+                                 negative patience, ...) ... test_option_values_outside_their_range_are_refused;
+                                 the library the same ... test_the_library_refuses_the_same_values
+    session.json with NaN, Infinity, 1e400, deep nesting, oversized ... tests/sessions/test_index.py
+    property test: any mutation of a saved session opens or is a SessionError, the open
+                                 session untouched ... tests/sessions/test_restore.py (hypothesis)
+    napari reader given NaN/inf/0/negative pixel sizes (dropped, never mirrored) ...
+                                 tests/test_reader_writer.py::test_layer_data_never_gets_an_unusable_pixel_size
+Closing while a job runs (tests/test_widgets.py)
+    napari closed during a fine-tuning round (was exit 134) ...
+                                 test_closing_napari_during_a_round_cancels_it_and_delivers_nothing
+    the Fine-tune panel closed during a round (was: training on, Segment disabled) ...
+                                 test_closing_the_finetune_panel_cancels_its_round
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -90,6 +134,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from _data import small_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -98,9 +143,8 @@ from safetensors.torch import load_file, save_file
 import napari_unet
 import napari_unet.batch
 import napari_unet.errors
-import napari_unet.zarr_io
-from _data import small_model
-from napari_unet import fine_tune, load_model, segment
+import napari_unet.io
+from napari_unet import Correction, fine_tune, load_model, segment
 from napari_unet.cli import main
 from napari_unet.errors import (
     ImageReadError,
@@ -112,7 +156,7 @@ from napari_unet.errors import (
     NapariUnetError,
     OutputWriteError,
 )
-from napari_unet.tiff_io import read_image, write_labels
+from napari_unet.io import read_image, write_labels
 
 STEPS = dict(steps=1, time_budget=None)
 
@@ -475,7 +519,7 @@ def test_overwrite_never_replaces_an_input(capsys, tmp_path, model_file, monkeyp
         mine = _write(d / "img_labels.tif", _image((48, 48), seed=1))
     else:
         mine = d / "img_labels.zarr"
-        napari_unet.zarr_io.create_labels(mine, (48, 48), "YX")
+        napari_unet.io.create_labels(mine, (48, 48), "YX")
     before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} if mine.is_dir() \
         else mine.read_bytes()
     monkeypatch.setattr(napari_unet.batch, "load_model", _no_work)
@@ -602,7 +646,7 @@ def test_calibration_problems_through_the_cli(capsys, tmp_path, model_file, monk
 
 
 def _ngff(path: Path, scale, unit) -> Path:
-    napari_unet.zarr_io.create_labels(path, (2, 8, 8), "ZYX", pixel_size=(2.0, 0.5, 0.5))
+    napari_unet.io.create_labels(path, (2, 8, 8), "ZYX", pixel_size=(2.0, 0.5, 0.5))
     meta = json.loads((path / "zarr.json").read_text())
     multiscale = meta["attributes"]["ome"]["multiscales"][0]
     for axis in multiscale["axes"]:
@@ -635,7 +679,7 @@ def test_zarr_calibration_is_read_or_dropped_with_a_warning(tmp_path) -> None:
 @pytest.mark.parametrize("size", [float("nan"), float("inf"), -1.0, 0.0])
 def test_zarr_labels_never_get_an_invalid_pixel_size(tmp_path, size) -> None:
     with pytest.raises(InvalidLabelsError, match="pixel size"):
-        napari_unet.zarr_io.create_labels(tmp_path / "l.zarr", (8, 8), "YX",
+        napari_unet.io.create_labels(tmp_path / "l.zarr", (8, 8), "YX",
                                           pixel_size=(size, 1.0))
     assert not (tmp_path / "l.zarr").exists()
 
@@ -708,14 +752,15 @@ def pair() -> tuple[np.ndarray, np.ndarray]:
 def test_negative_label_ids(model, pair) -> None:
     image, labels = pair
     with pytest.raises(InvalidLabelsError, match="negative") as info:
-        fine_tune(model, image, -labels, **STEPS)
+        fine_tune(model, Correction(image=image, labels=-labels), **STEPS)
     assert "set negative pixels to 0" in str(info.value)
 
 
 @pytest.mark.parametrize("dtype", [np.uint32, np.int64, np.uint64])
 def test_label_ids_above_65535_work(model, pair, dtype) -> None:
     image, labels = pair
-    tuned = fine_tune(model, image, (labels * 70_000).astype(dtype), **STEPS)
+    tuned = fine_tune(model, Correction(image=image, labels=(labels * 70_000).astype(dtype)),
+                      **STEPS)
     assert isinstance(tuned, napari_unet.Model) and tuned is not model
 
 
@@ -723,22 +768,22 @@ def test_label_ids_above_65535_work(model, pair, dtype) -> None:
 def test_float_labels_are_refused_even_when_whole_numbered(model, pair, scale) -> None:
     image, labels = pair
     with pytest.raises(InvalidLabelsError, match="float") as info:
-        fine_tune(model, image, labels * scale, **STEPS)
+        fine_tune(model, Correction(image=image, labels=labels * scale), **STEPS)
     assert "astype(np.uint32)" in str(info.value)
 
 
 def test_labels_of_another_shape(model, pair) -> None:
     image, labels = pair
     with pytest.raises(InvalidLabelsError, match="do not match"):
-        fine_tune(model, image, labels[:, :-3], **STEPS)
+        fine_tune(model, Correction(image=image, labels=labels[:, :-3]), **STEPS)
     with pytest.raises(InvalidLabelsError, match="do not match"):
-        fine_tune(model, image, labels.T[None], **STEPS)
+        fine_tune(model, Correction(image=image, labels=labels.T[None]), **STEPS)
 
 
 @pytest.mark.parametrize(("labels", "words"), [
-    (lambda l: l.astype(np.float32), "float32"),
-    (lambda l: -l.astype(np.int32), "negative"),
-    (lambda l: l[:32].astype(np.uint16), "do not match"),
+    (lambda lab: lab.astype(np.float32), "float32"),
+    (lambda lab: -lab.astype(np.int32), "negative"),
+    (lambda lab: lab[:32].astype(np.uint16), "do not match"),
 ], ids=["float", "negative", "shape"])
 def test_bad_labels_through_the_cli(capsys, tmp_path, model_file, pair, labels, words) -> None:
     image, good = pair
@@ -799,10 +844,8 @@ def _unblock_later(fifo: Path, seconds: float = 3.0):
     import threading
 
     def release() -> None:
-        try:
+        with contextlib.suppress(OSError):  # no reader waits: nothing to release
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:  # no reader waits: nothing to release
-            pass
 
     timer = threading.Timer(seconds, release)
     timer.daemon = True
@@ -875,3 +918,84 @@ def test_time_budget_must_be_a_positive_finite_number(capsys, tmp_path, command,
     err = capsys.readouterr().err
     assert info.value.code == 2 and "Traceback" not in err
     assert "--time-budget" in err and "positive" in err and budget in err
+
+
+# --------------------------------------------------------------------------- option values
+
+
+@pytest.mark.parametrize("command, option, value, allowed", [
+    ("train", "--lr", "nan", "a finite number of at least 0"),
+    ("train", "--lr", "-0.1", "a finite number of at least 0"),
+    ("train", "--in-channels", "-3", "a whole number of at least 1"),
+    ("train", "--val-fraction", "2", "a finite number of at least 0 and below 1"),
+    ("train", "--val-last", "-1", "a whole number of at least 0"),
+    ("train", "--patience", "-1", "a whole number of at least 0"),
+    ("train", "--seed", "-1", "a whole number from 0 to 4294967295"),
+    ("train", "--steps", "0", "a whole number of at least 1"),
+    ("train", "--batch-size", "0", "a whole number of at least 1"),
+    ("train", "--patch-size", "1.5", "a whole number of at least 1"),
+    ("train", "--val-every", "0", "a whole number of at least 1"),
+    ("segment", "--seed-threshold", "1.5", "a number from 0 to 1"),
+    ("segment", "--seed-threshold", "nan", "a number from 0 to 1"),
+    ("segment", "--foreground-threshold", "-0.1", "a number from 0 to 1"),
+    ("segment", "--min-size", "-1", "a whole number of at least 0"),
+    ("segment", "--tile-size", "0", "a whole number of at least 1"),
+    ("segment", "--overlap", "-1", "a whole number of at least 0"),
+    ("segment", "--block-size", "10", "a whole number of at least 64"),
+    ("segment", "--halo", "-1", "a whole number of at least 0"),
+    ("segment", "--batch-size", "0", "a whole number of at least 1"),
+    ("segment", "--object-size", "0", "a positive finite number"),
+    ("segment", "--object-size", "inf", "a positive finite number"),
+    ("segment", "--workers", "0", "a whole number of at least 1"),
+    ("segment", "--scheduler", "nonsense", "'local' or a scheduler address such as tcp://host:8786"),
+    ("segment", "--scheduler", "ftp://host:1", "'local' or a scheduler address such as tcp://host:8786"),
+    ("evaluate", "--limit", "0", "a whole number of at least 1"),
+    ("fine-tune", "--steps", "-5", "a whole number of at least 1"),
+])
+def test_option_values_outside_their_range_are_refused(capsys, tmp_path, command, option, value,
+                                                       allowed) -> None:
+    """Before any work (the inputs do not even exist): exit status 2 and one line naming the
+    option, the allowed values and the value given."""
+    inputs = {"train": [tmp_path, "--out", tmp_path / "m"], "segment": [tmp_path / "a.tif", "--out",
+              tmp_path], "evaluate": [tmp_path], "fine-tune": [tmp_path / "a", tmp_path / "b"]}
+    with pytest.raises(SystemExit) as info:
+        main([command, *map(str, inputs[command]), option, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"napari-unet {command}: error: argument {option}: "
+                                            f"must be {allowed}, got {value}")
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda tmp: napari_unet.TrainConfig(lr=math.nan), ("lr is nan, but it must be a "
+                                                                 "finite number of at least 0")),
+    (lambda tmp: napari_unet.TrainConfig(patience=-1), "patience is -1"),
+    (lambda tmp: napari_unet.TrainConfig(seed=-1), "seed is -1"),
+    (lambda tmp: napari_unet.TrainConfig(time_budget=math.inf), "time_budget is inf"),
+    (lambda tmp: napari_unet.train(tmp, val_fraction=2.0, config=napari_unet.TrainConfig(
+        steps=1)), "val_fraction is 2.0, but it must be a finite number of at least 0 and below 1"),
+    (lambda tmp: napari_unet.train(tmp, in_channels=-3), "network.in_channels is -3"),
+    (lambda tmp: napari_unet.segment(_image(), small_model(), seed_threshold=math.nan),
+     "seed_threshold is nan, but it must be a number from 0 to 1"),
+    (lambda tmp: napari_unet.config.PostprocessConfig(foreground_threshold=2.0),
+     "postprocess.foreground_threshold is 2.0"),
+    (lambda tmp: napari_unet.blocks.BlockConfig(halo=-1), "halo is -1"),
+    (lambda tmp: napari_unet.batch.segment_files([tmp / "a.tif"], tmp, "nuclei",
+                                                 scheduler="nonsense"),
+     "scheduler is 'nonsense', but it must be 'local' or a scheduler address"),
+    (lambda tmp: napari_unet.SegmentOptions(device="tpu"),
+     "device is 'tpu', but it must be one of 'auto', 'cpu', 'cuda', 'mps'"),
+    (lambda tmp: napari_unet.SegmentOptions(tile_size=0), "tile_size is 0"),
+    (lambda tmp: napari_unet.SegmentOptions(stitch_3d=1), "stitch_3d is 1"),
+    (lambda tmp: napari_unet.SegmentOptions(object_size=0.0),
+     "object_size is 0.0, but it must be a positive finite number"),
+    (lambda tmp: napari_unet.segment(_image(), small_model(), tile_sise=64),
+     "unknown segment option(s) tile_sise"),
+])
+def test_the_library_refuses_the_same_values(tmp_path, call, words) -> None:
+    """The rule behind each option is the library's: the same values raise
+    InvalidSettingError there, before any work (``tmp_path`` holds no data at all)."""
+    import re
+
+    with pytest.raises(InvalidSettingError, match=re.escape(words)):
+        call(tmp_path)

@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from _data import DSB_TEST, DSB_TRAIN, dsb_pair
 
 import napari_unet.batch as batch
-from _data import DSB_TEST, DSB_TRAIN, dsb_pair
-from napari_unet.batch import SegmentOptions, segment_file, segment_files
+from napari_unet.batch import segment_file, segment_files
 from napari_unet.blocks import BlockConfig
 from napari_unet.errors import OutputWriteError
+from napari_unet.io import read_image
+from napari_unet.options import SegmentOptions
 from napari_unet.registry import load_model
 from napari_unet.segment import segment
-from napari_unet.tiff_io import read_image
 
 CPU = SegmentOptions(device="cpu", blocks=BlockConfig(block=160, halo=32))
 
@@ -52,7 +53,7 @@ def stack(images, tmp_path_factory) -> Path:
 
 
 def _expected(path: Path, model, **kwargs) -> np.ndarray:
-    return segment(tifffile.imread(path), model, device="cpu", blocks=CPU.blocks, **kwargs)
+    return segment(tifffile.imread(path), model, options=CPU, **kwargs)
 
 
 def test_a_file_is_segmented_in_memory_into_a_tiff(images, model, tmp_path):

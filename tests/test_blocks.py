@@ -11,9 +11,9 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from _data import DSB_TRAIN, dsb_pair, intensity_model
 from scipy import ndimage as ndi
 
-from _data import DSB_TRAIN, dsb_pair, intensity_model
 from napari_unet.blocks import BlockConfig, block_boxes, owned_ids, split
 from napari_unet.errors import InvalidLabelsError
 from napari_unet.metrics import match_instances

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _data import DSB_TRAIN, dsb_crop, intensity_model
+
 from napari_unet.calibrate import SEED_GRID, calibrate_seed_threshold
 from napari_unet.data import make_sample
 from napari_unet.metrics import match_instances
-from napari_unet.segment import segment, with_postprocess
+from napari_unet.segment import segment
 
 
 def test_calibration_picks_the_best_grid_value(real_data) -> None:
@@ -24,8 +24,7 @@ def test_calibration_picks_the_best_grid_value(real_data) -> None:
     for t in SEED_GRID:
         tp = fp = fn = 0
         for image, mask in pairs:
-            labels = segment(image, model, device="cpu",
-                             postprocess=with_postprocess(model, seed_threshold=t))
+            labels = segment(image, model, device="cpu", seed_threshold=t)
             c = match_instances(mask, labels, thresholds=(0.5,))[0]
             tp, fp, fn = tp + c.tp, fp + c.fp, fn + c.fn
         scores.append(tp / (tp + fp + fn))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import tifffile
-
 from _data import DSB_TEST, DSB_TRAIN, pair_folder, qcanet_stack, small_model
+
 from napari_unet import __version__
 from napari_unet.cli import main
 from napari_unet.model import load_model_file
@@ -74,6 +74,32 @@ def test_segment_writes_labels_and_overlay(trained: Path, real_data, tmp_path: P
     assert not tifffile.imread(labels_path).any()  # the option reached post-processing
 
 
+def test_segment_object_size(real_data, tmp_path: Path, capsys) -> None:
+    """--object-size resizes for the model as the library's object_size does, and is
+    refused before any file when the model does not record its object size."""
+    import numpy as np
+
+    from napari_unet import load_model, segment
+    from napari_unet.io import read_image
+
+    image = real_data / "dsb2018_fluo" / "test" / "images" / f"{DSB_TEST[0]}.png"
+    code = main(["segment", str(image), "--model", "nuclei", "--out", str(tmp_path / "o"),
+                 "--device", "cpu", "--object-size", "40"])
+    assert code == 0
+    data = read_image(image)
+    expected = segment(np.asarray(data.data), load_model("nuclei"), data.axes, device="cpu",
+                       object_size=40.0)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "o" / f"{DSB_TEST[0]}_labels.tif"),
+                                  expected)
+    capsys.readouterr()
+    unknown = small_model().save(tmp_path / "unknown.safetensors")
+    code = main(["segment", str(image), "--model", str(unknown), "--out", str(tmp_path / "u"),
+                 "--device", "cpu", "--object-size", "40"])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not record the object size" in err and "Traceback" not in err
+    assert not (tmp_path / "u").exists()
+
+
 def test_segment_a_stack(trained: Path, real_data, tmp_path: Path) -> None:
     path = tmp_path / "embryo.tif"
     tifffile.imwrite(path, qcanet_stack(real_data)[20:23, 28:92, 29:93], imagej=True,
@@ -103,7 +129,7 @@ def test_models_lists_user_models(trained: Path, tmp_path: Path, monkeypatch, ca
     (folder / "mine.safetensors").write_bytes(trained.read_bytes())
     monkeypatch.setenv("NAPARI_UNET_MODEL_DIR", str(folder))
     assert main(["models"]) == 0
-    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("mine")]
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("mine")]
     assert line and "user" in line[0] and "instance" in line[0] and "base=8" in line[0]
 
 

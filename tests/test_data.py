@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _data import DSB_TRAIN, dsb_crop, dsb_rgba, pair_folder, small_config
+
 from napari_unet.data import find_pairs, load_folder, make_sample, to_channels
 from napari_unet.errors import DatasetError, InvalidImageError, InvalidLabelsError
 

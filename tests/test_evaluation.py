@@ -8,12 +8,12 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-
 from _data import DSB_TEST, dsb_pair, intensity_model, membrane_model, pair_folder, small_model
+
 from napari_unet.errors import Cancelled, DatasetError, InvalidLabelsError, OutputWriteError
 from napari_unet.evaluation import evaluate
-from napari_unet.metrics import score_image
 from napari_unet.progress import CancelToken
+from napari_unet.scores import score_image
 from napari_unet.segment import segment
 
 

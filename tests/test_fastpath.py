@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from _data import DSB_TRAIN, dsb_pair, small_model
 from torch import nn
 
-from _data import DSB_TRAIN, dsb_pair, small_model
 from napari_unet.device import cpu_has_fast_bf16, fast_dtype
 from napari_unet.fastpath import fold_batchnorm, inference_network
 from napari_unet.registry import load_model

@@ -11,6 +11,7 @@ from __future__ import annotations
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from _data import DSB_TRAIN, dsb_pair, intensity_model, membrane_model, qcanet_stack
 from scipy import ndimage as ndi
 
 import napari_unet
@@ -20,8 +21,6 @@ from napari_unet.guidance import ProbabilityStore, guide, guide_planes
 from napari_unet.metrics import iou_pairs
 from napari_unet.postprocess import instance_labels
 from napari_unet.segment import Predictor, prepare_image
-
-from _data import DSB_TRAIN, dsb_pair, intensity_model, membrane_model, qcanet_stack
 
 TOP = 3  # "near the top": among the first three of 16-45 candidates
 
@@ -167,7 +166,7 @@ def test_a_semantic_model_gets_the_map_and_regions_only(real_data):
     labels = napari_unet.segment(image, model, on_probabilities=store)
     result = guide(labels, store.plane(()), "semantic", model.config.postprocess)
     assert all(c.kind == "region" for c in result.candidates)
-    assert 0.0 <= result.uncertainty.min() and result.uncertainty.max() <= 1.0
+    assert result.uncertainty.min() >= 0.0 and result.uncertainty.max() <= 1.0
 
 
 def test_labels_and_probabilities_of_different_planes_are_refused(segmented):

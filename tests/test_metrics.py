@@ -8,27 +8,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-import tifffile
 from scipy import ndimage as ndi
 
 from napari_unet.errors import InvalidLabelsError
 from napari_unet.metrics import (
     DEFAULT_THRESHOLDS,
-    ImageScores,
     MatchCounts,
     adapted_rand_error,
     cells_from_membrane,
     foreground_iou,
     match_instances,
     pixel_error,
-    score_image,
-    scores_table,
-    summarise,
     validate_labels,
 )
+from napari_unet.scores import ImageScores, score_image, scores_table, summarise
 
 
 @pytest.fixture

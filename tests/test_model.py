@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _data import small_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from _data import small_model
+from napari_unet.config import INSTANCE_CLASSES
 from napari_unet.errors import ModelFileError, ModelMismatchError, OutputWriteError
 from napari_unet.model import Model, load_model_file
 from napari_unet.segment import segment
@@ -295,3 +300,185 @@ def test_model_files_with_bad_invert_are_refused(tmp_path) -> None:
     path = model.save(tmp_path / "m.safetensors")
     with pytest.raises(ModelFileError, match="invert"):
         napari_unet.model.load_model_file(path)
+
+
+def _rewrite(saved: Path, path: Path, config=None, tensors=None) -> Path:
+    """A copy of the model file ``saved`` with another config (a dict, written as JSON with
+    NaN and Infinity as Python writes them) and/or other tensors."""
+    meta = _metadata(saved)
+    if config is not None:
+        meta["config"] = json.dumps(config)
+    save_file(load_file(str(saved)) if tensors is None else tensors, str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize("path, value, words", [
+    ("network.depth", 0, "network.depth is 0, but it must be a whole number from 1 to 8"),
+    ("network.depth", -1, "network.depth is -1"),
+    ("tile_size", 0, "tile_size is 0"),
+    ("normalization.low", -5, "normalization.low is -5, but it must be a number from 0 to 100"),
+    ("normalization.high", 150, "normalization.high is 150"),
+    ("normalization.low", 99.9, "normalization.low 99.9 is not below normalization.high 99.8"),
+    ("network.out_channels", 1, "network.out_channels is 1, but an instance model has 3"),
+    ("task", "panoptic", "task is 'panoptic'"),
+    ("network.upsampling", "cubic", "network.upsampling is 'cubic'"),
+    ("class_names", ["fg"], "class_names is ('fg',), but an instance model's classes are"),
+    ("postprocess.seed_threshold", float("nan"), "postprocess.seed_threshold is nan"),
+    ("postprocess.foreground_threshold", -0.5, "postprocess.foreground_threshold is -0.5"),
+    ("network.base", 10**12, "network.base 1000000000000, depth 3"),
+    ("network", [1, 2], "network is [1, 2], not a mapping of settings"),
+    ("class_names", "abc", "class_names is 'abc', not a list of names"),
+])
+def test_model_files_whose_config_cannot_work_are_refused(saved: Path, tmp_path: Path,
+                                                          monkeypatch, path, value, words) -> None:
+    """A model file's config is untrusted: checked whole, before any network is built, and
+    refused naming the field and the fix."""
+    config = json.loads(_metadata(saved)["config"])
+    *parents, name = path.split(".")
+    target = config
+    for parent in parents:
+        target = target[parent]
+    target[name] = value
+    bad = _rewrite(saved, tmp_path / "bad.safetensors", config)
+    monkeypatch.setattr(torch.nn.Conv2d, "__init__", _never_built)
+    with pytest.raises(ModelFileError, match=re.escape(words)) as info:
+        load_model_file(bad)
+    assert "copy it again or retrain" in str(info.value) and "\n" not in str(info.value)
+
+
+def _never_built(*args, **kwargs) -> None:
+    raise AssertionError("a layer was built for a model file that is refused")
+
+
+def test_a_small_file_describing_a_huge_network_is_refused_before_building_it(
+        saved: Path, tmp_path: Path, monkeypatch) -> None:
+    """base 256 describes ~58 M parameters (a 230 MB network) where the file holds 0.12 M
+    values: the count, done by arithmetic, refuses it before anything is allocated."""
+    config = json.loads(_metadata(saved)["config"])
+    config["network"]["base"] = 256
+    bad = _rewrite(saved, tmp_path / "big.safetensors", config)
+    monkeypatch.setattr(torch.nn.Conv2d, "__init__", _never_built)
+    with pytest.raises(ModelFileError, match=r"do not fit together \(the config describes "
+                                             r"[\d,]+ parameters, the file holds [\d,]+ values"):
+        load_model_file(bad)
+
+
+@pytest.mark.parametrize("spoil, words", [
+    (lambda t: t.update({"head.weight": torch.full_like(t["head.weight"], float("nan"))}),
+     "tensor head.weight holds NaN or infinite values"),
+    (lambda t: t.update({"head.bias": torch.tensor([0.0, float("inf"), 0.0])}),
+     "tensor head.bias holds NaN"),
+    (lambda t: t.update({k: v.to(torch.int8) for k, v in t.items() if v.is_floating_point()}),
+     "is torch.int8 where the network holds torch.float32"),
+    (lambda t: t.update({"head.bias": torch.ones(3, dtype=torch.bool)}), "tensor head.bias is torch.bool"),
+    (lambda t: t.update({"head.weight": t["head.weight"].reshape(3, 8, 1)}),
+     "tensor head.weight has shape (3, 8, 1), the config implies (3, 8, 1, 1)"),
+    (lambda t: t.pop("head.bias"), "missing tensors ['head.bias']"),
+    (lambda t: t.update({"extra": torch.zeros(2)}), "unexpected ['extra']"),
+    (lambda t: t.update({"bottleneck.1.running_var": -t["bottleneck.1.running_var"] - 1}),
+     "tensor bottleneck.1.running_var holds negative variances"),
+])
+def test_tensors_that_are_not_the_configs_weights_are_refused(saved: Path, tmp_path: Path,
+                                                              spoil, words) -> None:
+    """load_state_dict would cast int8 or bool weights silently and take NaN ones, which
+    predict nothing; every tensor must have the name, shape and kind the config implies."""
+    tensors = load_file(str(saved))
+    spoil(tensors)
+    bad = _rewrite(saved, tmp_path / "bad.safetensors", tensors=tensors)
+    with pytest.raises(ModelFileError, match=re.escape(words)):
+        load_model_file(bad)
+
+
+# --------------------------------------------------------------------------- property
+
+_WORDS = ["batch", "none", "nearest", "bilinear", "transpose", "instance", "semantic",
+          "bright", "dark"]
+_PLAUSIBLE = st.sampled_from([
+    0, 1, 2, 3, 8, 16, 32, 64, 0.0, 0.25, 0.5, 1.0, 4.0, 50.0, 99.8, True, False, None,
+    *_WORDS, ["fg"], ["a", "b", "c"], list(INSTANCE_CLASSES), {}, {"fine_tune_rounds": []},
+])
+_JUNK = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**200, 2**200) | st.text(max_size=6)
+    | st.floats(allow_nan=True, allow_infinity=True),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=3),
+    max_leaves=6,
+)
+#: Values for any field: some that could be valid somewhere, some junk.
+_VALUES = _PLAUSIBLE | st.integers(0, 64) | st.floats(0, 100) | _JUNK
+
+
+def _like(value) -> st.SearchStrategy:
+    """Values of the JSON type of a field's ``value``, many of them valid for it."""
+    if isinstance(value, bool):
+        return st.booleans()
+    if isinstance(value, int):
+        return st.integers(0, 2**40)
+    if isinstance(value, float):
+        return st.floats(0, 1) | st.floats(0, 100) | st.floats()
+    if isinstance(value, str):
+        return st.sampled_from(_WORDS)
+    return _PLAUSIBLE
+
+
+@functools.lru_cache(maxsize=1)
+def _property_file() -> tuple[dict[str, str], dict[str, torch.Tensor], list[str]]:
+    """A small model's file metadata (config included), its tensors, and the dotted paths
+    of its config's sections and fields, plus unknown ones (built once, lazily: building
+    it seeds torch's global RNG)."""
+    model = small_model(seed=5)
+    data = model.config.to_dict()
+    paths = []
+    for key, value in data.items():
+        paths += [f"{key}.{name}" for name in value] if isinstance(value, dict) else [key]
+    paths += [key for key, value in data.items() if isinstance(value, dict)]
+    paths += ["provenance.fine_tune_rounds", "colour", "network.colour", ""]  # "": all of it
+    meta = {"format": "napari-unet", "format_version": "1", "name": "p",
+            "config": json.dumps(data)}
+    return meta, dict(model.network.state_dict()), paths
+
+
+_SPOILS = {
+    "nan": lambda t: t.masked_fill(torch.ones_like(t, dtype=torch.bool), float("nan"))
+    if t.is_floating_point() else t,
+    "int8": lambda t: t.to(torch.int8),
+    "flat": lambda t: t.reshape(-1),
+    "double": lambda t: torch.cat([t.reshape(-1), t.reshape(-1)]),
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_config_in_a_model_file_loads_and_predicts_or_is_refused(data, tmp_path_factory
+                                                                     ) -> None:
+    """Mutated configs (any value in any field or section: wrong types, NaN, inf, huge
+    numbers, nested junk, unknown keys) and spoiled tensors: a file either loads and the
+    model predicts, or it raises ModelFileError; never another exception. Whatever the
+    values, no network larger than the file's tensors is ever built."""
+    meta, tensors, paths = _property_file()
+    config = json.loads(meta["config"])
+    for _ in range(data.draw(st.integers(0, 3))):
+        path = data.draw(st.sampled_from(paths))
+        if not path:
+            config = data.draw(_VALUES)
+            continue
+        *parents, name = path.split(".")
+        target = config
+        for parent in parents:
+            target = target.get(parent) if isinstance(target, dict) else None
+        if isinstance(target, dict):
+            target[name] = data.draw(_like(target.get(name)) | _VALUES)
+    tensors = dict(tensors)
+    spoil = data.draw(st.none() | st.sampled_from(sorted(_SPOILS)))
+    if spoil:
+        key = data.draw(st.sampled_from(sorted(tensors)))
+        tensors[key] = _SPOILS[spoil](tensors[key])
+    path = tmp_path_factory.mktemp("property") / "m.safetensors"
+    save_file(tensors, str(path), metadata={**meta, "config": json.dumps(config)})
+    try:
+        model = load_model_file(path)
+    except ModelFileError:
+        return
+    image = np.random.default_rng(0).integers(0, 255, (24, 24)).astype(np.uint8)
+    labels = segment(image, model, device="cpu")
+    assert labels.shape == (24, 24) and labels.dtype.kind == "u"

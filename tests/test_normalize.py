@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _data import dsb_pair, small_model
 
 import napari_unet.normalize as normalize_module
-from _data import dsb_pair, small_model
 from napari_unet.config import NormalizationConfig
 from napari_unet.errors import InvalidImageError
 from napari_unet.normalize import channel_percentiles, normalize

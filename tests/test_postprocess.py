@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.config import PostprocessConfig
 from napari_unet.axes import make_layout
-from napari_unet.postprocess import count_objects, instance_labels, semantic_labels, smallest_uint
+from napari_unet.config import PostprocessConfig
+from napari_unet.postprocess import count_objects, instance_labels, semantic_labels
 from napari_unet.segment import stitch_along_z
 from napari_unet.targets import instance_target
 
@@ -175,12 +175,6 @@ def test_semantic_labels_multi_class_takes_the_most_probable() -> None:
         [[0.7, 0.9, 0.2]],
     ], np.float32)
     np.testing.assert_array_equal(semantic_labels(probs, CONFIG), [[1, 2, 0]])
-
-
-@pytest.mark.parametrize("value,dtype", [(0, np.uint8), (255, np.uint8), (256, np.uint16),
-                                         (65536, np.uint32), (2**32, np.uint64)])
-def test_smallest_uint(value, dtype) -> None:
-    assert smallest_uint(value) == np.dtype(dtype)
 
 
 def test_count_objects_counts_distinct_ids_across_blocks_and_planes() -> None:

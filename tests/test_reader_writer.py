@@ -12,8 +12,7 @@ import tifffile
 from napari_unet._reader import get_reader
 from napari_unet._writer import labels_to_tiff, write_labels_layer
 from napari_unet.errors import ImageReadError, InvalidLabelsError
-from napari_unet.tiff_io import read_image, write_labels
-from napari_unet.zarr_io import create_labels
+from napari_unet.io import create_labels, read_image, write_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "src" / "napari_unet" / "napari.yaml"
@@ -75,6 +74,27 @@ def test_get_reader_accepts_zarr_stores_but_not_other_folders(tmp_path):
     (tmp_path / "plain").mkdir()
     assert get_reader(str(tmp_path / "labels.zarr")) is not None
     assert get_reader(str(tmp_path / "plain")) is None
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0, -0.5, "x"])
+def test_layer_data_never_gets_an_unusable_pixel_size(bad):
+    """An ImageData made elsewhere than read_image (which already cleans calibration) with
+    a NaN/inf/zero/negative pixel size: a negative scale would mirror the layer. The size
+    is dropped with a warning, as the CLI and read_image drop it (Z: 1; X: Y's value)."""
+    import dask.array as da
+
+    from napari_unet._reader import image_layer_data
+    from napari_unet.errors import CalibrationWarning
+    from napari_unet.io import ImageData
+
+    image = ImageData(data=da.zeros((3, 8, 8), dtype=np.uint8), axes="ZYX",
+                      pixel_size=(bad, 0.5, bad), unit="um", source="made.tif")
+    with pytest.warns(CalibrationWarning) as caught:
+        ((_, kwargs, kind),) = image_layer_data(image, "made")
+    assert sorted(str(w.message).split(" along ")[1][0] for w in caught) == ["X", "Z"]
+    assert all("'made.tif'" in str(w.message) for w in caught)
+    assert kind == "image" and kwargs["scale"] == [1.0, 0.5, 0.5]
+    assert kwargs["units"] == ["um"] * 3
 
 
 # --------------------------------------------------------------------------- through napari
@@ -170,19 +190,17 @@ def test_writer_is_atomic_and_labels_to_tiff_refuses_to_replace(tmp_path):
     assert read_image(out).data.max() == 2
 
 
-def test_labels_to_tiff_units_use_the_tiff_io_unit_table(tmp_path):
-    from napari_unet._writer import _unit_name
+def test_labels_to_tiff_units_use_the_one_unit_table(tmp_path):
+    from napari_unet.io.units import common_unit
 
     labels = np.ones((4, 4), np.uint8)
     out = labels_to_tiff(tmp_path / "nm.tif", labels, scale=(5.0, 5.0),
                          units=("nanometer", "nm"))  # pint's name and the symbol
     back = read_image(out)
     assert back.unit == "um" and back.pixel_size == pytest.approx((0.005, 0.005))
-    from napari_unet.tiff_io import _LENGTH_UNITS
-
-    assert _LENGTH_UNITS[_unit_name(["micrometre", "µm"], "YX")] == ("um", 1.0)  # one unit
-    assert _unit_name(["um", "nm"], "YX") == "pixel"  # mixed units cannot be expressed
-    assert _unit_name(["second", "furlong", "furlong"], "TYX") == "pixel"
+    assert common_unit(["micrometre", "µm"]) == "um"  # one unit, two spellings
+    assert common_unit(["um", "nm"]) == "pixel"  # mixed units cannot be expressed
+    assert common_unit(["furlong", "furlong"]) == "pixel"  # unknown
 
 
 def test_sample_data(make_napari_viewer):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _data import small_model
+
 from napari_unet.errors import ModelFileError, OutputWriteError
 from napari_unet.registry import list_models, load_model, resolve, save_user_model
 

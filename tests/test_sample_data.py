@@ -6,8 +6,8 @@ import pytest
 import tifffile
 
 from napari_unet.errors import ImageReadError
+from napari_unet.io import read_labels
 from napari_unet.sample_data import SAMPLES, load_sample, sample_path
-from napari_unet.tiff_io import read_labels
 
 DSB_ID = "07fb37aafa6626608af90c1e18f6a743f29b6b233d2e427dcd1102df6a916cf5"
 

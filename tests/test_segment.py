@@ -10,12 +10,12 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-
 from _data import DSB_TRAIN, dsb_pair, dsb_rgba, intensity_model, qcanet_stack, small_model
+
 from napari_unet.errors import Cancelled, InvalidImageError
 from napari_unet.metrics import foreground_iou
 from napari_unet.progress import CancelToken
-from napari_unet.segment import segment, with_postprocess
+from napari_unet.segment import segment
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +148,7 @@ def test_wrong_axes_are_refused(nuclei, model) -> None:
 def test_postprocess_override(nuclei, model) -> None:
     image, _ = nuclei
     default = segment(image, model, device="cpu")
-    big_only = segment(image, model, device="cpu",
-                       postprocess=with_postprocess(model, min_size=10**6))
+    big_only = segment(image, model, device="cpu", min_size=10**6)
     assert default.max() > 0 and not big_only.any()
     assert model.config.postprocess.min_size == 10  # the model itself is unchanged
 
@@ -211,3 +210,34 @@ def test_chosen_planes_match_a_whole_stack_run(embryo, model) -> None:
     assert (alone > 0).sum() != (only[1] > 0).sum()
     with pytest.raises(InvalidImageError, match="not in a stack"):
         segment(embryo, model, device="cpu", planes=[(99,)])
+
+
+def test_options_and_their_shorthand_give_the_same_labels(nuclei, model) -> None:
+    from napari_unet.options import SegmentOptions
+
+    image, _ = nuclei
+    options = SegmentOptions(device="cpu", tile_size=64, min_size=30)
+    expected = segment(image, model, "YX", options)
+    np.testing.assert_array_equal(
+        segment(image, model, "YX", device="cpu", tile_size=64, min_size=30), expected)
+    # a keyword changes the options for this call only
+    np.testing.assert_array_equal(
+        segment(image, model, "YX", SegmentOptions(tile_size=64, min_size=30), device="cpu"),
+        expected)
+
+
+def test_an_unknown_option_is_refused_by_name(nuclei, model) -> None:
+    from napari_unet.errors import InvalidSettingError
+
+    with pytest.raises(InvalidSettingError, match="unknown segment option.*tile_sise"):
+        segment(nuclei[0], model, device="cpu", tile_sise=64)
+
+
+def test_object_size_resizes_through_the_model_and_leaves_it_unchanged(nuclei) -> None:
+    model = intensity_model()
+    model.config.object_diameter = 20.0
+    image, _ = nuclei
+    resized = segment(image, model, device="cpu", object_size=40.0)
+    np.testing.assert_array_equal(resized,
+                                  segment(image, model.for_object_size(40.0), device="cpu"))
+    assert model.config.input_scale == 1.0

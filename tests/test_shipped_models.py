@@ -12,8 +12,8 @@ import numpy as np
 
 import napari_unet
 from napari_unet.data import find_pairs, to_channels
+from napari_unet.io import read_image
 from napari_unet.metrics import match_instances, pixel_error
-from napari_unet.tiff_io import read_image
 
 
 def _gray(path: Path) -> np.ndarray:

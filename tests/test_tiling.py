@@ -5,14 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from _data import DSB_TRAIN, dsb_pair, small_model
-from napari_unet.errors import Cancelled, DeviceError
+
 from napari_unet.config import NetworkConfig
+from napari_unet.errors import Cancelled, DeviceError
 from napari_unet.progress import CancelToken
 from napari_unet.segment import prepare_image
 from napari_unet.tiling import (
-    TileConfig, count_tiles, gaussian_window, predict_plane, tile_shape, tile_starts,
+    TileConfig,
+    count_tiles,
+    gaussian_window,
+    predict_plane,
+    tile_shape,
+    tile_starts,
 )
 
 CPU = torch.device("cpu")

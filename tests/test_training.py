@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _data import DSB_TRAIN, TickingClock, dsb_crop, pair_folder, small_config, small_model
 
 import napari_unet.training as training
-from _data import DSB_TRAIN, TickingClock, dsb_crop, pair_folder, small_config, small_model
 from napari_unet.calibrate import SEED_GRID
 from napari_unet.data import make_sample
 from napari_unet.errors import Cancelled, DatasetError

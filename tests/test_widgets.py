@@ -18,18 +18,18 @@ import pytest
 import tifffile
 
 import napari_unet
-from napari_unet.errors import InvalidImageError
-from napari_unet.sample_data import load_sample
-from napari_unet.segment import prepare_image
-from napari_unet.tiff_io import read_image
 from napari_unet._widgets._image import layer_axes, layer_image
 from napari_unet._widgets._state import (
-    Correction,
     CorrectionStore,
     EditTracker,
     ModelVersions,
     merge_corrections,
 )
+from napari_unet.corrections import Correction
+from napari_unet.errors import InvalidImageError
+from napari_unet.io import read_image
+from napari_unet.sample_data import load_sample
+from napari_unet.segment import prepare_image
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +94,17 @@ def test_merge_corrections():
     # its own labels (no id shift, so no false boundary through the object); newer wins.
     img = np.zeros((1, 2, 3))
     obj = np.array([[1, 1, 1], [0, 0, 0]])
-    old = Correction("a", img, obj, np.array([[True, True, False], [True, False, False]]))
-    new = Correction("a", img, obj.copy(), np.array([[False, True, True], [False, False, False]]))
+    old = Correction(name="a", image=img, labels=obj,
+                     mask=np.array([[True, True, False], [True, False, False]]))
+    new = Correction(name="a", image=img, labels=obj.copy(),
+                     mask=np.array([[False, True, True], [False, False, False]]))
     rounds = merge_corrections([old], new)
     assert len(rounds) == 2 and rounds[1] is new
     assert rounds[0].labels is obj and rounds[0].labels[0].tolist() == [1, 1, 1]
     assert rounds[0].mask.tolist() == [[True, False, False], [True, False, False]]
     assert not (rounds[0].mask & rounds[1].mask).any()
     assert old.mask.sum() == 3  # the stored older round itself is not modified
-    covering = Correction("a", img, obj, np.ones((2, 3), bool))
+    covering = Correction(name="a", image=img, labels=obj, mask=np.ones((2, 3), bool))
     result = merge_corrections(rounds, covering)
     assert len(result) == 1 and result[0] is covering  # fully overridden rounds go
     store = CorrectionStore()
@@ -135,7 +137,7 @@ def test_whole_image_labels_become_uint16_layers_while_ids_leave_room_to_paint()
 def test_qt_free_modules_import_without_qt():
     code = ("import sys; import napari_unet._widgets._state, napari_unet._widgets._session, "
             "napari_unet._widgets._image, napari_unet._widgets._jobs, "
-            "napari_unet._widgets._session_file; "
+            "napari_unet._widgets._session_file, napari_unet._widgets._round; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & "
             "{'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'napari'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -490,7 +492,7 @@ def test_a_lazily_read_stack_segments_like_the_same_stack_in_memory(qtbot, ui, r
     crop = np.asarray(stack.data)[20:24, :96, :96]
     path = tmp_path / "embryo.tif"
     tifffile.imwrite(path, crop, imagej=True, metadata={"axes": "ZYX"})
-    monkeypatch.setattr("napari_unet.tiff_io.LAZY_THRESHOLD_BYTES", 0)  # as if > 1 GiB
+    monkeypatch.setattr("napari_unet.io.tiff.LAZY_THRESHOLD_BYTES", 0)  # as if > 1 GiB
     (lazy,) = viewer.open(path, plugin="napari-unet")
     assert isinstance(lazy.data, da.Array)
     seg.model_combo.setCurrentIndex(seg.model_combo.findText("nuclei"))  # finds objects here
@@ -590,7 +592,7 @@ def test_load_model_file_entry(qtbot, ui, tmp_path, tiny_model, monkeypatch):
 
 
 def wait_saved(qtbot, fine, timeout=30_000):
-    qtbot.waitUntil(lambda: fine._save_worker is None, timeout=timeout)
+    qtbot.waitUntil(lambda: fine.session_panel._save_worker is None, timeout=timeout)
 
 
 def test_session_save_open_and_autosave(qtbot, ui, nuclei_crop, tmp_path, monkeypatch,
@@ -598,7 +600,7 @@ def test_session_save_open_and_autosave(qtbot, ui, nuclei_crop, tmp_path, monkey
     from napari_unet._widgets import _dialogs
     from napari_unet._widgets._finetune import FineTuneWidget
     from napari_unet._widgets._segment import SegmentWidget
-    from napari_unet._widgets._session_file import INDEX, SessionFolder
+    from napari_unet.sessions import INDEX, SessionFolder
 
     viewer, seg, fine = ui
     image_path = tmp_path / "nuclei.tif"
@@ -623,10 +625,10 @@ def test_session_save_open_and_autosave(qtbot, ui, nuclei_crop, tmp_path, monkey
     # Save session... writes the folder (in a worker) and notifies.
     folder = tmp_path / "work.unet-session"
     monkeypatch.setattr(_dialogs, "ask_session_path", lambda parent, suggestion: folder)
-    click(qtbot, fine.save_session_button)
+    click(qtbot, fine.session_panel.save_button)
     wait_saved(qtbot, fine)
     assert (folder / INDEX).is_file() and "saved to" in fine.status.text()
-    assert fine.session_folder.path == folder
+    assert fine.session_panel.folder.path == folder
 
     # Open session... in a fresh viewer: the image is opened again from its file, the
     # labels, their edit and review masks and the model versions come back.
@@ -638,7 +640,7 @@ def test_session_save_open_and_autosave(qtbot, ui, nuclei_crop, tmp_path, monkey
     asked = []
     monkeypatch.setattr(_dialogs, "confirm_open_image",
                         lambda parent, path, folder=None: asked.append(path) or True)
-    click(qtbot, fine2.open_session_button)
+    click(qtbot, fine2.session_panel.open_button)
     wait_idle(qtbot, fine2)
     assert asked == [image_path]
     assert "Opened session" in fine2.status.text(), fine2.status.text()
@@ -683,8 +685,8 @@ def test_session_save_open_and_autosave(qtbot, ui, nuclei_crop, tmp_path, monkey
     viewer3 = make_napari_viewer()
     fine3 = FineTuneWidget(viewer3)
     warnings = []
-    monkeypatch.setattr("napari_unet._widgets._finetune.show_warning", warnings.append)
-    click(qtbot, fine3.open_session_button)
+    monkeypatch.setattr("napari_unet._widgets._session_panel.show_warning", warnings.append)
+    click(qtbot, fine3.session_panel.open_button)
     wait_idle(qtbot, fine3)
     assert len(warnings) == 1 and f"its file {image_path} is gone" in warnings[0]
     assert "nuclei" not in viewer3.layers
@@ -707,13 +709,13 @@ def test_session_reopens_a_napari_sample(qtbot, ui, tmp_path, monkeypatch, make_
     labels.data_setitem((np.array([1, 1]), np.array([1, 2])), 40)
     folder = tmp_path / "sample.unet-session"
     monkeypatch.setattr(_dialogs, "ask_session_path", lambda parent, suggestion: folder)
-    click(qtbot, fine.save_session_button)
+    click(qtbot, fine.session_panel.save_button)
     wait_saved(qtbot, fine)
 
     viewer2 = make_napari_viewer()
     fine2 = FineTuneWidget(viewer2)
     monkeypatch.setattr(_dialogs, "ask_session_folder", lambda parent: folder)
-    click(qtbot, fine2.open_session_button)
+    click(qtbot, fine2.session_panel.open_button)
     wait_idle(qtbot, fine2)
     image2 = viewer2.layers["nuclei_fluo"]
     assert image2.source.sample == ("napari-unet", "nuclei_fluo")
@@ -728,7 +730,7 @@ def test_open_session_never_runs_a_script_the_session_names(qtbot, ui, nuclei_cr
     reader would run it) with napari's reader as its plugin opens nothing and runs nothing."""
     from napari_unet._widgets import _dialogs
     from napari_unet._widgets._finetune import FineTuneWidget
-    from napari_unet._widgets._session_file import INDEX
+    from napari_unet.sessions import INDEX
 
     viewer, seg, fine = ui
     viewer.add_image(nuclei_crop, name="nuclei")
@@ -737,7 +739,7 @@ def test_open_session_never_runs_a_script_the_session_names(qtbot, ui, nuclei_cr
     wait_idle(qtbot, seg)
     folder = tmp_path / "shared.unet-session"
     monkeypatch.setattr(_dialogs, "ask_session_path", lambda parent, suggestion: folder)
-    click(qtbot, fine.save_session_button)
+    click(qtbot, fine.session_panel.save_button)
     wait_saved(qtbot, fine)
 
     marker = tmp_path / "payload-ran"
@@ -750,11 +752,11 @@ def test_open_session_never_runs_a_script_the_session_names(qtbot, ui, nuclei_cr
     viewer2 = make_napari_viewer()
     fine2 = FineTuneWidget(viewer2)
     warnings, asked = [], []
-    monkeypatch.setattr("napari_unet._widgets._finetune.show_warning", warnings.append)
+    monkeypatch.setattr("napari_unet._widgets._session_panel.show_warning", warnings.append)
     monkeypatch.setattr(_dialogs, "ask_session_folder", lambda parent: folder)
     monkeypatch.setattr(_dialogs, "confirm_open_image",
                         lambda parent, path, folder=None: asked.append(path) or True)
-    click(qtbot, fine2.open_session_button)
+    click(qtbot, fine2.session_panel.open_button)
     wait_idle(qtbot, fine2)
     assert not marker.exists()
     assert asked == [] and "nuclei" not in viewer2.layers
@@ -764,7 +766,7 @@ def test_open_session_never_runs_a_script_the_session_names(qtbot, ui, nuclei_cr
 
 def test_open_session_refuses_a_damaged_folder(qtbot, ui, tmp_path, monkeypatch):
     from napari_unet._widgets import _dialogs
-    from napari_unet._widgets._session_file import INDEX
+    from napari_unet.sessions import INDEX
 
     viewer, seg, fine = ui
     folder = tmp_path / "bad.unet-session"
@@ -774,12 +776,12 @@ def test_open_session_refuses_a_damaged_folder(qtbot, ui, tmp_path, monkeypatch)
     monkeypatch.setattr("napari_unet._widgets._qt.show_error", errors.append)
     monkeypatch.setattr(_dialogs, "ask_session_folder", lambda parent: folder)
     monkeypatch.setattr(_dialogs, "confirm_replace_session", lambda parent: True)
-    click(qtbot, fine.open_session_button)
+    click(qtbot, fine.session_panel.open_button)
     wait_idle(qtbot, fine)
     assert len(errors) == 1 and "damaged" in errors[0] and "not valid JSON" in errors[0]
     assert "Opening the session failed" in fine.status.text()
     assert [v.label for v in fine.session.versions.versions] == ["tiny"]  # nothing replaced
-    assert fine.open_session_button.isEnabled() and seg.segment_button.isEnabled()
+    assert fine.session_panel.open_button.isEnabled() and seg.segment_button.isEnabled()
 
 
 @pytest.mark.parametrize("bad", ["float labels", "0-d labels"])
@@ -791,7 +793,7 @@ def test_open_session_with_bad_labels_keeps_the_open_session(qtbot, ui, nuclei_c
     import shutil
 
     from napari_unet._widgets import _dialogs
-    from napari_unet._widgets._session_file import INDEX
+    from napari_unet.sessions import INDEX
 
     viewer, seg, fine = ui
     viewer.add_image(nuclei_crop, name="nuclei")
@@ -802,7 +804,7 @@ def test_open_session_with_bad_labels_keeps_the_open_session(qtbot, ui, nuclei_c
     labels.data_setitem((np.array([3, 3]), np.array([4, 5])), 41)
     good = tmp_path / "good.unet-session"
     monkeypatch.setattr(_dialogs, "ask_session_path", lambda parent, suggestion: good)
-    click(qtbot, fine.save_session_button)
+    click(qtbot, fine.session_panel.save_button)
     wait_saved(qtbot, fine)
 
     bad_folder = tmp_path / "bad.unet-session"
@@ -824,7 +826,7 @@ def test_open_session_with_bad_labels_keeps_the_open_session(qtbot, ui, nuclei_c
     # Open the good session, then try the bad one in the same viewer.
     monkeypatch.setattr(_dialogs, "confirm_replace_session", lambda parent: True)
     monkeypatch.setattr(_dialogs, "ask_session_folder", lambda parent: good)
-    click(qtbot, fine.open_session_button)
+    click(qtbot, fine.session_panel.open_button)
     wait_idle(qtbot, fine)
     assert "Opened session" in fine.status.text(), fine.status.text()
     session = fine.session
@@ -838,7 +840,7 @@ def test_open_session_with_bad_labels_keeps_the_open_session(qtbot, ui, nuclei_c
     errors = []
     monkeypatch.setattr("napari_unet._widgets._qt.show_error", errors.append)
     monkeypatch.setattr(_dialogs, "ask_session_folder", lambda parent: bad_folder)
-    click(qtbot, fine.open_session_button)
+    click(qtbot, fine.session_panel.open_button)
     wait_idle(qtbot, fine)
     assert len(errors) == 1, errors
     assert labels_file.name in errors[0] and "backup" in errors[0], errors[0]
@@ -850,8 +852,8 @@ def test_open_session_with_bad_labels_keeps_the_open_session(qtbot, ui, nuclei_c
     assert fine.session is session and after[:5] == before[:5]
     np.testing.assert_array_equal(after[5], before[5])
     np.testing.assert_array_equal(after[6], before[6])
-    assert after[7] == before[7] and fine.session_folder.path == good
-    assert fine.open_session_button.isEnabled() and seg.segment_button.isEnabled()
+    assert after[7] == before[7] and fine.session_panel.folder.path == good
+    assert fine.session_panel.open_button.isEnabled() and seg.segment_button.isEnabled()
 
 
 # --------------------------------------------------------------------------- closing layers
@@ -862,10 +864,10 @@ def gate(monkeypatch):
     """Holds a widget's segmentation job until the test opens the gate (``gate.set()``)."""
     import threading
 
-    from napari_unet._widgets import _finetune, _segment
+    from napari_unet._widgets import _round, _segment
 
     event = threading.Event()
-    for module in (_segment, _finetune):
+    for module in (_segment, _round):
         real = module.run_segment
 
         def held(*args, _real=real, **kwargs):
@@ -964,9 +966,10 @@ def test_the_compile_option_reaches_segment(qtbot, ui, nuclei_crop, monkeypatch)
     seen = []
     real = napari_unet._widgets._jobs.segment
 
-    def spy(*args, **kwargs):
-        seen.append(kwargs["compile"])
-        return real(*args, **{**kwargs, "compile": False})  # the path itself: test_fastpath
+    def spy(image, model, axes, options, **kwargs):
+        seen.append(options.compile)
+        return real(image, model, axes, options, **{**kwargs, "compile": False})  # the path
+        # itself: test_fastpath
 
     monkeypatch.setattr("napari_unet._widgets._jobs.segment", spy)
     viewer.add_image(nuclei_crop[:64, :64], name="small")

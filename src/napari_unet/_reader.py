@@ -11,17 +11,16 @@ Labels layers again. No Qt here.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from .errors import NapariUnetError
-from .tiff_io import ImageData, image_stem, read_image
-from .zarr_io import is_zarr
+from .io import ImageData, clean_calibration, image_stem, is_zarr, read_image
+from .io.units import UNITS
 
 #: Key under which napari-unet keeps its own facts in a layer's ``metadata``.
 META_KEY = "napari_unet"
 SUFFIXES = (".tif", ".tiff")
-#: Units napari (pint) understands, by napari-unet's unit names.
-NAPARI_UNITS = {"um": "um", "pixel": "pixel"}
 
 
 def get_reader(path: Any) -> Optional[Callable[[Any], list]]:
@@ -50,11 +49,20 @@ def _is_rgb(image: ImageData) -> bool:
 
 
 def _geometry(image: ImageData, axes: str) -> dict[str, Any]:
-    """Scale and units for the non-channel axes in ``axes``: pixel size for Z/Y/X, 1 for T."""
-    sizes = dict(zip([a for a in image.axes if a in "ZYX"], image.pixel_size or ()))
+    """Scale and units for the non-channel axes in ``axes``: pixel size for Z/Y/X, 1 for T.
+
+    The pixel size goes through :func:`~napari_unet.io.units.clean_calibration` again, as
+    an :class:`ImageData` may come from elsewhere than :func:`read_image`: a NaN, infinite,
+    zero or negative size (which would mirror or collapse the layer) is dropped with a
+    :class:`~napari_unet.errors.CalibrationWarning`, as when a file is read."""
+    spatial = [a for a in image.axes if a in "ZYX"]
+    raw = {a: (size, image.unit) for a, size in zip(spatial, image.pixel_size or ())}
+    pixel_size = clean_calibration(raw, image.axes, image.source, micrometres=False)[0]
+    sizes = dict(zip(spatial, pixel_size or ()))
     kept = [a for a in axes if a != "C"]
     kwargs: dict[str, Any] = {"scale": [float(sizes.get(a, 1.0)) for a in kept]}
-    unit = NAPARI_UNITS.get(image.unit or "")
+    known = UNITS.get(image.unit or "")
+    unit = known.napari if known is not None else None  # a name napari (pint) accepts
     if unit is not None:
         kwargs["units"] = [unit if a in "ZYX" else "pixel" for a in kept]
     return kwargs
@@ -63,7 +71,7 @@ def _geometry(image: ImageData, axes: str) -> dict[str, Any]:
 def image_layer_data(image: ImageData, name: str) -> list[tuple]:
     """Layer data tuples for an :class:`ImageData` (shared by the reader and sample data)."""
     axes = image.axes
-    meta = {
+    meta: dict[str, Any] = {
         "axes": axes,
         "source": image.source,
         "pixel_size": list(image.pixel_size) if image.pixel_size else None,

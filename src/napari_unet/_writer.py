@@ -1,6 +1,6 @@
 """napari writer: a Labels layer to a compressed, calibrated TIFF (Fiji and napari open it).
 
-Writing goes through :func:`napari_unet.tiff_io.write_labels`, which is atomic: a failed
+Writing goes through :func:`napari_unet.io.write_labels`, which is atomic: a failed
 or interrupted save leaves any previous file untouched. napari's save dialog asks before
 replacing a file, so the napari hook replaces; :func:`labels_to_tiff` refuses by default.
 No Qt here.
@@ -9,13 +9,15 @@ No Qt here.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 from ._reader import META_KEY
-from .tiff_io import _LENGTH_UNITS, _unit_key, write_labels
+from .io import write_labels
+from .io.units import common_unit
 
 _DEFAULT_AXES = {2: "YX", 3: "ZYX", 4: "TZYX"}
 
@@ -31,16 +33,6 @@ def label_axes(ndim: int, metadata: Optional[Mapping[str, Any]]) -> str:
     if ndim not in _DEFAULT_AXES:
         raise ValueError(f"cannot write {ndim}D labels; napari-unet writes 2D to 4D (TZYX) labels")
     return _DEFAULT_AXES[ndim]
-
-
-def _unit_name(units: Optional[Sequence[Any]], axes: str) -> str:
-    """One unit for the Z/Y/X axes (napari keeps pint units per axis), spelled as
-    :data:`napari_unet.tiff_io._LENGTH_UNITS` knows it; "pixel" if unknown or mixed."""
-    if not units:
-        return "pixel"
-    keys = {_unit_key(str(u)) for a, u in zip(axes, units) if a in "ZYX"}
-    same = {"pixel" if k == "pixel" else _LENGTH_UNITS.get(k) for k in keys}
-    return min(keys) if len(same) == 1 and None not in same else "pixel"
 
 
 def provenance(metadata: Optional[Mapping[str, Any]]) -> dict[str, Any]:
@@ -65,7 +57,7 @@ def labels_to_tiff(path: str | Path, data: Any, *, scale: Optional[Sequence[floa
         values = [float(s) for a, s in zip(axes, scale) if a in "ZYX"]
         if all(math.isfinite(v) and v > 0 for v in values):
             pixel_size = values
-    unit = _unit_name(units, axes)
+    unit = common_unit(u for a, u in zip(axes, units or ()) if a in "ZYX")
     return write_labels(path, data, axes=axes, pixel_size=pixel_size, unit=unit,
                         metadata=provenance(metadata), overwrite=overwrite)
 

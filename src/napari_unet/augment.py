@@ -33,7 +33,7 @@ def _pad_to(arr: np.ndarray, size: int, mode: str) -> np.ndarray:
         return arr
     if mode == "reflect" and min(arr.shape[-2:]) < 2:
         mode = "edge"
-    return np.pad(arr, pads, mode=mode)
+    return np.pad(arr, pads, mode=mode)  # type: ignore[call-overload]  # numpy's stubs want a Literal mode
 
 
 def random_crop(image: np.ndarray, target: np.ndarray, weight: np.ndarray, size: int,

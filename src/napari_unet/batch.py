@@ -13,54 +13,44 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
-from . import __version__
-from .atomic import PathLike, atomic_folder
+from ._version import __version__
 from .axes import Layout, make_layout
-from .blocks import BlockConfig, block_boxes
-from .config import PostprocessConfig
+from .blocks import block_boxes
+from .config import COUNT, Pattern, check_value
 from .device import torch_threads
 from .errors import NapariUnetError, OutputWriteError
+from .io import (
+    ImageData,
+    atomic_folder,
+    create_labels,
+    image_stem,
+    is_zarr,
+    read_image,
+    write_labels,
+)
+from .io.atomic import PathLike
+from .io.tiff import LAZY_THRESHOLD_BYTES
 from .model import Model
+from .options import SegmentOptions
 from .overlay import write_overlay
+from .postprocess import count_objects
 from .progress import CancelToken, ProgressCallback
 from .registry import load_model
-from .postprocess import count_objects
 from .segment import prepare_image, segment, stitch_along_z
-from .tiff_io import LAZY_THRESHOLD_BYTES, ImageData, image_stem, read_image, write_labels
-from .zarr_io import create_labels, is_zarr
 
 FORMATS = ("tiff", "zarr")
+#: "local", or a dask.distributed scheduler address: [scheme://]host:port.
+SCHEDULER = Pattern(r"local|(?:(?:tcp|tls|ws|wss|ucx)://)?(?:\[[0-9A-Fa-f:.]+\]|[\w.-]+):\d{1,5}",
+                    "'local' or a scheduler address such as tcp://host:8786")
 _SUFFIX = {"tiff": "_labels.tif", "zarr": "_labels.zarr"}
-
-
-@dataclass(frozen=True)
-class SegmentOptions:
-    """How to segment each file (the keywords of :func:`napari_unet.segment`), plus the
-    torch threads per task on a cluster (``None``: the machine's cores / workers)."""
-
-    axes: Optional[str] = None
-    device: str = "auto"
-    tile_size: Optional[int] = None
-    tile_overlap: Optional[int] = None
-    batch_size: Optional[int] = None
-    postprocess: Optional[PostprocessConfig] = None
-    stitch_3d: bool = False
-    fast: bool = True
-    compile: bool = False
-    blocks: BlockConfig = field(default_factory=BlockConfig)
-    threads: Optional[int] = None
-
-    def segment_kwargs(self) -> dict[str, Any]:
-        return dict(device=self.device, tile_size=self.tile_size, tile_overlap=self.tile_overlap,
-                    batch_size=self.batch_size, postprocess=self.postprocess,
-                    fast=self.fast, compile=self.compile, blocks=self.blocks)
 
 
 @dataclass(frozen=True)
@@ -152,6 +142,7 @@ def segment_file(
     model: Model,
     options: SegmentOptions = SegmentOptions(),
     *,
+    axes: Optional[str] = None,
     fmt: str = "tiff",
     overwrite: bool = False,
     overlay: Optional[PathLike] = None,
@@ -159,13 +150,14 @@ def segment_file(
     cancel: Optional[CancelToken] = None,
 ) -> FileResult:
     """Segment one image file into a label TIFF or OME-Zarr at ``target`` (atomically),
-    out of core when the image or its labels are large (see the module docstring)."""
+    out of core when the image or its labels are large (see the module docstring);
+    ``axes`` (default: the file's) name the image's axes."""
     start = time.perf_counter()
     image = read_image(source)
-    layout = make_layout(image.data, options.axes or image.axes, model.in_channels)
+    layout = make_layout(image.data, axes or image.axes, model.in_channels)
     meta = _provenance(model, source)
-    kwargs = dict(axes=layout.axes, stitch_3d=options.stitch_3d, progress=progress,
-                  cancel=cancel, **options.segment_kwargs())
+    kwargs: dict[str, Any] = dict(axes=layout.axes, options=options, progress=progress,
+                                  cancel=cancel)
     pixel_size = label_pixel_size(image, layout)
     out_of_core = fmt == "zarr" or needs_out_of_core(image, layout)
     target = Path(target)
@@ -245,11 +237,13 @@ def segment_files(
     model: Union[str, Path],
     options: SegmentOptions = SegmentOptions(),
     *,
+    axes: Optional[str] = None,
     fmt: str = "tiff",
     overwrite: bool = False,
     overlay: bool = False,
     scheduler: Optional[str] = None,
     workers: int = 2,
+    threads: Optional[int] = None,
     on_result: Optional[Callable[[FileResult], None]] = None,
     progress_for: Optional[Callable[[str], ProgressCallback]] = None,
 ) -> list[FileResult]:
@@ -257,31 +251,40 @@ def segment_files(
     (its :attr:`FileResult.error` says why). ``model`` is a shipped/user model name or a
     file path, which workers must be able to open too.
 
-    ``scheduler=None`` runs here, one file after another; ``"local"`` starts a
-    dask.distributed LocalCluster of ``workers`` processes; any other value is the address
-    of a running scheduler (``tcp://host:8786``) whose workers see the same files.
+    ``axes`` (default: each file's own) name the images' axes. ``scheduler=None`` runs
+    here, one file after another; ``"local"`` starts a dask.distributed LocalCluster of
+    ``workers`` processes; any other value is the address of a running scheduler
+    (``tcp://host:8786``) whose workers see the same files; anything else raises
+    :class:`~napari_unet.errors.InvalidSettingError` before any work. ``threads`` are the
+    torch threads per task on a cluster (``None``: the machine's cores / workers).
     """
+    if scheduler is not None:
+        check_value("scheduler", scheduler, SCHEDULER)
+    if threads is not None:
+        check_value("threads", threads, COUNT)
     targets = output_paths(sources, out_dir, fmt, overwrite, overlay)
     loaded = load_model(model)
+    if options.object_size is not None:  # refused once, before any file, if it cannot work
+        loaded.for_object_size(options.object_size)
     if scheduler is None:
         results = []
         for source, (labels, preview) in zip(sources, targets):
             progress = progress_for(str(source)) if progress_for else None
-            result = _guarded(segment_file, source, labels, loaded, options, fmt=fmt,
+            result = _guarded(segment_file, source, labels, loaded, options, axes=axes, fmt=fmt,
                               overwrite=overwrite, overlay=preview, progress=progress)
             if on_result:
                 on_result(result)
             results.append(result)
         return results
+    job = _Job(str(model), options, axes, threads, fmt, overwrite)
     with cluster(scheduler, workers) as client:
         if len(sources) == 1:
             image = read_image(sources[0])
-            prepared = prepare_image(image.data, loaded, options.axes or image.axes)
+            prepared = prepare_image(image.data, loaded, axes or image.axes)
             if int(np.prod(prepared.layout.stack_shape, dtype=np.int64)) > 1:
-                return [_segment_volume(client, sources[0], image, prepared, targets[0],
-                                        str(model), loaded, options, fmt, overwrite, on_result)]
-        return _segment_many(client, sources, targets, str(model), options, fmt, overwrite,
-                             on_result)
+                return [_segment_volume(client, job, sources[0], image, prepared, targets[0],
+                                        loaded, on_result)]
+        return _segment_many(client, job, sources, targets, on_result)
 
 
 def _guarded(fn: Callable[..., FileResult], source: PathLike, target: Path, *args: Any,
@@ -323,25 +326,36 @@ def cluster(scheduler: str, workers: int = 2, timeout: str = "10s") -> Iterator[
             yield client
 
 
-def _worker_threads(options: SegmentOptions) -> int:
-    return options.threads or int(os.environ.get("OMP_NUM_THREADS", 0) or 1)
+@dataclass(frozen=True)
+class _Job:
+    """What every task of a batch on a cluster shares (one value, so it pickles): the
+    model's name or path (each worker opens it), how to segment and how to write."""
+
+    model: str
+    options: SegmentOptions
+    axes: Optional[str]
+    threads: Optional[int]
+    fmt: str
+    overwrite: bool
+
+    @property
+    def worker_threads(self) -> int:
+        return self.threads or int(os.environ.get("OMP_NUM_THREADS", 0) or 1)
 
 
-def _remote_file(source: str, target: tuple[Path, Optional[Path]], model: str,
-                 options: SegmentOptions, fmt: str, overwrite: bool) -> FileResult:
+def _remote_file(job: _Job, source: str, target: tuple[Path, Optional[Path]]) -> FileResult:
     """One file on a worker (a module-level function, so it pickles)."""
-    with torch_threads(_worker_threads(options)):
-        return _guarded(segment_file, source, target[0], load_model(model), options, fmt=fmt,
-                        overwrite=overwrite, overlay=target[1])
+    with torch_threads(job.worker_threads):
+        return _guarded(segment_file, source, target[0], load_model(job.model), job.options,
+                        axes=job.axes, fmt=job.fmt, overwrite=job.overwrite, overlay=target[1])
 
 
-def _segment_many(client: Any, sources: Sequence[PathLike], targets: list, model: str,
-                  options: SegmentOptions, fmt: str, overwrite: bool,
+def _segment_many(client: Any, job: _Job, sources: Sequence[PathLike], targets: list,
                   on_result: Optional[Callable[[FileResult], None]]) -> list[FileResult]:
     from dask.distributed import as_completed
 
-    futures = [client.submit(_remote_file, str(s), t, model, options, fmt, overwrite,
-                             pure=False) for s, t in zip(sources, targets)]
+    futures = [client.submit(_remote_file, job, str(s), t, pure=False)
+               for s, t in zip(sources, targets)]
     order = {f.key: i for i, f in enumerate(futures)}
     results: list[Optional[FileResult]] = [None] * len(futures)
     for future in as_completed(futures):
@@ -352,16 +366,17 @@ def _segment_many(client: Any, sources: Sequence[PathLike], targets: list, model
     return [r for r in results if r is not None]
 
 
-def _remote_planes(source: str, store: str, model: str, options: SegmentOptions,
-                   planes: list[tuple[int, ...]], percentiles: np.ndarray) -> int:
-    """Segment some planes of one stack into the shared zarr; returns their largest id."""
+def _remote_planes(job: _Job, source: str, store: str, planes: list[tuple[int, ...]],
+                   percentiles: np.ndarray) -> int:
+    """Segment some planes of one stack into the shared zarr; returns their largest id.
+    Never stitched here: the client stitches the whole stack once ids are unique."""
     import zarr
 
     image = read_image(source)
     out = zarr.open_array(store, mode="r+")
-    with torch_threads(_worker_threads(options)):
-        segment(image.data, load_model(model), options.axes or image.axes, planes=planes,
-                percentiles=percentiles, out=out, **options.segment_kwargs())
+    with torch_threads(job.worker_threads):
+        segment(image.data, load_model(job.model), job.axes or image.axes, job.options,
+                planes=planes, percentiles=percentiles, out=out, stitch_3d=False)
     return max(int(np.asarray(out[p + box]).max()) for p in planes
                for box in block_boxes(out.shape[-2:], 4096))
 
@@ -377,9 +392,8 @@ def _remote_shift(store: str, planes: list[tuple[int, ...]], offset: int) -> Non
             out[p + box] = np.where(block > 0, block + np.uint32(offset), 0)
 
 
-def _segment_volume(client: Any, source: PathLike, image: ImageData, prepared: Any,
-                    target: tuple, model: str, loaded: Model, options: SegmentOptions,
-                    fmt: str, overwrite: bool,
+def _segment_volume(client: Any, job: _Job, source: PathLike, image: ImageData, prepared: Any,
+                    target: tuple, loaded: Model,
                     on_result: Optional[Callable[[FileResult], None]]) -> FileResult:
     """One stack (already read and prepared here, once) split into plane groups over the
     cluster's workers, which open the file and ``model`` themselves."""
@@ -387,30 +401,32 @@ def _segment_volume(client: Any, source: PathLike, image: ImageData, prepared: A
     layout = prepared.layout
     indices = list(np.ndindex(*layout.stack_shape))
     n_tasks = min(len(indices), 4 * max(1, len(client.scheduler_info()["workers"])))
-    groups = [list(g) for g in np.array_split(np.array(indices), n_tasks) if len(g)]
-    groups = [[tuple(int(i) for i in p) for p in g] for g in groups]
+    split: list[np.ndarray] = np.array_split(np.array(indices), n_tasks)
+    groups = [[tuple(int(i) for i in p) for p in g] for g in split if len(g)]
     labels_path, overlay = target
     pixel_size = label_pixel_size(image, layout)
-    with _label_store(labels_path, fmt, overwrite, True) as store:
+    with _label_store(labels_path, job.fmt, job.overwrite, True) as store:
+        assert store is not None  # out of core: always a zarr store
         labels = create_labels(store, layout.label_shape, layout.label_axes, pixel_size=pixel_size,
                                unit=image.unit, metadata=_provenance(loaded, source))
         path = str(store / "0")
-        tops = client.gather([client.submit(_remote_planes, str(source), path, model, options, g,
+        tops = client.gather([client.submit(_remote_planes, job, str(source), path, g,
                                             prepared.percentiles, pure=False) for g in groups])
         if loaded.config.task == "instance":
             offsets = np.concatenate([[0], np.cumsum(tops)[:-1]])
             client.gather([client.submit(_remote_shift, path, g, int(o), pure=False)
                            for g, o in zip(groups, offsets) if o])
-            if options.stitch_3d and "Z" in layout.stack_axes:
+            if job.options.stitch_3d and "Z" in layout.stack_axes:
                 stitch_along_z(labels, layout)
-        if fmt == "tiff":
+        if job.fmt == "tiff":
             write_labels(labels_path, labels, axes=layout.label_axes, pixel_size=pixel_size,
-                         unit=image.unit, metadata=_provenance(loaded, source), overwrite=overwrite)
+                         unit=image.unit, metadata=_provenance(loaded, source),
+                         overwrite=job.overwrite)
         n = count_objects(labels)
         preview = None
         if overlay is not None:
             plane, plane_labels = preview_plane(image.data, layout.axes, labels)
-            preview = write_overlay(overlay, plane, plane_labels, overwrite)
+            preview = write_overlay(overlay, plane, plane_labels, job.overwrite)
     result = FileResult(str(source), labels_path, n, True, time.perf_counter() - start, preview)
     if on_result:
         on_result(result)

@@ -12,11 +12,13 @@ A plane that fits in one block is processed exactly as a whole (no halo, no cut)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
+from .config import COUNT_OR_ZERO, Range, check_fields, setting
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 
 Box = tuple[slice, slice]
@@ -28,11 +30,15 @@ ProbabilitySink = Callable[[tuple[int, ...], Box, np.ndarray], None]
 
 @dataclass(frozen=True)
 class BlockConfig:
-    """Block geometry in pixels: ``block`` is the largest core side, ``halo`` the margin
-    over which objects crossing a core edge are completed (>= the largest object radius)."""
+    """Block geometry in pixels: ``block`` is the largest core side (64 or more), ``halo``
+    the margin over which objects crossing a core edge are completed (>= the largest object
+    radius); other values raise :class:`~napari_unet.errors.InvalidSettingError`."""
 
-    block: int = 2048
-    halo: int = 64
+    block: int = setting(2048, Range(64, integer=True))
+    halo: int = setting(64, COUNT_OR_ZERO)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def split(length: int, block: int) -> list[tuple[int, int]]:
@@ -42,13 +48,13 @@ def split(length: int, block: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
-def block_boxes(shape: tuple[int, int], block: int) -> list[Box]:
-    """Block cores in raster order."""
+def block_boxes(shape: tuple[int, ...], block: int) -> list[Box]:
+    """Block cores of a (Y, X) ``shape`` in raster order."""
     return [(slice(y0, y1), slice(x0, x1))
             for y0, y1 in split(shape[0], block) for x0, x1 in split(shape[1], block)]
 
 
-def grow(box: Box, margin: int, shape: tuple[int, int]) -> Box:
+def grow(box: Box, margin: int, shape: tuple[int, ...]) -> Box:
     """``box`` widened by ``margin`` on every side, clipped to the plane."""
     return tuple(slice(max(0, s.start - margin), min(n, s.stop + margin))
                  for s, n in zip(box, shape))  # type: ignore[return-value]
@@ -81,7 +87,7 @@ def _within(box: Box, region: Box) -> Box:
 
 def segment_plane(
     read: Callable[[Box], np.ndarray],
-    shape: tuple[int, int],
+    shape: tuple[int, ...],
     probabilities: Callable[..., np.ndarray],
     to_labels: Callable[[np.ndarray], np.ndarray],
     out: Any,

@@ -6,8 +6,8 @@ validation data was worth up to +0.07 accuracy in our measurements.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import numpy as np
 

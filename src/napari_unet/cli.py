@@ -9,29 +9,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
-from .batch import FORMATS, FileResult, SegmentOptions, segment_files
+from ._version import __version__
+from .batch import FORMATS, SCHEDULER, FileResult, segment_files
 from .blocks import BlockConfig
+from .config import COUNT, NetworkConfig, Rule, rule_of
+from .corrections import Correction
 from .device import DEVICE_CHOICES, keep_freed_memory
 from .errors import Cancelled, NapariUnetError, NapariUnetWarning, OutputWriteError
 from .evaluation import evaluate
-from .model import SUFFIX, model_path
 from .finetune import FINE_TUNE_CONFIG, describe_round, fine_tune
-from .round_check import check_round
+from .io import read_image, read_labels
+from .model import SUFFIX, model_path
+from .options import SegmentOptions
 from .registry import list_models, load_model, save_user_model, user_dir
-from .segment import segment, with_postprocess
-from .tiff_io import read_image, read_labels
-from .training import TrainConfig, train
+from .round_check import check_round
+from .segment import segment
+from .training import VAL_FRACTION, VAL_LAST, TrainConfig, train
 
 
 class _Bar:
@@ -56,45 +59,32 @@ def _permille_bar(desc: str) -> tqdm:
     return tqdm(total=1000, desc=desc, unit="‰", leave=False, disable=None)
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type for integers >= ``minimum`` (0 tiles or steps make no sense)."""
+def _option(rule: Rule) -> Callable[[str], Any]:
+    """An argparse type that refuses what ``rule``, the library's rule for the same
+    setting, refuses: exit status 2 and one line naming the option and the allowed values."""
 
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
+    def parse(text: str) -> Any:
+        value = rule.parse(text)
+        if not rule.allows(value):
+            raise argparse.ArgumentTypeError(f"must be {rule.text}, got {text}")
         return value
 
     return parse
 
 
-_positive_int = _int_at_least(1)
-
-
-def _positive_finite(text: str) -> float:
-    """An argparse type for a time budget: a number above 0 that is not NaN or infinite
-    (0, a negative, NaN or inf would leave only the step limit, 100,000 steps)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(
-            f"must be a positive finite number (e.g. 30), got {text}; to limit the work by "
-            "steps instead, pass --steps")
-    return value
+def _field(cls: type, name: str) -> Callable[[str], Any]:
+    """The argparse type of an option that sets the dataclass field ``cls.name``."""
+    return _option(rule_of(cls, name))
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     options = SegmentOptions(
-        axes=args.axes, device=args.device, tile_size=args.tile_size, tile_overlap=args.overlap,
-        batch_size=args.batch_size, stitch_3d=args.stitch_3d, fast=not args.no_fast,
-        compile=args.compile,
-        postprocess=with_postprocess(model, seed_threshold=args.seed_threshold,
-                                     foreground_threshold=args.foreground_threshold,
-                                     min_size=args.min_size),
-        blocks=BlockConfig(args.block_size, args.halo),
+        device=args.device, tile_size=args.tile_size, tile_overlap=args.overlap,
+        batch_size=args.batch_size, seed_threshold=args.seed_threshold,
+        foreground_threshold=args.foreground_threshold, min_size=args.min_size,
+        object_size=args.object_size, stitch_3d=args.stitch_3d, fast=not args.no_fast,
+        compile=args.compile, blocks=BlockConfig(args.block_size, args.halo),
     )
     what = "objects" if model.config.task == "instance" else "classes"
     bars: list[_Bar] = []
@@ -116,7 +106,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
             print(f"  overlay -> {result.overlay}")
 
     results = segment_files(
-        args.inputs, args.out, args.model, options, fmt=args.format, overwrite=args.overwrite,
+        args.inputs, args.out, args.model, options, axes=args.axes, fmt=args.format,
+        overwrite=args.overwrite,
         overlay=args.overlay, scheduler=args.scheduler, workers=args.workers,
         on_result=on_result, progress_for=progress_for,
     )
@@ -210,9 +201,10 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
 
     try:
         config = replace(FINE_TUNE_CONFIG, device=args.device, fast=not args.no_fast)
-        tuned = fine_tune(model, np.asarray(image.data), labels, mask, axes=args.axes or image.axes,
-                          time_budget=args.time_budget, steps=args.steps, config=config,
-                          name=args.save_as, on_report=on_report)
+        correction = Correction(image=np.asarray(image.data), labels=labels, mask=mask,
+                                axes=args.axes or image.axes, name=Path(args.image).name)
+        tuned = fine_tune(model, correction, time_budget=args.time_budget, steps=args.steps,
+                          config=config, name=args.save_as, on_report=on_report)
     finally:
         bar.close()
     rnd = tuned.config.provenance["fine_tune_rounds"][-1]
@@ -266,29 +258,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="nuclei", help="shipped/user model name or .safetensors path")
     p.add_argument("--out", required=True, help="output folder for <name>_labels.tif/.zarr")
     p.add_argument("--axes", help="axes of the input, e.g. YX, CYX, ZYX (default: from the file)")
-    p.add_argument("--tile-size", type=_positive_int, help="tile side in pixels (default: the model's)")
-    p.add_argument("--overlap", type=_int_at_least(0), help="tile overlap in pixels (default: the model's)")
-    p.add_argument("--batch-size", type=_positive_int,
+    p.add_argument("--tile-size", type=_field(SegmentOptions, "tile_size"), help="tile side in pixels (default: the model's)")
+    p.add_argument("--overlap", type=_field(SegmentOptions, "tile_overlap"), help="tile overlap in pixels (default: the model's)")
+    p.add_argument("--batch-size", type=_field(SegmentOptions, "batch_size"),
                    help="tiles per forward pass (default: 2 on CPU, 8 on CUDA, 4 on MPS)")
-    p.add_argument("--seed-threshold", type=float, help="interior probability for seeds")
-    p.add_argument("--foreground-threshold", type=float, help="foreground probability")
-    p.add_argument("--min-size", type=_positive_int, help="smallest object kept, in pixels")
+    p.add_argument("--seed-threshold", type=_field(SegmentOptions, "seed_threshold"),
+                   help="interior probability for seeds")
+    p.add_argument("--foreground-threshold", type=_field(SegmentOptions, "foreground_threshold"),
+                   help="foreground probability")
+    p.add_argument("--min-size", type=_field(SegmentOptions, "min_size"),
+                   help="smallest object kept, in pixels")
+    p.add_argument("--object-size", type=_field(SegmentOptions, "object_size"),
+                   help="object diameter in pixels: the image is resized so objects reach the "
+                        "network at the size it learnt (default: the model's; needs a model "
+                        "that records its object size)")
     p.add_argument("--stitch-3d", action="store_true", help="join objects across Z planes")
     p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
     p.add_argument("--format", choices=FORMATS, default="tiff",
                    help="tiff: <name>_labels.tif; zarr: <name>_labels.zarr (OME-Zarr, written "
                         "block by block). Large inputs go through zarr either way.")
-    p.add_argument("--block-size", type=_int_at_least(64), default=BlockConfig.block,
+    p.add_argument("--block-size", type=_field(BlockConfig, "block"), default=BlockConfig.block,
                    help="planes larger than this are segmented block by block (bounded memory)")
-    p.add_argument("--halo", type=_int_at_least(0), default=BlockConfig.halo,
+    p.add_argument("--halo", type=_field(BlockConfig, "halo"), default=BlockConfig.halo,
                    help="pixels around each block for objects crossing its edge "
                         "(>= the largest object radius)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network first (seconds of set-up, then ~1.2x faster: "
                         "for long batches)")
-    p.add_argument("--scheduler", help="run on dask.distributed: 'local' for a LocalCluster, "
+    p.add_argument("--scheduler", type=_option(SCHEDULER),
+                   help="run on dask.distributed: 'local' for a LocalCluster, "
                                        "or a scheduler address tcp://host:8786")
-    p.add_argument("--workers", type=_positive_int, default=2,
+    p.add_argument("--workers", type=_option(COUNT), default=2,
                    help="worker processes of a local cluster (default 2)")
     _add_common(p)
     p.set_defaults(func=cmd_segment)
@@ -301,19 +301,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", help="start from this model instead of a fresh network")
     p.add_argument("--task", default="instance", choices=["instance", "semantic"])
     p.add_argument("--class-names", nargs="+", help="semantic class names (e.g. membrane)")
-    p.add_argument("--in-channels", type=int, default=1)
+    p.add_argument("--in-channels", type=_field(NetworkConfig, "in_channels"), default=1)
     p.add_argument("--invert-masks", action="store_true",
                    help="mask value 0 is the class (ISBI membrane convention)")
-    p.add_argument("--steps", type=_positive_int, default=2000)
-    p.add_argument("--time-budget", type=_positive_finite, help="stop after this many minutes")
-    p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--patch-size", type=_positive_int, default=256)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--val-fraction", type=float, default=0.05)
-    p.add_argument("--val-last", type=int, help="hold out the last N images for validation")
-    p.add_argument("--val-every", type=_positive_int, default=100)
-    p.add_argument("--patience", type=int, default=10, help="validations without gain (0: off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=_field(TrainConfig, "steps"), default=2000)
+    p.add_argument("--time-budget", type=_field(TrainConfig, "time_budget"),
+                   help="stop after this many minutes")
+    p.add_argument("--batch-size", type=_field(TrainConfig, "batch_size"), default=8)
+    p.add_argument("--patch-size", type=_field(TrainConfig, "patch_size"), default=256)
+    p.add_argument("--lr", type=_field(TrainConfig, "lr"), default=2e-3)
+    p.add_argument("--val-fraction", type=_option(VAL_FRACTION), default=0.05)
+    p.add_argument("--val-last", type=_option(VAL_LAST),
+                   help="hold out the last N images for validation")
+    p.add_argument("--val-every", type=_field(TrainConfig, "val_every"), default=100)
+    p.add_argument("--patience", type=_field(TrainConfig, "patience"), default=10,
+                   help="validations without gain (0: off)")
+    p.add_argument("--seed", type=_field(TrainConfig, "seed"), default=0)
     p.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
     _add_common(p)
     p.set_defaults(func=cmd_train)
@@ -322,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="folder with images/ and masks/ sub-folders")
     p.add_argument("--model", default="nuclei")
     p.add_argument("--csv", help="write per-image scores to this CSV file")
-    p.add_argument("--limit", type=_positive_int, help="only the first N images")
+    p.add_argument("--limit", type=_option(COUNT), help="only the first N images")
     p.add_argument("--invert-masks", action="store_true")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
@@ -333,9 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="TIFF marking the pixels that count (default: all)")
     p.add_argument("--model", default="nuclei")
     p.add_argument("--axes", help="axes of the image (default: from the file)")
-    p.add_argument("--steps", type=_positive_int, default=FINE_TUNE_CONFIG.steps,
+    p.add_argument("--steps", type=_field(TrainConfig, "steps"), default=FINE_TUNE_CONFIG.steps,
                    help=f"training steps of the round (default {FINE_TUNE_CONFIG.steps})")
-    p.add_argument("--time-budget", type=_positive_finite, default=FINE_TUNE_CONFIG.time_budget,
+    p.add_argument("--time-budget", type=_field(TrainConfig, "time_budget"),
+                   default=FINE_TUNE_CONFIG.time_budget,
                    help="time limit in seconds: fewer steps run when they do not fit "
                         f"(default {FINE_TUNE_CONFIG.time_budget:.0f})")
     p.add_argument("--out", help="write the tuned model to this .safetensors file")
@@ -361,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("always", NapariUnetWarning)  # one per file, not per place
             show = warnings.showwarning
 
-            def one_line(message, category, *rest, **kwargs):  # type: ignore[no-untyped-def]
+            def one_line(message, category, *rest, **kwargs):
                 if issubclass(category, NapariUnetWarning):
                     print(f"napari-unet: warning: {message}", file=sys.stderr)
                 else:

@@ -12,9 +12,36 @@ keeps the model close to its own previous probabilities (see
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from .io import ArrayLike
+
+
+@dataclass(kw_only=True)
+class Correction:
+    """One corrected image for fine-tuning: the image as read (2D, or a stack of which the
+    planes holding corrections are used), the labels as the user left them (prediction plus
+    corrections), the pixels they corrected or reviewed (``None``: all of them), and how
+    the image is normalised (``None``: by its own percentiles; a plane cut from a stack
+    passes the stack's (C, 2) percentiles, so it is learnt as Segment saw it)."""
+
+    image: ArrayLike
+    labels: np.ndarray
+    mask: Optional[np.ndarray] = None
+    percentiles: Optional[np.ndarray] = None
+    #: The image's axes (as for ``segment``); ``None``: guessed from its shape.
+    axes: Optional[str] = None
+    name: str = "image"
+
+    @property
+    def n_supervised(self) -> int:
+        """Pixels the correction supervises."""
+        if self.mask is None:
+            return int(np.asarray(self.labels).size)
+        return int(np.count_nonzero(self.mask))
 
 
 def paste_corrections(prediction: np.ndarray, corrected: np.ndarray,

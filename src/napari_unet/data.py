@@ -15,9 +15,9 @@ from .axes import fit_channels, make_layout
 from .config import ModelConfig
 from .domain import resize_labels, resize_plane, scaled_shape
 from .errors import DatasetError, InvalidImageError, InvalidLabelsError
+from .io import check_labels, read_image, read_mask
 from .normalize import channel_percentiles, normalize
 from .targets import labels_to_target
-from .tiff_io import check_label_values, read_image, read_mask
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
@@ -83,10 +83,17 @@ def make_sample(name: str, image: np.ndarray, labels: np.ndarray, config: ModelC
             f"{name}: labels of shape {labels.shape} do not match the image plane "
             f"{planes.shape[1:]}; use labels drawn on this image"
         )
-    check_label_values(labels, what=f"the labels of {name}")
+    check_labels(labels, what=f"the labels of {name}")
     if percentiles is None:
         percentiles = channel_percentiles(planes, config.normalization, channel_axis=0)
     norm = normalize(planes, percentiles, config.normalization.invert)
+    return normalized_sample(name, norm, labels, config, weight, invert_masks)
+
+
+def normalized_sample(name: str, norm: np.ndarray, labels: np.ndarray, config: ModelConfig,
+                      weight: np.ndarray | None = None, invert_masks: bool = False) -> Sample:
+    """A sample of a (C, Y, X) image already normalised as the model sees it, and its
+    checked labels: resized by the config's ``input_scale``, with the training target."""
     if weight is None:
         weight = np.ones(labels.shape, dtype=np.float32)
     if config.input_scale != 1.0:

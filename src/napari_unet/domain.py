@@ -9,8 +9,9 @@ have the diameter it knows, and inverted when objects are dark on a light backgr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import Literal, Optional
 
 import numpy as np
 import torch

@@ -9,14 +9,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .atomic import atomic_write
 from .data import find_pairs, read_pair
-from .metrics import (
-    ImageScores, adapted_rand_error, cells_from_membrane, pixel_error, score_image, scores_table,
-    summarise,
-)
+from .io import atomic_write
+from .metrics import adapted_rand_error, cells_from_membrane, pixel_error
 from .model import Model
 from .progress import CancelToken, ProgressCallback, check_cancel, report
+from .scores import ImageScores, score_image, scores_table, summarise
 from .segment import segment
 
 

@@ -38,13 +38,14 @@ def fold_batchnorm(network: nn.Module) -> nn.Module:
 
 
 def inference_network(network: nn.Module, device: torch.device, fast: bool = True,
-                      compile: bool = False) -> nn.Module:
+                      compile: bool = False) -> nn.Module:  # noqa: A002 (torch.compile)
     """``network`` ready to predict on ``device``: folded, cast and laid out for speed
     when ``fast`` (else an fp32 eval copy on the device, for exact results); compiled
     with inductor when ``compile``."""
     if not fast:
         return copy.deepcopy(network).eval().to(device)
-    net = fold_batchnorm(network).to(device, dtype=fast_dtype(device),
+    # torch's stubs do not list Module.to's memory_format, which it takes
+    net = fold_batchnorm(network).to(device, dtype=fast_dtype(device),  # type: ignore[call-overload]
                                      memory_format=memory_format(device))
     if compile:
         net = torch.compile(net, dynamic=False)

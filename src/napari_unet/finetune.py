@@ -12,21 +12,22 @@ The base model is copied, never changed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Optional
+from typing import Optional, Union
 
 import numpy as np
 
 from .augment import AugmentConfig
-from .corrections import TargetOptions, correction_target
-from .data import Sample, make_sample
+from .corrections import Correction, TargetOptions, correction_target
+from .data import Sample, normalized_sample
 from .domain import DomainEstimate, estimate, resize_plane, scale_for
 from .errors import DatasetError, InvalidLabelsError
+from .io import check_labels
 from .model import Model
 from .normalize import normalize
 from .progress import CancelToken, ProgressCallback, check_cancel
 from .segment import Predictor, prepare_image
-from .tiff_io import check_label_values
 from .training import TrainConfig, TrainReport, fit
 
 #: Defaults for an interactive round: 100 steps of batch 4 x 256^2 with batch-norm statistics
@@ -68,26 +69,22 @@ class _Plane:
     percentiles: np.ndarray
 
 
-def _as_list(x) -> list:
-    return list(x) if isinstance(x, (list, tuple)) else [x]
+def _corrected_planes(model: Model, correction: Correction) -> Iterator[_Plane]:
+    """The planes of one corrected image (2D or a stack) that hold supervised pixels.
 
-
-def _corrected_planes(model: Model, image, labels, mask, axes: str | None, name: str,
-                      percentiles: np.ndarray | None) -> Iterator[_Plane]:
-    """The planes of one image (2D or a stack) that hold supervised pixels.
-
-    Planes keep the whole image's normalisation percentiles (or ``percentiles``, e.g.
+    Planes keep the whole image's normalisation percentiles (or the correction's own, e.g.
     those of the stack a single corrected plane came from), as Segment sees them.
     """
-    prepared = prepare_image(image, model, axes, percentiles)
+    prepared = prepare_image(correction.image, model, correction.axes, correction.percentiles)
     layout = prepared.layout
-    labels = np.asarray(labels)
+    labels = np.asarray(correction.labels)
     if labels.shape != layout.label_shape:
         raise InvalidLabelsError(
             f"labels of shape {labels.shape} do not match the image's planes {layout.label_shape} "
             f"(axes {layout.axes}); correct the labels layer made for this image"
         )
-    check_label_values(labels, what="the corrected labels")
+    check_labels(labels, what="the corrected labels")
+    mask = correction.mask
     mask = np.ones(labels.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
     if mask.shape != labels.shape:
         raise InvalidLabelsError(
@@ -98,7 +95,8 @@ def _corrected_planes(model: Model, image, labels, mask, axes: str | None, name:
         if not mask[index].any():
             continue
         suffix = "" if not index else "[" + ",".join(map(str, index)) + "]"
-        yield _Plane(f"{name}{suffix}", np.asarray(prepared.canonical[index]), labels[index],
+        yield _Plane(f"{correction.name}{suffix}", np.asarray(prepared.canonical[index]),
+                     labels[index],
                      mask[index], prepared.percentiles)
 
 
@@ -107,19 +105,17 @@ def _plane_sample(predictor: Predictor, plane: _Plane, diameter: float | None,
     """A training sample for one corrected plane: the corrections (and a background ring)
     as ground truth, and what ``predictor``'s model says now as the soft target elsewhere."""
     config = predictor.model.config
-    probs = predictor.probabilities(
-        normalize(plane.image, plane.percentiles, config.normalization.invert))
+    norm = normalize(plane.image, plane.percentiles, config.normalization.invert)
+    probs = predictor.probabilities(norm)
     labels, weight = correction_target(
         predictor.labels(probs), plane.labels, plane.mask, diameter, target,
         instances=config.task == "instance")
-    sample = make_sample(plane.name, plane.image, labels, config, axes="CYX", weight=weight,
-                         percentiles=plane.percentiles)
+    sample = normalized_sample(plane.name, norm, labels, config, weight=weight)
     sample.soft = resize_plane(probs, sample.image.shape[-2:])
     return sample
 
 
-def correction_samples(model: Model, image, labels, mask=None, axes: str | None = None,
-                       name: str = "image", percentiles: np.ndarray | None = None, *,
+def correction_samples(model: Model, correction: Correction, *,
                        target: TargetOptions = TargetOptions(), diameter: float | None = None,
                        device: str = "auto", fast: bool = True) -> list[Sample]:
     """The training samples a round makes of one corrected image (2D or a stack): one per
@@ -127,7 +123,7 @@ def correction_samples(model: Model, image, labels, mask=None, axes: str | None 
     predictor = Predictor(model, device, fast=fast)
     diameter = diameter or model.config.object_diameter
     return [_plane_sample(predictor, plane, diameter, target)
-            for plane in _corrected_planes(model, image, labels, mask, axes, name, percentiles)]
+            for plane in _corrected_planes(model, correction)]
 
 
 def adapt_to_corrections(model: Model, found: DomainEstimate,
@@ -145,30 +141,24 @@ def adapt_to_corrections(model: Model, found: DomainEstimate,
             config.input_scale = scale
 
 
-def fine_tune(model: Model, image, labels, mask=None, *, axes: str | None = None,
+def fine_tune(model: Model, corrections: Union[Correction, Sequence[Correction]], *,
               time_budget: float | None = None, steps: int | None = None,
               config: TrainConfig | None = None, options: FineTuneOptions | None = None,
-              name: str | None = None, percentiles=None,
+              name: str | None = None,
               progress: Optional[ProgressCallback] = None,
               on_report: Optional[Callable[[TrainReport], None]] = None,
               cancel: Optional[CancelToken] = None) -> Model:
     """Train a copy of ``model`` on corrected labels and return the copy.
 
-    ``image``, ``labels`` and ``mask`` may each be one array or a list (several corrected
-    images of a session). ``labels`` are the labels as the user left them (prediction plus
-    corrections); ``mask`` marks the corrected or reviewed pixels (``None``: all of them).
-    ``percentiles`` (one (C, 2) array, or a list with one array or ``None`` per image)
-    normalise an image like a larger one it was cut from; by default each image's own.
-    The round runs ``steps`` steps (default :data:`FINE_TUNE_CONFIG`), fewer when
-    ``time_budget`` seconds cannot hold them on this machine; its provenance records
-    steps planned and done. Cancelling raises :class:`~napari_unet.errors.Cancelled`
-    and leaves ``model`` untouched.
+    ``corrections``: one :class:`~napari_unet.corrections.Correction` or several (the
+    corrected images of a session), each an image, its labels as the user left them and
+    the pixels corrected or reviewed. The round runs ``steps`` steps (default
+    :data:`FINE_TUNE_CONFIG`), fewer when ``time_budget`` seconds cannot hold them on this
+    machine; its provenance records steps planned and done. Cancelling raises
+    :class:`~napari_unet.errors.Cancelled` and leaves ``model`` untouched.
     """
-    images, label_list = _as_list(image), _as_list(labels)
-    masks = _as_list(mask) if mask is not None else [None] * len(images)
-    pcts = percentiles if isinstance(percentiles, (list, tuple)) else [percentiles] * len(images)
-    if not (len(images) == len(label_list) == len(masks) == len(pcts)):
-        raise DatasetError("give as many label arrays, masks and percentiles as images")
+    if isinstance(corrections, Correction):
+        corrections = [corrections]
     base = config or FINE_TUNE_CONFIG
     if time_budget is not None and not (np.isfinite(time_budget) and time_budget > 0):
         raise DatasetError(f"the time limit must be a positive number of seconds, not {time_budget}")
@@ -176,8 +166,8 @@ def fine_tune(model: Model, image, labels, mask=None, *, axes: str | None = None
         raise DatasetError(f"a round needs a positive number of steps, not {steps}")
     options = options or FineTuneOptions()
     planes: list[_Plane] = []
-    for i, (img, lab, m, pct) in enumerate(zip(images, label_list, masks, pcts)):
-        planes += _corrected_planes(model, img, lab, m, axes, f"image{i}", pct)
+    for correction in corrections:
+        planes += _corrected_planes(model, correction)
     if not planes:
         raise DatasetError(
             "there are no corrections to learn from: paint or erase some labels first "
@@ -205,7 +195,7 @@ def fine_tune(model: Model, image, labels, mask=None, *, axes: str | None = None
     rounds = list(model.config.provenance.get("fine_tune_rounds", []))
     rounds.append({
         "base_model": model.name,
-        "images": len(images),
+        "images": len(corrections),
         "planes": len(samples),
         "supervised_pixels": int(sum(np.count_nonzero(p.mask) for p in planes)),
         "steps": done,

@@ -27,12 +27,14 @@ are left out: the list points at what is left to check.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional, Sequence
+from typing import Literal, Optional
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.measure import label as connected, regionprops
+from skimage.measure import label as connected
+from skimage.measure import regionprops
 
 from .blocks import Box
 from .config import PostprocessConfig
@@ -62,7 +64,7 @@ class ProbabilityStore:
         """Stack indices with probabilities (``[()]`` for a 2D image)."""
         return sorted(self._blocks)
 
-    def update(self, other: "ProbabilityStore") -> None:
+    def update(self, other: ProbabilityStore) -> None:
         """Take ``other``'s planes (a later run of some planes replaces theirs)."""
         self._blocks.update(other._blocks)
 

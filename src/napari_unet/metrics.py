@@ -15,18 +15,19 @@ Conventions
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import linear_sum_assignment
 
 from .errors import InvalidLabelsError
+from .io import check_labels
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
-    "ImageScores",
     "MatchCounts",
     "adapted_rand_error",
     "cells_from_membrane",
@@ -34,9 +35,6 @@ __all__ = [
     "iou_pairs",
     "match_instances",
     "pixel_error",
-    "score_image",
-    "scores_table",
-    "summarise",
     "validate_labels",
 ]
 
@@ -54,55 +52,16 @@ def validate_labels(arr: ArrayLike, name: str = "labels") -> NDArray[np.integer]
     """Check a label image and return it as an integer array (no copy when already fine).
 
     Accepts integer arrays without negative values, boolean arrays (one object) and float
-    arrays whose values are all finite non-negative whole numbers (converted to int64).
+    arrays whose values are all finite non-negative whole numbers (converted to int64):
+    :func:`napari_unet.io.check_labels` for scoring, where results other tools saved as
+    float are compared.
     """
     a = np.asarray(arr)
     if a.ndim == 0:
         raise InvalidLabelsError(
             f"{name} is a scalar, not a label image; pass a 2-D or 3-D array of object ids"
         )
-    kind = a.dtype.kind
-    if kind == "b":
-        return a.astype(np.uint8)
-    if kind == "u":
-        return a
-    if kind == "i":
-        if a.size and a.min() < 0:
-            raise InvalidLabelsError(
-                f"{name} has negative label ids (smallest {int(a.min())}); label images use 0 "
-                "for background and positive ids for objects: relabel them, for example with "
-                "skimage.segmentation.relabel_sequential"
-            )
-        return a
-    if kind == "f":
-        if a.size == 0:
-            return a.astype(np.int64)
-        if not np.all(np.isfinite(a)):
-            raise InvalidLabelsError(
-                f"{name} contains NaN or infinite values; a label image must hold whole-number "
-                "object ids: fill or remove the invalid pixels first"
-            )
-        if not np.all(np.mod(a, 1) == 0):
-            raise InvalidLabelsError(
-                f"{name} is a float array with non-integer values, so it is not a label image "
-                "(it looks like a probability or intensity map); threshold it and label the "
-                "objects (for example skimage.measure.label(prob > 0.5)) before scoring"
-            )
-        if a.min() < 0:
-            raise InvalidLabelsError(
-                f"{name} has negative label ids (smallest {a.min():g}); label images use 0 "
-                "for background and positive ids for objects: relabel them first"
-            )
-        if a.max() > 2**53:
-            raise InvalidLabelsError(
-                f"{name} has float ids above 2**53, which cannot be exact; store the labels "
-                "as an integer array"
-            )
-        return a.astype(np.int64)
-    raise InvalidLabelsError(
-        f"{name} has dtype {a.dtype}, which cannot hold object ids; pass an integer array "
-        "(0 = background, 1, 2, ... = objects)"
-    )
+    return check_labels(a, name, whole_floats=True)
 
 
 def _check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
@@ -190,7 +149,7 @@ class MatchCounts:
         """2 TP / (2 TP + FP + FN)."""
         return self._ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
 
-    def __add__(self, other: "MatchCounts") -> "MatchCounts":
+    def __add__(self, other: MatchCounts) -> MatchCounts:
         if not isinstance(other, MatchCounts):
             return NotImplemented
         if other.threshold != self.threshold:
@@ -201,7 +160,7 @@ class MatchCounts:
             self.threshold, self.tp + other.tp, self.fp + other.fp, self.fn + other.fn
         )
 
-    def __radd__(self, other: Any) -> "MatchCounts":
+    def __radd__(self, other: Any) -> MatchCounts:
         if isinstance(other, int) and other == 0:  # lets sum() start from 0
             return self
         return NotImplemented
@@ -373,103 +332,3 @@ def adapted_rand_error(true: ArrayLike, pred: ArrayLike) -> float:
         # has such pairs, otherwise no agreeing pair can exist (F-score 0).
         return 0.0 if pairs_true == pairs_pred else 1.0
     return float(_are(table=table)[0])
-
-
-# --------------------------------------------------------------------------- summaries
-
-
-@dataclass
-class ImageScores:
-    """Scores of one image: object counts, match counts per threshold, foreground IoU."""
-
-    name: str
-    n_true: int
-    n_pred: int
-    counts: list[MatchCounts] = field(default_factory=list)
-    foreground_iou: float = 1.0
-
-
-def score_image(
-    name: str,
-    true: ArrayLike,
-    pred: ArrayLike,
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-) -> ImageScores:
-    """Match and score one (true, pred) pair of label images."""
-    counts = match_instances(true, pred, thresholds)
-    return ImageScores(
-        name=name,
-        n_true=counts[0].n_true,
-        n_pred=counts[0].n_pred,
-        counts=counts,
-        foreground_iou=foreground_iou(true, pred),
-    )
-
-
-def _thresholds_of(scores: Sequence[ImageScores]) -> tuple[float, ...]:
-    if not scores:
-        raise ValueError("no image scores to summarise; score at least one image first")
-    ts = tuple(c.threshold for c in scores[0].counts)
-    for s in scores[1:]:
-        if tuple(c.threshold for c in s.counts) != ts:
-            raise ValueError(
-                f"image {s.name!r} was scored at different IoU thresholds than "
-                f"{scores[0].name!r}; score all images with the same thresholds"
-            )
-    return ts
-
-
-def summarise(scores: Sequence[ImageScores]) -> dict[str, Any]:
-    """Dataset scores from counts summed over images (not a mean of per-image ratios).
-
-    Keys: ``n_images``, ``n_true``, ``n_pred``, ``thresholds``, ``per_threshold`` (one dict
-    per threshold with threshold, tp, fp, fn, accuracy, f1, precision, recall),
-    ``mean_accuracy`` (summed-count accuracy averaged over the thresholds) and
-    ``mean_foreground_iou`` (mean over images).
-    """
-    ts = _thresholds_of(scores)
-    per_threshold = []
-    accs = []
-    for k, thr in enumerate(ts):
-        total = sum((s.counts[k] for s in scores), MatchCounts(thr, 0, 0, 0))
-        accs.append(total.accuracy)
-        per_threshold.append(
-            {
-                "threshold": thr,
-                "tp": total.tp,
-                "fp": total.fp,
-                "fn": total.fn,
-                "accuracy": total.accuracy,
-                "f1": total.f1,
-                "precision": total.precision,
-                "recall": total.recall,
-            }
-        )
-    return {
-        "n_images": len(scores),
-        "n_true": sum(s.n_true for s in scores),
-        "n_pred": sum(s.n_pred for s in scores),
-        "thresholds": list(ts),
-        "per_threshold": per_threshold,
-        "mean_accuracy": float(np.mean(accs)) if accs else float("nan"),
-        "mean_foreground_iou": float(np.mean([s.foreground_iou for s in scores])),
-    }
-
-
-def scores_table(scores: Sequence[ImageScores]) -> list[dict[str, Any]]:
-    """One row per image for :class:`csv.DictWriter`.
-
-    Columns: ``image, n_true, n_pred, acc@0.5, f1@0.5, ..., acc@0.9, f1@0.9, fg_iou``
-    (threshold written with ``:g``). All rows have the same keys in the same order.
-    """
-    if scores:
-        _thresholds_of(scores)
-    rows = []
-    for s in scores:
-        row: dict[str, Any] = {"image": s.name, "n_true": s.n_true, "n_pred": s.n_pred}
-        for c in s.counts:
-            row[f"acc@{c.threshold:g}"] = c.accuracy
-            row[f"f1@{c.threshold:g}"] = c.f1
-        row["fg_iou"] = s.foreground_iou
-        rows.append(row)
-    return rows

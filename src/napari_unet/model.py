@@ -16,10 +16,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_write
-from .config import ModelConfig
+from .config import ModelConfig, check_config
 from .domain import SCALE_RANGE
 from .errors import InvalidSettingError, ModelFileError, ModelMismatchError
+from .io import atomic_write
 from .network import UNet
 
 FORMAT_NAME = "napari-unet"
@@ -42,8 +42,11 @@ class Model:
     name: str = "untitled"
 
     @classmethod
-    def create(cls, config: ModelConfig, name: str = "untitled", seed: int | None = None) -> "Model":
-        """A freshly initialised model; ``seed`` makes the initial weights reproducible."""
+    def create(cls, config: ModelConfig, name: str = "untitled", seed: int | None = None) -> Model:
+        """A freshly initialised model; ``seed`` makes the initial weights reproducible. A
+        config that cannot work is refused (:class:`~napari_unet.errors.InvalidSettingError`)
+        before the network is built."""
+        check_config(config)
         if seed is not None:
             torch.manual_seed(seed)
         return cls(config=config, network=UNet(config.network), name=name)
@@ -52,7 +55,7 @@ class Model:
     def in_channels(self) -> int:
         return self.config.network.in_channels
 
-    def copy(self, name: str | None = None) -> "Model":
+    def copy(self, name: str | None = None) -> Model:
         """A deep copy, so fine-tuning never touches the original weights."""
         return Model(copy.deepcopy(self.config), copy.deepcopy(self.network), name or self.name)
 
@@ -63,7 +66,7 @@ class Model:
         trained = self.config.object_diameter
         return None if trained is None else trained / self.config.input_scale
 
-    def for_object_size(self, diameter: float) -> "Model":
+    def for_object_size(self, diameter: float) -> Model:
         """This model (sharing its weights) set to resize images so objects of ``diameter``
         pixels reach the network at the size it learnt (Cellpose's diameter setting)."""
         if self.config.object_diameter is None:
@@ -74,7 +77,8 @@ class Model:
             raise InvalidSettingError(f"the object size must be a positive number of pixels, "
                                       f"not {diameter}")
         config = ModelConfig.from_dict(self.config.to_dict())
-        config.input_scale = float(np.clip(config.object_diameter / diameter, *SCALE_RANGE))
+        learnt = self.config.object_diameter
+        config.input_scale = float(np.clip(learnt / diameter, *SCALE_RANGE))
         return Model(config=config, network=self.network, name=self.name)
 
     def check_channels(self, n_channels: int) -> None:
@@ -131,19 +135,47 @@ def file_kind(head: bytes, size: int) -> str:
     return "unknown"
 
 
-def _domain_problem(config: ModelConfig) -> str | None:
-    """What is wrong with the object size, polarity, inversion and input scale of a config
-    read from a file (None when nothing is): they reach the resizing and normalisation."""
-    scale, diameter = config.input_scale, config.object_diameter
-    if not (isinstance(scale, (int, float)) and SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]):
-        return f"input_scale {scale!r} is not a number from {SCALE_RANGE[0]} to {SCALE_RANGE[1]}"
-    if diameter is not None and not (isinstance(diameter, (int, float))
-                                     and 0 < diameter < float("inf")):
-        return f"object_diameter {diameter!r} is not a positive number of pixels"
-    if config.object_polarity not in (None, "bright", "dark"):
-        return f"object_polarity {config.object_polarity!r} is not 'bright', 'dark' or null"
-    if not isinstance(config.normalization.invert, bool):
-        return f"normalization.invert {config.normalization.invert!r} is not true or false"
+def _network_for(config: ModelConfig, tensors: dict[str, torch.Tensor], path: Path) -> UNet:
+    """The network ``config`` describes, holding ``tensors``; a :class:`ModelFileError` when
+    they are not its weights (names, shapes, dtypes, finite values). The parameter count is
+    compared first, by arithmetic: a small file whose config describes a huge network is
+    refused before that network is built."""
+    implied = config.network.parameter_count
+    held = sum(t.numel() for t in tensors.values())
+    if implied > held:
+        raise _damaged(path, f"its config and weights do not fit together (the config "
+                             f"describes {implied:,} parameters, the file holds {held:,} values)")
+    network = UNet(config.network)
+    problem = _weights_problem(network.state_dict(), tensors)
+    if problem:
+        raise _damaged(path, f"its config and weights do not fit together ({problem})")
+    network.load_state_dict({k: v.float() if v.is_floating_point() else v
+                             for k, v in tensors.items()}, strict=True)
+    return network
+
+
+def _damaged(path: Path, problem: str) -> ModelFileError:
+    return ModelFileError(f"model file {path}: {problem}; the file is damaged: copy it again "
+                          "or retrain")
+
+
+def _weights_problem(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]
+                     ) -> str | None:
+    """What keeps ``tensors`` from being loaded as the ``expected`` state (None when nothing
+    does): load_state_dict would cast int8 or bool tensors silently and take NaN weights."""
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or extra:
+        return f"missing tensors {missing[:3]}, unexpected {extra[:3]}"
+    for key, want in expected.items():
+        got = tensors[key]
+        if got.shape != want.shape:
+            return f"tensor {key} has shape {tuple(got.shape)}, the config implies {tuple(want.shape)}"
+        if want.is_floating_point() != got.is_floating_point() or got.dtype == torch.bool:
+            return f"tensor {key} is {got.dtype} where the network holds {want.dtype}"
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            return f"tensor {key} holds NaN or infinite values"
+        if key.endswith("running_var") and (got < 0).any():
+            return f"tensor {key} holds negative variances"
     return None
 
 
@@ -197,26 +229,11 @@ def load_model_file(path: str | Path) -> Model:
             f"({FORMAT_VERSION}); upgrade napari-unet (pip install -U napari-unet)"
         )
     try:
-        config = ModelConfig.from_dict(json.loads(metadata["config"]))
-        network = UNet(config.network)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-        network.load_state_dict(state, strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(
-            f"{path} has a napari-unet header but its config and weights do not fit together "
-            f"({type(exc).__name__}: {str(exc)[:200]}); the file is damaged: copy it again or retrain"
-        ) from None
-    try:
-        from .tiling import check_tiling
-
-        check_tiling(config.tile_size, config.tile_overlap, where=f"model file {path}")
-    except InvalidSettingError as exc:
-        raise ModelFileError(f"{exc}; the file's config is damaged: copy it again or "
-                             "retrain") from None
-    problem = _domain_problem(config)
-    if problem:
-        raise ModelFileError(f"model file {path}: {problem}; the file's config is damaged: "
-                             "copy it again or fine-tune the model again")
+        config = ModelConfig.from_dict(json.loads(metadata.get("config", "")))
+    except (ValueError, RecursionError) as exc:  # InvalidSettingError is a ValueError too
+        raise _damaged(path, str(exc) if isinstance(exc, InvalidSettingError)
+                       else f"its config is not readable JSON ({str(exc)[:100]})") from None
+    network = _network_for(config, tensors, path)
     network.eval()
     return Model(config=config, network=network, name=metadata.get("name", path.stem))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import NetworkConfig
+from .config import NetworkConfig, check_network
 
 
 def _double_conv(cin: int, cout: int, norm: str) -> nn.Sequential:
@@ -46,6 +46,7 @@ class UNet(nn.Module):
     """
 
     def __init__(self, config: NetworkConfig) -> None:
+        check_network(config)  # before anything is allocated: a config may have been changed
         super().__init__()
         self.config = config
         widths = [config.base * 2**i for i in range(config.depth + 1)]

@@ -61,7 +61,7 @@ def normalize(plane: np.ndarray, percentiles: np.ndarray, invert: bool = False) 
     wide = plane.dtype.itemsize > 2 and plane.dtype != np.float32
     work = np.float64 if wide else np.float32
     with np.errstate(over="ignore", invalid="ignore"):
-        out = plane.astype(work)  # the one copy; the arithmetic below is in place
+        out: np.ndarray = plane.astype(work)  # the one copy; the arithmetic below is in place
         out -= lo.astype(work)
         out /= scale.astype(work)
         out = out.astype(np.float32, copy=False)

@@ -9,7 +9,7 @@ import numpy as np
 from skimage.color import label2rgb
 from skimage.segmentation import find_boundaries
 
-from .atomic import atomic_write
+from .io.atomic import PathLike, atomic_write
 
 
 def overlay_rgb(plane: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -22,7 +22,7 @@ def overlay_rgb(plane: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
-def write_overlay(path: str | Path, plane: np.ndarray, labels: np.ndarray,
+def write_overlay(path: PathLike, plane: np.ndarray, labels: np.ndarray,
                   overwrite: bool = False) -> Path:
     """Write :func:`overlay_rgb` as a PNG, atomically."""
     rgb = overlay_rgb(plane, labels)

@@ -16,14 +16,6 @@ from .blocks import block_boxes
 from .config import PostprocessConfig
 
 
-def smallest_uint(max_value: int) -> np.dtype:
-    """The smallest unsigned dtype that holds ``max_value`` (labels stay compact on disk)."""
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if max_value <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    return np.dtype(np.uint64)
-
-
 def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Drop objects of fewer than ``min_size`` pixels and number the rest 1..N in order
     (one bincount and one lookup, no per-object loop)."""

@@ -7,7 +7,8 @@ The core never talks to a GUI: it calls a plain ``(done, total)`` callback and c
 from __future__ import annotations
 
 import threading
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from .errors import Cancelled
 

@@ -9,7 +9,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from .errors import ImageReadError
-from .tiff_io import ImageData, read_image
+from .io import ImageData, read_image
 
 #: Sample name -> file in ``napari_unet/samples``.
 SAMPLES: dict[str, str] = {
@@ -26,7 +26,7 @@ def sample_path(name: str) -> Path:
         raise ImageReadError(
             f"there is no sample called {name!r}; choose one of: {', '.join(SAMPLES)}"
         )
-    path = Path(str(files("napari_unet").joinpath("samples", SAMPLES[name])))
+    path = Path(str(files("napari_unet") / "samples" / SAMPLES[name]))
     if not path.is_file():
         raise ImageReadError(
             f"sample {name!r} is missing from the installed package ({path}); reinstall "

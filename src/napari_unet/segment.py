@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from .axes import Layout, fit_channels, make_layout
-from .blocks import BlockConfig, ProbabilitySink, segment_plane
+from .blocks import ProbabilitySink, segment_plane
 from .config import PostprocessConfig
 from .device import default_batch, pick_device
 from .domain import resize_plane, scaled_shape
 from .errors import InvalidImageError, InvalidLabelsError
 from .fastpath import inference_network
+from .io import ArrayLike, smallest_uint
 from .model import Model
 from .normalize import channel_percentiles, normalize
-from .postprocess import PlaneStitcher, instance_labels, semantic_labels, smallest_uint
+from .options import SegmentOptions
+from .postprocess import PlaneStitcher, instance_labels, semantic_labels
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 from .tiling import TileConfig, count_tiles, predict_plane
 
@@ -26,7 +30,7 @@ class Predictor:
     """A model placed on a device with its tiling settings, reused across planes."""
 
     def __init__(self, model: Model, device: str | torch.device = "auto", tiles: TileConfig | None = None,
-                 fast: bool = True, compile: bool = False) -> None:
+                 fast: bool = True, compile: bool = False) -> None:  # noqa: A002 (torch.compile)
         self.model = model
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.tiles = tiles or TileConfig(model.config.tile_size, model.config.tile_overlap)
@@ -70,7 +74,7 @@ class PreparedImage:
     """An image seen as planes: its layout, canonical view and normalisation percentiles."""
 
     layout: Layout
-    canonical: object
+    canonical: Any  # a numpy or dask array
     percentiles: np.ndarray
     invert: bool = False
 
@@ -82,7 +86,7 @@ class PreparedImage:
                          self.invert)
 
 
-def prepare_image(image, model: Model, axes: str | None = None,
+def prepare_image(image: ArrayLike, model: Model, axes: str | None = None,
                   percentiles: np.ndarray | None = None) -> PreparedImage:
     """Validate an image against a model and compute its normalisation once (unless
     ``percentiles``, one (low, high) row per channel, are given)."""
@@ -102,27 +106,26 @@ def prepare_image(image, model: Model, axes: str | None = None,
 
 
 def segment(
-    image,
+    image: ArrayLike,
     model: Model,
     axes: str | None = None,
+    options: SegmentOptions | None = None,
     *,
-    device: str = "auto",
-    tile_size: int | None = None,
-    tile_overlap: int | None = None,
-    batch_size: int | None = None,
-    postprocess: PostprocessConfig | None = None,
-    stitch_3d: bool = False,
     planes: Optional[Sequence[tuple[int, ...]]] = None,
-    fast: bool = True,
-    compile: bool = False,
-    blocks: BlockConfig | None = None,
     out=None,
     percentiles: np.ndarray | None = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     on_probabilities: Optional[ProbabilitySink] = None,
+    **choices: Any,
 ):
     """Segment a 2D image or a stack; returns labels over its T, Z, Y, X axes (C dropped).
+
+    ``options`` (:class:`~napari_unet.options.SegmentOptions`) say how: device, tiles,
+    post-processing overrides, object size, 3D stitching, blocks. ``choices`` are its field
+    names as a shorthand, changing ``options`` for this call
+    (``segment(image, model, "YX", device="cpu")``); an unknown name raises
+    :class:`~napari_unet.errors.InvalidSettingError`.
 
     Instance models give one id per object (unique over the whole stack); with
     ``stitch_3d`` objects overlapping across consecutive Z planes share one id. Semantic
@@ -133,15 +136,7 @@ def segment(
     ``out`` (optional) is a zero-filled integer array of the labels' shape, e.g. a zarr
     array on disk, written plane region by plane region and returned: with a lazy (dask)
     image this segments data larger than memory. Without it a numpy array in the smallest
-    unsigned dtype is returned. Without ``tile_size`` each plane uses the model's tile or
-    up to twice it, whichever computes fewer pixels. ``tile_overlap`` must be below the
-    tile size (:class:`~napari_unet.errors.InvalidSettingError`); without it the model's
-    overlap is used, or a quarter of ``tile_size`` when the model's does not fit.
-    ``batch_size`` (tiles per forward pass) defaults to the device's best
-    (:func:`~napari_unet.device.default_batch`).
-    ``fast`` (default) predicts with the fast path of :mod:`napari_unet.fastpath`;
-    ``compile`` adds ``torch.compile`` (seconds of set-up, then faster: for long
-    batches). ``percentiles`` (from :func:`prepare_image`) normalise
+    unsigned dtype is returned. ``percentiles`` (from :func:`prepare_image`) normalise
     with values computed once elsewhere, e.g. for planes of one volume segmented by
     separate workers. ``progress(done, total)`` counts tiles; ``cancel`` stops
     between tiles with :class:`~napari_unet.errors.Cancelled`.
@@ -150,19 +145,23 @@ def segment(
     network pass: e.g. a :class:`napari_unet.guidance.ProbabilityStore` keeps them for
     :func:`napari_unet.guidance.guide`.
     """
+    options = SegmentOptions.of(options, **choices)
+    if options.object_size is not None:
+        model = model.for_object_size(options.object_size)
     prepared = prepare_image(image, model, axes, percentiles)
     layout = prepared.layout
-    torch_device = pick_device(device)
-    size = tile_size or model.config.tile_size
-    overlap = model.config.tile_overlap if tile_overlap is None else tile_overlap
-    if tile_overlap is None and overlap >= size:
+    torch_device = pick_device(options.device)
+    size = options.tile_size or model.config.tile_size
+    overlap = model.config.tile_overlap if options.tile_overlap is None else options.tile_overlap
+    if options.tile_overlap is None and overlap >= size:
         overlap = size // 4  # the model's overlap does not fit a tile this small
     tiles = TileConfig(
         size, overlap,
-        batch_size or default_batch(torch_device),
-        adaptive=tile_size is None,
+        options.batch_size or default_batch(torch_device),
+        adaptive=options.tile_size is None,
     )
-    predictor = Predictor(model, torch_device, tiles, fast, compile)
+    predictor = Predictor(model, torch_device, tiles, options.fast, options.compile)
+    postprocess = options.postprocess(model.config.postprocess)
     indices = _plane_indices(layout.stack_shape, planes)
     target = np.zeros(layout.label_shape, dtype=np.uint32) if out is None else _check_out(out, layout)
     instance = model.config.task == "instance"
@@ -174,13 +173,13 @@ def segment(
             report(progress, i * total + done, len(indices) * total)
 
         offset = segment_plane(
-            lambda box, index=index: prepared.plane(index, box), layout.label_shape[-2:],
+            partial(prepared.plane, index), layout.label_shape[-2:],
             predictor.probabilities, lambda probs: predictor.labels(probs, postprocess),
-            target, index, instance=instance, offset=offset, blocks=blocks or BlockConfig(),
+            target, index, instance=instance, offset=offset, blocks=options.blocks,
             context=tiles.overlap, tiles_per_region=predictor.count_tiles,
             progress=plane_progress, cancel=cancel, on_probabilities=on_probabilities,
         )
-    if stitch_3d and instance and "Z" in layout.stack_axes:
+    if options.stitch_3d and instance and "Z" in layout.stack_axes:
         offset = stitch_along_z(target, layout)
     if out is not None:
         return out
@@ -228,9 +227,3 @@ def stitch_along_z(labels, layout: Layout) -> int:
             labels[index] = stitcher.add(np.asarray(labels[index]))
         next_id = stitcher.next_id
     return next_id - 1
-
-
-def with_postprocess(model: Model, **changes) -> PostprocessConfig:
-    """The model's post-processing config with the given fields changed; ``None`` values
-    (an option the user left unset) keep the model's own value."""
-    return replace(model.config.postprocess, **{k: v for k, v in changes.items() if v is not None})

@@ -6,8 +6,9 @@ activation map; the tiled result matches whole-image prediction closely (tested)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -110,7 +111,7 @@ def _pad_plane(plane: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
     pads = [(0, 0)] + [(0, max(0, t - s)) for s, t in zip(plane.shape[1:], tile)]
     if any(p[1] for p in pads):
         mode = "reflect" if all(s > 1 for s in plane.shape[1:]) else "edge"
-        plane = np.pad(plane, pads, mode=mode)
+        plane = np.pad(plane, pads, mode=mode)  # type: ignore[call-overload]  # a Literal in numpy's stubs
     return plane
 
 
@@ -166,7 +167,7 @@ def predict_plane(
     tile = tile_shape((height, width), tiles, multiple)
     padded = _pad_plane(plane, tile)
     window = gaussian_window(tile)
-    n_out = network.config.out_channels
+    n_out = int(network.config.out_channels)  # type: ignore[union-attr,arg-type]  # a UNet's
     acc = np.zeros((n_out,) + padded.shape[1:], dtype=np.float32)
     weight = np.zeros(padded.shape[1:], dtype=np.float32)
     boxes = list(_tiles(padded.shape[1:], tile, tiles.overlap))

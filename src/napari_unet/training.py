@@ -9,25 +9,32 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
 
-from . import __version__
+from ._version import __version__
 from .augment import AugmentConfig, augment, random_crop
 from .calibrate import calibrate_seed_threshold
-from .config import preset
+from .config import COUNT, COUNT_OR_ZERO, Range, Task, check_fields, check_value, preset, setting
 from .data import Sample, load_folder
-from .domain import estimate
 from .device import autocast, memory_format, pick_device
+from .domain import estimate
 from .errors import DatasetError
 from .losses import distill_loss, instance_loss, semantic_loss
 from .model import Model
 from .progress import CancelToken, ProgressCallback, check_cancel, report
+
+_NON_NEGATIVE_NUMBER = Range(0)
+#: Share of the images held out for validation (below 1: some must remain for training).
+VAL_FRACTION = Range(0, 1, open_high=True)
+#: Final images held out for validation instead (0 or None: use ``val_fraction``).
+VAL_LAST = Range(0, integer=True, optional=True)
 
 
 @dataclass
@@ -37,34 +44,39 @@ class TrainConfig:
     Training runs ``steps`` steps. With a ``time_budget`` (seconds) the speed of the first
     steps on this machine decides how many of them fit: the plan shrinks to that number
     (and the learning-rate schedule with it), and the budget still stops a run that slows
-    down later. Reports say how many steps were planned.
+    down later. Reports say how many steps were planned. A value outside its field's rule
+    raises :class:`~napari_unet.errors.InvalidSettingError` (the CLI refuses the same).
     """
 
-    steps: int = 2000
-    time_budget: float | None = None
-    batch_size: int = 8
-    patch_size: int = 256
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 50
-    val_every: int = 100
-    patience: int | None = 10
-    boundary_weight: float = 2.0
-    seed: int = 0
+    steps: int = setting(2000, COUNT)
+    time_budget: float | None = setting(None, Range(0, open_low=True, optional=True))
+    batch_size: int = setting(8, COUNT)
+    patch_size: int = setting(256, COUNT)
+    lr: float = setting(2e-3, _NON_NEGATIVE_NUMBER)
+    weight_decay: float = setting(1e-4, _NON_NEGATIVE_NUMBER)
+    warmup_steps: int = setting(50, COUNT_OR_ZERO)
+    val_every: int = setting(100, COUNT)
+    #: Validations without improvement before training stops; 0 or None: never stop early.
+    patience: int | None = setting(10, Range(0, integer=True, optional=True))
+    boundary_weight: float = setting(2.0, _NON_NEGATIVE_NUMBER)
+    seed: int = setting(0, Range(0, 2**32 - 1, integer=True))
     device: str = "auto"
     fast: bool = True
     freeze_norm: bool = False
     #: With partial supervision, the share of patches centred on supervised pixels (the rest
     #: are drawn anywhere, where soft targets, if any, hold the model's own predictions).
-    focus_fraction: float = 0.8
+    focus_fraction: float = setting(0.8, Range(0, 1))
     #: With samples that carry soft targets, the weight of keeping the model's own
     #: predictions where nobody annotated (:func:`~napari_unet.losses.distill_loss`).
-    anchor_weight: float = 1.0
+    anchor_weight: float = setting(1.0, _NON_NEGATIVE_NUMBER)
     #: Pull towards the starting weights, applied with the learning rate after every step
     #: (decoupled L2-SP): fine-tuning on one image then cannot wander far from what the
     #: model knew about other images. 0 turns it off.
-    stay_close: float = 0.0
+    stay_close: float = setting(0.0, _NON_NEGATIVE_NUMBER)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -107,8 +119,9 @@ class _Batches:
                 focus = None
             crop = random_crop(s.image, s.target, s.weight, self.config.patch_size,
                                self.rng, focus, s.soft)
-            for part, array in zip(parts, augment(*crop[:3], self.rng, self.config.augment,
-                                                  *crop[3:])):
+            image, target, weight, *soft = crop
+            for part, array in zip(parts, augment(image, target, weight, self.rng,
+                                                  self.config.augment, *soft)):
                 part.append(array)
         return tuple(torch.from_numpy(np.stack(part)) for part in parts if part)
 
@@ -146,13 +159,15 @@ def _lr_at(step: int, progress: float, config: TrainConfig) -> float:
 
 
 def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
-             config: TrainConfig = TrainConfig(), cancel: Optional[CancelToken] = None
+             config: TrainConfig | None = None, cancel: Optional[CancelToken] = None
              ) -> Iterator[TrainReport]:
     """Train ``model.network`` in place, yielding a report per step.
 
     With validation samples, the best weights by validation loss are restored at the end
     and training stops after ``patience`` validations without improvement.
     """
+    config = config or TrainConfig()
+    check_fields(config)  # again: a config may have been changed since it was made
     if not train:
         raise DatasetError("no training samples: give at least one annotated image")
     multiple = model.config.network.size_multiple
@@ -161,15 +176,13 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
             f"patch size {config.patch_size} must be a positive multiple of {multiple} "
             f"(2**depth) for this network; e.g. {max(multiple, config.patch_size // multiple * multiple)}"
         )
-    if config.steps <= 0 or config.batch_size <= 0:
-        raise DatasetError("steps and batch size must be positive")
     if not any(s.weight.any() for s in train):
         raise DatasetError("the training samples have no annotated pixels; correct or mark some first")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = pick_device(config.device)
     fmt = memory_format(device) if config.fast else torch.contiguous_format
-    net = model.network.to(device, memory_format=fmt)
+    net = model.network.to(device, memory_format=fmt)  # type: ignore[call-overload]  # not in torch's stubs
     loss_fn = instance_loss if model.config.task == "instance" else semantic_loss
     trained = list(net.parameters())
     optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
@@ -238,7 +251,7 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
                 bad_rounds += 1
         yield TrainReport(step, planned, float(loss.item()), lr, time.perf_counter() - start,
                           min(progress, 1.0), val_loss, best_val if best_state else None)
-        if config.patience is not None and bad_rounds >= config.patience:
+        if config.patience and bad_rounds >= config.patience:
             break
     if best_state is not None:
         net.load_state_dict(best_state)
@@ -246,7 +259,7 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
 
 
 def fit(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
-        config: TrainConfig = TrainConfig(), progress: Optional[ProgressCallback] = None,
+        config: TrainConfig | None = None, progress: Optional[ProgressCallback] = None,
         on_report: Optional[Callable[[TrainReport], None]] = None,
         cancel: Optional[CancelToken] = None) -> list[TrainReport]:
     """Run :func:`fit_iter` to the end; ``progress`` gets (permille done, 1000)."""
@@ -277,9 +290,9 @@ def split_validation(samples: list[Sample], val_fraction: float, val_last: int |
 
 
 def train(data_dir: str | Path, *, model: Model | None = None, preset_name: str = "default",
-          task: str = "instance", class_names: tuple[str, ...] | None = None,
+          task: Task = "instance", class_names: tuple[str, ...] | None = None,
           in_channels: int = 1, invert_masks: bool = False, val_fraction: float = 0.05,
-          val_last: int | None = None, config: TrainConfig = TrainConfig(), name: str = "model",
+          val_last: int | None = None, config: TrainConfig | None = None, name: str = "model",
           progress: Optional[ProgressCallback] = None,
           on_report: Optional[Callable[[TrainReport], None]] = None,
           cancel: Optional[CancelToken] = None) -> Model:
@@ -289,6 +302,10 @@ def train(data_dir: str | Path, *, model: Model | None = None, preset_name: str 
     never changed). Instance models get their seed threshold calibrated on the validation
     images; provenance (data, steps, scores, version) goes into the model's config.
     """
+    check_value("val_fraction", val_fraction, VAL_FRACTION, 0.05)
+    check_value("val_last", val_last, VAL_LAST, None)
+    config = config or TrainConfig()
+    check_fields(config)
     if model is None:
         cfg = preset(preset_name, in_channels=in_channels, task=task, class_names=class_names)
         model = Model.create(cfg, name=name, seed=config.seed)

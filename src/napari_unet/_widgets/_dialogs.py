@@ -7,7 +7,7 @@ from typing import Optional
 
 from qtpy.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QWidget
 
-from ._session_file import SESSION_SUFFIX
+from ..sessions import SESSION_SUFFIX
 
 
 def ask_save_path(parent: Optional[QWidget], suggestion: str) -> Optional[Path]:

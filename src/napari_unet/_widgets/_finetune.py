@@ -1,5 +1,5 @@
 """The Correct-and-fine-tune dock widget: edit counts, reviewed regions, fine-tuning rounds,
-model versions with Revert, Save model as, and saving/opening the whole session."""
+model versions with Revert, Save model as, and the session buttons (:mod:`._session_panel`)."""
 
 from __future__ import annotations
 
@@ -12,37 +12,30 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
-    QSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from ..errors import NapariUnetError, SessionError
+from ..errors import NapariUnetError
 from ..finetune import FINE_TUNE_CONFIG, describe_round
-from ..round_check import RoundCheck, check_round
-from ..registry import save_user_model, user_dir
 from ..model import SUFFIX
+from ..registry import save_user_model, user_dir
+from ..round_check import RoundCheck
 from . import _dialogs
-from ._jobs import run_fine_tune, run_segment
+from ._jobs import run_fine_tune
 from ._layer_combo import LayerCombo
 from ._loss_plot import LossPlot
 from ._output import apply_result, current_plane, shapes_mask
 from ._qt import JobWidget, report_error, status_label
+from ._round import plan_resegment, run_resegment
 from ._session import plane_name
-from ._session_file import (
-    SESSION_SUFFIX,
-    SessionData,
-    SessionFolder,
-    capture,
-    check_save_target,
-    is_session,
-    restore,
-)
+from ._session_panel import SessionPanel
 
 
 class FineTuneWidget(JobWidget):
@@ -52,11 +45,6 @@ class FineTuneWidget(JobWidget):
         super().__init__(napari_viewer, parent)
         self.last_result: Optional[dict] = None
         self._pending_resegment: Optional[int] = None
-        #: Where the session is saved (set by Save session or Open session); every
-        #: fine-tuning round then saves it again.
-        self.session_folder: Optional[SessionFolder] = None
-        self._save_worker = None
-        self._save_again = False
 
         self.labels_combo = LayerCombo(self.viewer, self._is_tracked)
         self.counts = QLabel("0 pixels corrected")
@@ -92,12 +80,7 @@ class FineTuneWidget(JobWidget):
         self.revert_button.setToolTip("Make the selected model version active (revert to an "
                                       "earlier one, or use a round that was not made active)")
         self.save_button = QPushButton("Save model as...")
-        self.save_session_button = QPushButton("Save session...")
-        self.save_session_button.setToolTip(
-            "Save the image references, labels, corrections and model versions to a folder; "
-            "after that, every fine-tuning round saves it again")
-        self.open_session_button = QPushButton("Open session...")
-        self.open_session_button.setToolTip("Reopen a saved session in this viewer")
+        self.session_panel = SessionPanel(self, self._session_opened)
 
         form = QFormLayout()
         form.addRow("Labels", self.labels_combo)
@@ -119,10 +102,7 @@ class FineTuneWidget(JobWidget):
         buttons.addWidget(self.revert_button)
         buttons.addWidget(self.save_button)
         layout.addLayout(buttons)
-        session_buttons = QHBoxLayout()
-        session_buttons.addWidget(self.save_session_button)
-        session_buttons.addWidget(self.open_session_button)
-        layout.addLayout(session_buttons)
+        layout.addWidget(self.session_panel)
         layout.addStretch(1)
 
         self.jobs.relay.report.connect(self._on_report)
@@ -135,8 +115,6 @@ class FineTuneWidget(JobWidget):
         self.finetune_button.clicked.connect(self.fine_tune)
         self.revert_button.clicked.connect(self.revert)
         self.save_button.clicked.connect(self.save_model)
-        self.save_session_button.clicked.connect(self.save_session)
-        self.open_session_button.clicked.connect(self.open_session)
         self.labels_combo.currentIndexChanged.connect(lambda _i: self.update_counts())
         self.jobs.listen(self.session.corrections_changed, self._corrections_changed)
         self.jobs.listen(self.session.versions_changed, self.refresh_versions)
@@ -274,50 +252,21 @@ class FineTuneWidget(JobWidget):
     def _resegment(self, version_index: int, parent: int) -> None:
         """Segment again with the new model what the corrections cover, and compare it with
         the previous version there (in the worker) before anything is shown."""
-        plan = []
-        for link in self.session.links:
-            if link.labels_layer not in self.viewer.layers:
-                continue
-            tracker = link.current_tracker()
-            if not tracker.n_supervised:
-                continue
-            planes = tracker.supervised_planes(link.n_stack)
-            data = np.asarray(link.labels_layer.data)
-            # What the previous version showed, the labels as corrected, and the mask, now:
-            # edits made while the round runs are kept, but not judged.
-            before = [(np.array(tracker.baseline[p]), np.array(data[p]), tracker.mask[p].copy())
-                      for p in planes]
-            whole = not (link.image.stack_axes and link.settings.scope == "plane")
-            plan.append((link, None if whole else planes, planes, before))
+        plan = plan_resegment(self.session.links, self.viewer.layers)
         if not plan:
             self._round_done(version_index, parent, [], None)
             self._finish()
             return
-        model = self.session.versions[version_index].model
+        version = self.session.versions[version_index]
         token = self._token = self.jobs.new_token()
-        progress = self.jobs.progress
-
-        def job():
-            results, previous, new, corrected, masks = [], [], [], [], []
-            for link, planes, judged, before in plan:
-                result = run_segment(link.image, model, link.settings, planes,
-                                     progress=progress, cancel=token)
-                results.append(result)
-                for index, (prev, corr, mask) in zip(judged, before):
-                    labels = result.labels[index]
-                    previous.append(prev)
-                    new.append(np.asarray(labels))
-                    corrected.append(corr)
-                    masks.append(mask)
-            return results, check_round(previous, new, corrected, masks)
-
-        label = self.session.versions[version_index].label
-        self.status.setText(f"Segmenting again with {label} and comparing it with the "
-                            "previous version...")
+        job = partial(run_resegment, plan, version.model, self.jobs.progress, token)
+        self.status.setText(f"Segmenting again with {version.label} and comparing it with "
+                            "the previous version...")
         self.worker = self.jobs.start(
             job,
             on_returned=lambda out: self._round_done(
-                version_index, parent, list(zip([p[:2] for p in plan], out[0])), out[1]),
+                version_index, parent, list(zip([(p.link, p.planes) for p in plan], out[0])),
+                out[1]),
             on_error=partial(self._failed, "Re-segmentation"), on_finished=self._finish)
 
     def _round_done(self, version_index: int, parent: int, results: list,
@@ -366,8 +315,7 @@ class FineTuneWidget(JobWidget):
         self.last_result = dict(version=version_index, accepted=True, check=check)
         self.refresh_versions()
         self.update_counts()
-        if self.session_folder is not None:
-            self.save_to_folder(auto=True)
+        self.session_panel.autosave()
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.status.setText(report_error(exc, what) +
@@ -377,7 +325,6 @@ class FineTuneWidget(JobWidget):
         idle = not what
         self.finetune_button.setEnabled(idle)
         self.revert_button.setEnabled(idle)
-        self.open_session_button.setEnabled(idle)
 
     # ------------------------------------------------------------------ versions
     def refresh_versions(self) -> None:
@@ -438,98 +385,10 @@ class FineTuneWidget(JobWidget):
         return name
 
     # ------------------------------------------------------------------ sessions
-    def save_session(self) -> bool:
-        """Ask for a session folder and save to it; later rounds save there automatically."""
-        if not len(self.session.versions) and not self.session.links:
-            show_error("there is no session to save yet: segment an image first")
-            return False
-        path = _dialogs.ask_session_path(self, "session" + SESSION_SUFFIX)
-        if path is None:
-            return False
-        if is_session(path):
-            if not _dialogs.confirm_overwrite(self, path):
-                return False
-        else:
-            try:
-                check_save_target(path)
-            except SessionError as exc:
-                show_error(str(exc))
-                self.status.setText(str(exc))
-                return False
-        if self.session_folder is None or self.session_folder.path != path:
-            self.session_folder = SessionFolder(path)
-        self.save_to_folder()
-        return True
-
-    def save_to_folder(self, auto: bool = False) -> None:
-        """Save the session to its folder in a worker thread (one save at a time: a save
-        asked for while another one runs follows it)."""
-        if self._save_worker is not None:
-            self._save_again = True
-            return
-        folder = self.session_folder
-        job = partial(folder.save, capture(self.session))
-        self._save_worker = self.jobs.start(job, on_returned=partial(self._saved, folder, auto),
-                                            on_error=self._save_failed,
-                                            on_finished=self._save_finished,
-                                            holds_session=False)
-
-    def _saved(self, folder: SessionFolder, auto: bool, _index: Any) -> None:
-        text = f"Session {'auto-' if auto else ''}saved to {folder.path}"
-        show_info(text)
-        self.status.setText(text + ".")  # the round's report stays in its own line
-
-    def _save_failed(self, exc: BaseException) -> None:
-        self.status.setText(report_error(exc, "Saving the session") +
-                            " The previous save of the session is unchanged.")
-
-    def _save_finished(self) -> None:
-        self._save_worker = None
-        if self._save_again:
-            self._save_again = False
-            self.save_to_folder(auto=True)
-
-    def open_session(self) -> bool:
-        """Ask for a session folder and open it in this viewer, replacing the current
-        session (tracked labels, corrections, model versions); False if refused."""
-        if self.session.busy or self._save_worker is not None:
-            what = self.session.busy or "saving the session"
-            show_info(f"napari-unet is busy ({what}); open the session when it is done")
-            return False
-        path = _dialogs.ask_session_folder(self)
-        if path is None:
-            return False
-        has_state = len(self.session.versions) or self.session.links or len(self.session.store)
-        if has_state and not _dialogs.confirm_replace_session(self):
-            return False
-        if not self.session.begin("opening a session"):  # a job started meanwhile
-            show_info(f"napari-unet is busy ({self.session.busy}); open the session when it "
-                      "is done")
-            return False
-        folder = SessionFolder(path)
-        self.status.setText(f"Opening session {folder.path}...")
-        self.worker = self.jobs.start(folder.load, on_returned=partial(self._opened, folder),
-                                      on_error=partial(self._failed, "Opening the session"),
-                                      on_finished=self._finish)
-        return True
-
-    def _opened(self, folder: SessionFolder, data: SessionData) -> None:
-        try:
-            problems = restore(self.viewer, self.session, data)
-        except (NapariUnetError, ValueError) as exc:
-            self._failed("Opening the session", exc)
-            return
-        self.session_folder = folder
+    def _session_opened(self) -> None:
+        """An opened session is in the viewer: show its first labels layer and versions."""
         link = next(iter(self.session.links), None)
         if link is not None:
             self.labels_combo.select(link.labels_layer)
-        text = (f"Opened session {folder.path.name}: {len(data.labels)} labels layer(s), "
-                f"{len(data.versions)} model version(s). Fine-tuning rounds save it again.")
-        if problems:
-            show_warning("; ".join(problems))
-            text += " " + " ".join(problems)
-        else:
-            show_info(f"Session {folder.path.name} opened")
-        self.status.setText(text)
         self.refresh_versions()
         self.update_counts()

@@ -6,8 +6,9 @@ the same rules hold in tests without a viewer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def layer_image(data: Any, rgb: bool, metadata: Optional[Mapping[str, Any]]) -> 
     models, exactly as in training.
     """
     image = LayerImage(data, layer_axes(tuple(data.shape), rgb, metadata))
-    image.layout  # validates axes against the shape now, with a clear message
+    image.layout  # noqa: B018 - the property validates axes against the shape now, with a clear message
     return image
 
 

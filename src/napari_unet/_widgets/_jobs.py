@@ -8,44 +8,28 @@ the result to the layer that started them.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
+from ..corrections import Correction
 from ..device import torch_threads
 from ..finetune import fine_tune
 from ..guidance import Candidate, ProbabilityStore, guide_planes
 from ..model import Model
-from ..progress import CancelToken, ProgressCallback
 from ..postprocess import count_objects
-from ..segment import prepare_image, segment, with_postprocess
+from ..progress import CancelToken, ProgressCallback
+from ..segment import prepare_image, segment
+from ..sessions import SegmentSettings
 from ._image import LayerImage
-from ._state import Correction
 
 
 def worker_threads() -> int:
     """Torch threads for a GUI worker: all cores but one, so the event loop stays responsive."""
     return max(1, (os.cpu_count() or 2) - 1)
-
-
-@dataclass(frozen=True)
-class SegmentSettings:
-    """What the Segment widget's controls say; stored in the labels layer's metadata."""
-
-    device: str = "auto"
-    tile_size: Optional[int] = None
-    seed_threshold: Optional[float] = None
-    min_size: Optional[int] = None
-    #: Object diameter in pixels (Cellpose's "diameter"); None: the model's own.
-    object_size: Optional[float] = None
-    scope: str = "stack"  # "stack": every plane; "plane": the plane in view
-    stitch_3d: bool = False
-    compile: bool = False  # torch.compile: seconds once per session, then faster
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -115,23 +99,17 @@ def run_segment(image: LayerImage, model: Model, settings: SegmentSettings,
     """Segment the whole image, or only the given stack planes, through the core API.
 
     Planes are normalised with the whole image's percentiles, so a plane segmented alone
-    gets exactly the labels a whole-stack run gives it.
+    gets exactly the labels a whole-stack run gives it; some planes are never stitched in 3D.
     """
-    if settings.object_size:
-        model = model.for_object_size(settings.object_size)
     chosen = None if planes is None else [tuple(index) for index in planes]
-    postprocess = with_postprocess(model, seed_threshold=settings.seed_threshold,
-                                   min_size=settings.min_size)
     n_planes = int(np.prod(image.layout.stack_shape)) if chosen is None else len(chosen)
     plane_pixels = int(np.prod(image.label_shape[-2:]))
     store = ProbabilityStore() if n_planes * plane_pixels <= KEEP_PROBABILITIES else None
     with torch_threads(threads if threads is not None else worker_threads()):
         percentiles = prepare_image(image.data, model, image.axes).percentiles
-        labels = segment(image.data, model, image.axes, device=settings.device,
-                         tile_size=settings.tile_size, postprocess=postprocess,
-                         stitch_3d=settings.stitch_3d and chosen is None, planes=chosen,
-                         compile=settings.compile, percentiles=percentiles,
-                         progress=progress, cancel=cancel, on_probabilities=store)
+        labels = segment(image.data, model, image.axes, settings, planes=chosen,
+                         percentiles=percentiles, progress=progress, cancel=cancel,
+                         on_probabilities=store, stitch_3d=settings.stitch_3d and chosen is None)
     if chosen is None:
         result = SegmentResult(labels)
     else:
@@ -146,15 +124,10 @@ def run_fine_tune(model: Model, corrections: Sequence[Correction], steps: int,
                   on_report: Optional[Callable] = None,
                   cancel: Optional[CancelToken] = None,
                   threads: Optional[int] = None) -> Model:
-    """Fine-tune a copy of ``model`` on corrected (C, Y, X) planes for ``steps`` steps (fewer
+    """Fine-tune a copy of ``model`` on the session's corrections for ``steps`` steps (fewer
     when they do not fit in ``time_limit`` seconds); the base is untouched."""
-    images = [c.image for c in corrections]
-    labels = [c.labels for c in corrections]
-    masks = [c.mask for c in corrections]
-    percentiles = [c.percentiles for c in corrections]
     with torch_threads(threads if threads is not None else worker_threads()):
-        return fine_tune(model, images, labels, masks, axes="CYX", steps=steps,
-                         time_budget=time_limit, name=name, percentiles=percentiles,
+        return fine_tune(model, corrections, steps=steps, time_budget=time_limit, name=name,
                          progress=progress, on_report=on_report, cancel=cancel)
 
 
@@ -183,16 +156,13 @@ def run_guide(image: LayerImage, labels: np.ndarray, store: ProbabilityStore, mo
     ``store``: one Segment pass of those planes, the only network work this does."""
     planes = [tuple(p) for p in planes]
     missing = [p for p in planes if p not in set(store.planes)]
-    postprocess = with_postprocess(model, seed_threshold=settings.seed_threshold,
-                                   min_size=settings.min_size)
     if missing:
-        if settings.object_size:
-            model = model.for_object_size(settings.object_size)
         with torch_threads(threads if threads is not None else worker_threads()):
-            segment(image.data, model, image.axes, device=settings.device,
-                    tile_size=settings.tile_size, postprocess=postprocess,
+            segment(image.data, model, image.axes, settings,
                     planes=missing if image.stack_axes else None, percentiles=percentiles,
-                    progress=progress, cancel=cancel, on_probabilities=store)
-    maps, candidates = guide_planes(labels, store, model.config.task, postprocess,
+                    progress=progress, cancel=cancel, on_probabilities=store,
+                    stitch_3d=False)
+    maps, candidates = guide_planes(labels, store, model.config.task,
+                                    settings.postprocess(model.config.postprocess),
                                     previous=previous, exclude=exclude, planes=planes)
     return GuideResult(maps, candidates, missing)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any, Optional
 
 from qtpy.QtWidgets import QComboBox, QWidget
 
@@ -25,10 +27,8 @@ class LayerCombo(QComboBox):
         current = self.current()
         self._layers = [layer for layer in self.viewer.layers if self.accept(layer)]
         for layer in self._layers:
-            try:
+            with suppress(TypeError, ValueError, RuntimeError):  # not connected yet
                 layer.events.name.disconnect(self.refresh)
-            except (TypeError, ValueError, RuntimeError):
-                pass
             layer.events.name.connect(self.refresh)
         self.blockSignals(True)
         self.clear()

@@ -14,12 +14,13 @@ import numpy as np
 from napari.layers import Labels
 
 from .._reader import META_KEY
-from ._image import LayerImage, scale_axes, spatial_positions
-from ..postprocess import count_objects
-from ._jobs import SegmentResult, SegmentSettings, layer_dtype
-from ._session import LabelsLink, Session
 from ..corrections import paste_corrections
-from ._state import EditTracker, ModelVersion
+from ..postprocess import count_objects
+from ..sessions import ModelVersion, SegmentSettings
+from ._image import LayerImage, scale_axes, spatial_positions
+from ._jobs import SegmentResult, layer_dtype
+from ._session import LabelsLink, Session
+from ._state import EditTracker
 
 
 def labels_name(image_layer: Any) -> str:

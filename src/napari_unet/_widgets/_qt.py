@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info

@@ -27,9 +27,10 @@ from ..device import DEVICE_CHOICES
 from ..errors import NapariUnetError
 from ..model import Model, load_model_file
 from ..registry import list_models
+from ..sessions import SegmentSettings
 from . import _dialogs
 from ._image import layer_image
-from ._jobs import SegmentResult, SegmentSettings, run_segment
+from ._jobs import SegmentResult, run_segment
 from ._layer_combo import LayerCombo
 from ._output import apply_result, current_plane, labels_name
 from ._qt import JobWidget, report_error, status_label

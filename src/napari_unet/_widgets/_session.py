@@ -9,6 +9,8 @@ Fine-tune widgets of one viewer share its session (no process-wide state).
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -18,8 +20,8 @@ from psygnal import Signal
 from ..guidance import ProbabilityStore
 from ..model import Model
 from ..segment import prepare_image
+from ..sessions import ModelVersion, SegmentSettings
 from ._image import LayerImage
-from ._jobs import SegmentSettings
 from ._state import Correction, CorrectionStore, EditTracker, ModelVersions, merge_corrections
 
 
@@ -91,11 +93,12 @@ class LabelsLink:
             if wanted is not None and index not in wanted:
                 continue
             out.append(Correction(
-                plane_name(self.image_layer.name, index),
-                self.image.plane_cyx(index),
-                np.array(data[index], dtype=np.uint32, copy=True),
-                tracker.mask[index].copy(),
-                self.stack_percentiles(model),
+                name=plane_name(self.image_layer.name, index),
+                image=self.image.plane_cyx(index),
+                labels=np.array(data[index], dtype=np.uint32, copy=True),
+                mask=tracker.mask[index].copy(),
+                percentiles=self.stack_percentiles(model),
+                axes="CYX",
             ))
         return out
 
@@ -185,10 +188,8 @@ class Session:
 
     def remove_link(self, link: LabelsLink) -> None:
         for emitter, callback in link._callbacks:
-            try:
+            with suppress(TypeError, ValueError, RuntimeError):  # already gone
                 emitter.disconnect(callback)
-            except (TypeError, ValueError, RuntimeError):  # pragma: no cover - already gone
-                pass
         link._callbacks.clear()
         if link in self.links:
             self.links.remove(link)
@@ -200,6 +201,17 @@ class Session:
                 self.archive(link)
                 self.remove_link(link)
         self.corrections_changed.emit(None)
+
+    def replace_with(self, versions: Sequence[ModelVersion], active: Optional[int],
+                     corrections: Iterable[Correction]) -> None:
+        """Stop tracking every layer (the layers stay where they are) and hold only these
+        model versions and stored corrections: the start of opening a saved session. The
+        caller then links the session's layers (:meth:`add_link`) and emits the signals
+        once, for the whole replacement."""
+        self.versions.replace(versions, active)
+        for link in list(self.links):
+            self.remove_link(link)
+        self.store.replace(corrections)
 
     # ------------------------------------------------------------------ corrections
     def archive(self, link: LabelsLink, planes: Optional[list[tuple[int, ...]]] = None) -> int:
@@ -244,7 +256,8 @@ def session_for(viewer: Any) -> Session:
     try:
         ref = weakref.ref(viewer, lambda _r, key=key: _KEEP.pop(key, None))
     except TypeError:  # pragma: no cover - a viewer that cannot be weakly referenced
-        ref = (lambda v=viewer: v)
+        def ref(v: Any = viewer) -> Any:
+            return v
     _KEEP[key] = (ref, session)
     layers = getattr(viewer, "layers", None)
     if layers is not None:

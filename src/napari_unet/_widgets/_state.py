@@ -6,13 +6,16 @@ widgets only translate napari events into these calls and show the results.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
+from ..corrections import Correction
 from ..model import Model
+from ..sessions import ModelVersion
 
 Region = Any  # a tuple of slices, or a tuple of index arrays (numpy fancy index)
 
@@ -33,6 +36,15 @@ class EditTracker:
         #: Bumped by every change of the baseline or the masks, so a snapshot taken for a
         #: worker job can tell at delivery whether it is still current.
         self.revision = 0
+
+    @classmethod
+    def saved(cls, baseline: np.ndarray, edited: np.ndarray,
+              reviewed: np.ndarray) -> EditTracker:
+        """A tracker as a session file kept it (the arrays are copied)."""
+        tracker = cls(baseline)
+        tracker.edited[...] = edited
+        tracker.reviewed[...] = reviewed
+        return tracker
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -131,23 +143,6 @@ class EditTracker:
         return [tuple(int(i) for i in idx) for idx in np.argwhere(any_plane)]
 
 
-@dataclass
-class Correction:
-    """One corrected 2D plane kept for later fine-tuning rounds: (C, Y, X) image, labels,
-    mask, and for a plane of a stack the stack's (C, 2) normalisation percentiles (so it
-    is learnt as Segment saw it; ``None``: the plane's own)."""
-
-    name: str
-    image: np.ndarray
-    labels: np.ndarray
-    mask: np.ndarray
-    percentiles: Optional[np.ndarray] = None
-
-    @property
-    def n_supervised(self) -> int:
-        return int(np.count_nonzero(self.mask))
-
-
 def merge_corrections(older: Sequence[Correction], new: Correction) -> list[Correction]:
     """The same plane corrected in several rounds: newer supervision wins where they overlap.
 
@@ -159,7 +154,7 @@ def merge_corrections(older: Sequence[Correction], new: Correction) -> list[Corr
     for old in older:
         mask = old.mask & ~new.mask
         if mask.any():
-            out.append(Correction(old.name, old.image, old.labels, mask, old.percentiles))
+            out.append(replace(old, mask=mask))
     if new.n_supervised:
         out.append(new)
     return out
@@ -176,6 +171,12 @@ class CorrectionStore:
             self._items[correction.name] = merge_corrections(
                 self._items.get(correction.name, []), correction)
 
+    def replace(self, corrections: Iterable[Correction]) -> None:
+        """Hold only ``corrections`` (merged as :meth:`add` merges them): an opened session's."""
+        self._items = {}
+        for correction in corrections:
+            self.add(correction)
+
     def by_name(self) -> dict[str, list[Correction]]:
         """The stored rounds of each plane, oldest first (a copy)."""
         return {name: list(rounds) for name, rounds in self._items.items()}
@@ -189,19 +190,6 @@ class CorrectionStore:
     @property
     def n_supervised(self) -> int:
         return sum(c.n_supervised for c in self)
-
-
-@dataclass
-class ModelVersion:
-    """A model the session can use: a loaded base model or the result of a fine-tuning round."""
-
-    label: str
-    model: Model
-    parent: Optional[int] = None
-    source: Optional[Path] = None
-    round: int = 0
-    saved_as: Optional[str] = None
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 class ModelVersions:
@@ -225,6 +213,15 @@ class ModelVersions:
     def active_model(self) -> Optional[Model]:
         version = self.active_version
         return None if version is None else version.model
+
+    def replace(self, versions: Sequence[ModelVersion], active: Optional[int]) -> None:
+        """Hold only ``versions``, ``active`` the active one (an opened session's); a
+        ValueError, before anything changes, when ``active`` is not one of them."""
+        if active is not None and not 0 <= active < len(versions):
+            raise ValueError(f"active model version {active} is not one of the "
+                             f"{len(versions)} versions")
+        self.versions = list(versions)
+        self.active = active
 
     def find_source(self, source: Path) -> Optional[int]:
         for i, version in enumerate(self.versions):

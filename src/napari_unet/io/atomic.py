@@ -15,11 +15,12 @@ import secrets
 import shutil
 import socket
 import stat
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Callable, Iterator, Union
+from typing import Union
 
-from .errors import NapariUnetError, OutputWriteError
+from ..errors import NapariUnetError, OutputWriteError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -37,7 +38,7 @@ _DEFAULT_FIX = "check that the folder exists, is writable and has free space"
 
 def _write_error(path: Path, exc: BaseException) -> OutputWriteError:
     """An OutputWriteError naming the folder, the cause and the fix."""
-    fix = _FIXES.get(getattr(exc, "errno", None), _DEFAULT_FIX)
+    fix = _FIXES.get(getattr(exc, "errno", None) or -1, _DEFAULT_FIX)
     return OutputWriteError(
         f"could not write {path.name!r} in folder {str(path.parent)!r}: {exc}; {fix}"
     )

@@ -1,4 +1,4 @@
-"""Tests for napari_unet.atomic: a folder output (a zarr store) appears whole or not at all,
+"""Tests for napari_unet.io.atomic: a folder output (a zarr store) appears whole or not at all,
 a failed rewrite leaves the previous folder as it was, and a file gets the umask's mode."""
 
 from __future__ import annotations
@@ -8,11 +8,14 @@ import signal
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
+import imageio.v3 as iio
+import numpy as np
 import pytest
 
-from napari_unet.atomic import atomic_folder, atomic_write
-from napari_unet.errors import OutputWriteError
+from napari_unet.errors import Cancelled, OutputWriteError
+from napari_unet.io import atomic_folder, atomic_write, read_image
 
 
 def _write(folder, text: str) -> None:
@@ -146,7 +149,7 @@ def test_a_saved_model_is_readable_like_any_other_output(tmp_path, umask):
 _KILLED_WRITER = """
 import os, signal, sys
 from pathlib import Path
-from napari_unet.atomic import atomic_folder
+from napari_unet.io import atomic_folder
 with atomic_folder(Path(sys.argv[1])) as tmp:
     (tmp / "zarr.json").write_text("{}")
     os.kill(os.getpid(), signal.SIGKILL)  # killed half-way, as by the OOM killer or kill -9
@@ -181,3 +184,26 @@ def test_temporary_folders_of_a_killed_write_are_removed_by_the_next_write(tmp_p
         _write(tmp, "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["labels.zarr"] + [p.name for p in others])
+
+
+def test_atomic_write_keeps_the_extension_for_format_guessing(tmp_path):
+    def write_png(tmp: Path) -> None:
+        iio.imwrite(tmp, np.zeros((4, 4), np.uint8))  # imageio picks PNG from the name
+
+    path = atomic_write(tmp_path / "overlay.png", write_png)
+    assert read_image(path).axes == "YX"
+
+
+def test_atomic_write_lets_cancellation_through(tmp_path):
+    def cancelled(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise Cancelled("cancelled by the user; nothing was changed")
+
+    with pytest.raises(Cancelled):
+        atomic_write(tmp_path / "x.csv", cancelled)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    atomic_write(tmp_path / "x.csv", lambda tmp: tmp.write_text("a,b\n"))
+    assert (tmp_path / "x.csv").read_text() == "a,b\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.csv").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
