@@ -82,5 +82,6 @@ class SegmentOptions:
         """The model's post-processing with this run's overrides (unset ones keep the
         model's value); the model itself is unchanged."""
         changes: dict[str, Any] = {"seed_threshold": self.seed_threshold,
-                   "foreground_threshold": self.foreground_threshold, "min_size": self.min_size}
+                                   "foreground_threshold": self.foreground_threshold,
+                                   "min_size": self.min_size}
         return replace(model_config, **{k: v for k, v in changes.items() if v is not None})
