@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional, get_args, get_type_hints
+from typing import Any, Optional
 
 import numpy as np
 
@@ -84,28 +84,12 @@ def _opt_index(value: Any, size: int, what: str) -> Optional[int]:
     return int(value)
 
 
-def _setting_fits(value: Any, kinds: tuple[type, ...]) -> bool:
-    """Whether the JSON ``value`` is one of ``kinds`` (an int fits a float, and only a
-    bool fits a bool)."""
-    if isinstance(value, bool):
-        return bool in kinds
-    if isinstance(value, int) and float in kinds:
-        return True
-    return isinstance(value, tuple(k for k in kinds if k is not bool))
-
-
 def _settings(values: dict) -> SegmentSettings:
-    """Segment settings from JSON (the flat :attr:`SegmentSettings.STORED` fields), each of
-    the type its field declares (a string where a number goes would fail only later, in a
-    segmentation) and within its rule; keys this version does not know are ignored."""
-    hints = get_type_hints(SegmentSettings)
-    known = {k: v for k, v in values.items() if k in SegmentSettings.STORED}
-    for key, value in known.items():
-        kinds = get_args(hints[key]) or (hints[key],)  # Optional[int]: (int, NoneType)
-        if not _setting_fits(value, kinds):
-            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-            raise ValueError(f"the segment setting {key} is {value!r}, not {names}")
-    return SegmentSettings(**known)
+    """Segment settings from JSON (the flat :attr:`SegmentSettings.STORED` fields); each
+    value is checked by its field's rule (a string where a number goes would otherwise fail
+    only later, in a segmentation: :class:`InvalidSettingError`, a ValueError); keys this
+    version does not know are ignored."""
+    return SegmentSettings(**{k: v for k, v in values.items() if k in SegmentSettings.STORED})
 
 
 # --------------------------------------------------------------------------- writing
