@@ -243,7 +243,7 @@ class FineTuneWidget(JobWidget):
     def _training_finished(self) -> None:
         pending, self._pending_resegment = self._pending_resegment, None
         if pending is None:
-            self._finish()
+            self.finish_job()
             return
         self.worker = None
         self._token = None
@@ -255,7 +255,7 @@ class FineTuneWidget(JobWidget):
         plan = plan_resegment(self.session.links, self.viewer.layers)
         if not plan:
             self._round_done(version_index, parent, [], None)
-            self._finish()
+            self.finish_job()
             return
         version = self.session.versions[version_index]
         token = self._token = self.jobs.new_token()
@@ -267,7 +267,7 @@ class FineTuneWidget(JobWidget):
             on_returned=lambda out: self._round_done(
                 version_index, parent, list(zip([(p.link, p.planes) for p in plan], out[0])),
                 out[1]),
-            on_error=partial(self._failed, "Re-segmentation"), on_finished=self._finish)
+            on_error=partial(self._failed, "Re-segmentation"), on_finished=self.finish_job)
 
     def _round_done(self, version_index: int, parent: int, results: list,
                     check: Optional[RoundCheck]) -> None:

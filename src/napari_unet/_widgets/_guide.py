@@ -126,7 +126,7 @@ class GuideWidget(JobWidget):
         self.status.setText(f"Ranking {layer.name}...")
         self.progress.running(True)
         self.worker = self.jobs.start(job, on_returned=partial(self._show, link),
-                                      on_error=self._failed, on_finished=self._finish)
+                                      on_error=self._failed, on_finished=self.finish_job)
         return True
 
     def _show(self, link: Any, result: GuideResult) -> None:

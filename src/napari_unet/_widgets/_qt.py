@@ -139,7 +139,7 @@ class JobWidget(QWidget):
 
     Holds the running worker, its cancel token, the :class:`Jobs` relay and the
     :class:`ProgressRow` (whose Cancel button cancels the job). Subclasses set
-    ``self.status`` (a label) and call :meth:`_finish` when their job is over.
+    ``self.status`` (a label) and call :meth:`finish_job` when their job is over.
     """
 
     def __init__(self, napari_viewer: Any, parent: Optional[QWidget] = None) -> None:
@@ -169,7 +169,7 @@ class JobWidget(QWidget):
             self.cancel()
         return super().event(event)
 
-    def _finish(self) -> None:
+    def finish_job(self) -> None:
         """The job is over (done, failed or cancelled): free the session for the next one."""
         self.worker = None
         self._token = None

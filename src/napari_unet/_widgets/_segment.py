@@ -298,7 +298,7 @@ class SegmentWidget(JobWidget):
             job,
             on_returned=partial(self._deliver, image_layer, labels_layer, image, version_index,
                                 settings),
-            on_error=self._failed, on_finished=self._finish,
+            on_error=self._failed, on_finished=self.finish_job,
         )
         return True
 

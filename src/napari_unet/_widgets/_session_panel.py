@@ -136,7 +136,7 @@ class SessionPanel(QWidget):
         self._say(f"Opening session {folder.path}...")
         self.host.worker = self.host.jobs.start(
             folder.load, on_returned=partial(self._opened, folder),
-            on_error=self._open_failed, on_finished=self.host._finish)
+            on_error=self._open_failed, on_finished=self.host.finish_job)
         return True
 
     def _open_failed(self, exc: BaseException) -> None:
