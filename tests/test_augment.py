@@ -85,3 +85,51 @@ def test_disabled_changes_nothing() -> None:
     image, target, weight = _coded()
     i, t, w = augment(image, target, weight, np.random.default_rng(0), AugmentConfig(enabled=False))
     assert i is image and t is target and w is weight
+
+
+_ONLY_GEOMETRY = AugmentConfig(elastic_p=0.0, intensity_p=0.0, gamma_p=0.0, noise_p=0.0)
+
+
+def test_inversion_turns_bright_objects_dark() -> None:
+    labels = np.zeros((32, 32), np.int64)
+    labels[8:20, 8:20] = 1
+    image = (labels > 0).astype(np.float32)[None]
+    config = AugmentConfig(elastic_p=0.0, intensity_p=0.0, gamma_p=0.0, noise_p=0.0,
+                           invert_p=1.0)
+    i, t, _ = augment(image, labels, np.ones((32, 32), np.float32), np.random.default_rng(0),
+                      config)
+    np.testing.assert_array_equal(i[0], 1.0 - (t > 0))  # objects now dark on light
+
+
+def test_blur_smooths_the_image_only() -> None:
+    image, target, weight = _coded((32, 32))
+    noisy = np.random.default_rng(1).random((1, 32, 32)).astype(np.float32)
+    config = AugmentConfig(elastic_p=0.0, intensity_p=0.0, gamma_p=0.0, noise_p=0.0,
+                           blur_p=1.0, blur_sigma=(1.5, 1.5))
+    i, t, _ = augment(noisy, target, weight, np.random.default_rng(0), config)
+    assert i.std() < 0.5 * noisy.std()
+    assert sorted(t.ravel()) == sorted(target.ravel())  # labels untouched by blur
+
+
+def test_scaled_crop_zooms_objects_and_keeps_them_aligned() -> None:
+    labels = np.zeros((128, 128), np.int64)
+    labels[40:60, 40:60] = 3  # a 20 x 20 object
+    image = (labels > 0).astype(np.float32)[None]
+    weight = np.ones((128, 128), np.float32)
+    rng = np.random.default_rng(0)
+    i, t, w = random_crop(image, labels, weight, 96, rng, focus=(np.argwhere(labels > 0),),
+                          scale=2.0)
+    assert i.shape == (1, 96, 96) and t.shape == w.shape == (96, 96)
+    assert set(np.unique(t)) <= {0, 3}  # nearest neighbour: no invented classes
+    assert 1400 < np.count_nonzero(t) <= 1600  # 400 px object, 4x the area
+    assert ((i[0] > 0.5) == (t > 0)).mean() > 0.99
+
+
+def test_scale_is_drawn_only_when_asked() -> None:
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    assert _ONLY_GEOMETRY.draw_scale(rng) == 1.0
+    assert rng.bit_generator.state == state  # runs without scaling keep their random streams
+    scales = [AugmentConfig(scale_p=1.0, scale_range=(0.5, 2.0)).draw_scale(rng)
+              for _ in range(200)]
+    assert 0.5 <= min(scales) < 0.6 and 1.8 < max(scales) <= 2.0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import tifffile
+import torch
 from _data import DSB_TEST, DSB_TRAIN, pair_folder, qcanet_stack, small_model
 
 from napari_unet import __version__
@@ -272,3 +273,41 @@ def test_fine_tune_does_not_save_a_refused_round(tmp_path: Path, capsys, monkeyp
     assert main(args) == 1 and not out.exists()
     assert "--save-refused" in capsys.readouterr().err
     assert main(args + ["--save-refused"]) == 0 and out.is_file()
+
+
+def test_train_continues_from_its_checkpoint(real_data, tmp_path: Path, capsys) -> None:
+    """--checkpoint keeps the run's state; the same command with --resume continues it (a
+    finished run has nothing left: the same weights come out); other settings, or no
+    --resume, are refused before any work. Mid-run resumption: tests/test_checkpoint.py."""
+    data = pair_folder(tmp_path / "train", real_data, DSB_TRAIN)
+    base = small_model(seed=0).save(tmp_path / "base.safetensors")
+    ckpt = tmp_path / "run.ckpt"
+    common = ["--base-model", str(base), "--steps", "6", "--patch-size", "64",
+              "--batch-size", "2", "--val-fraction", "0.5", "--val-every", "3",
+              "--device", "cpu", "--no-fast", "--augment", "robust", "--checkpoint", str(ckpt)]
+    assert main(["train", str(data), "--out", str(tmp_path / "first"), *common]) == 0
+    capsys.readouterr()
+    assert main(["train", str(data), "--out", str(tmp_path / "again"), *common]) == 2
+    assert "--resume" in capsys.readouterr().err
+    longer = [c if c != "6" else "9" for c in common]
+    assert main(["train", str(data), "--out", str(tmp_path / "again"), *longer, "--resume"]) == 2
+    assert "steps: checkpoint 6, now 9" in capsys.readouterr().err
+    assert main(["train", str(data), "--out", str(tmp_path / "again"), *common, "--resume"]) == 0
+    first = load_model_file(tmp_path / "first.safetensors")
+    again = load_model_file(tmp_path / "again.safetensors")
+    assert again.config.provenance["steps"] == 6
+    for key, value in first.network.state_dict().items():
+        assert torch.equal(value, again.network.state_dict()[key]), key
+    assert main(["train", str(data), "--out", str(tmp_path / "x"), "--resume"]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_segment_and_evaluate_take_rgb_and_tta(trained: Path, real_data, tmp_path: Path,
+                                               capsys) -> None:
+    data = pair_folder(tmp_path / "test", real_data, DSB_TEST[:1], "test")
+    code = main(["evaluate", str(data), "--model", str(trained), "--device", "cpu",
+                 "--tta", "--rgb", "mean"])
+    assert code == 0 and "1 images" in capsys.readouterr().out
+    code = main(["segment", str(next((data / "images").iterdir())), "--out", str(tmp_path),
+                 "--rgb", "hsv"])
+    assert code == 2 and "--rgb" in capsys.readouterr().err

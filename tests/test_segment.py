@@ -241,3 +241,28 @@ def test_object_size_resizes_through_the_model_and_leaves_it_unchanged(nuclei) -
     np.testing.assert_array_equal(resized,
                                   segment(image, model.for_object_size(40.0), device="cpu"))
     assert model.config.input_scale == 1.0
+
+
+def test_test_time_augmentation_averages_the_mirrors_mirrored_back(nuclei) -> None:
+    """With ``tta`` the prediction of a mirrored plane is the mirrored prediction: the four
+    mirrors are each mirrored back before averaging (a random network is not symmetric)."""
+    from napari_unet.segment import Predictor, prepare_image
+
+    model = small_model(seed=0)
+    plane = prepare_image(nuclei[0][:64, :64], model).plane(())
+    mirrored = np.ascontiguousarray(plane[:, :, ::-1])
+    plain = Predictor(model, "cpu", fast=False)
+    assert not np.allclose(plain.probabilities(mirrored)[:, :, ::-1], plain.probabilities(plane),
+                           atol=1e-3)  # one pass is not mirror-symmetric
+    tta = Predictor(model, "cpu", fast=False, tta=True)
+    np.testing.assert_allclose(tta.probabilities(mirrored)[:, :, ::-1], tta.probabilities(plane),
+                               atol=1e-5)
+    np.testing.assert_allclose(tta.probabilities(plane).sum(0), 1.0, atol=1e-5)
+
+
+def test_test_time_augmentation_counts_every_pass(embryo, model) -> None:
+    calls = []
+    segment(embryo[:1], model, device="cpu", tile_size=32, tile_overlap=0, batch_size=1,
+            tta=True, progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1] == (16, 16)  # 4 mirrors x 4 tiles
+    assert [d for d, _ in calls] == list(range(1, 17))

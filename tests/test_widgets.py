@@ -1131,3 +1131,32 @@ def test_object_size_is_shown_and_adjustable(qtbot, nuclei_ui):
     assert labels.metadata["napari_unet"]["settings"]["object_size"] == 60.0
     assert resized.shape == at_model_size.shape
     assert len(np.unique(resized)) < len(np.unique(at_model_size))
+
+
+def test_a_stained_section_is_segmented_with_bright_nuclei_and_says_so(qtbot, ui, real_data):
+    """An H&E picture opened as RGB: Segment turns it gray by optical density (nuclei
+    bright, as the shipped model learnt them), says so in its status, and finds the
+    nuclei; forcing the RGB mean (the conversion before) finds almost none of them."""
+    import imageio.v3 as iio
+
+    from napari_unet.metrics import foreground_iou
+
+    stem = "0121d6759c5adb290c8e828fc882f37dfaf3663ec885c663859948c154a443ed"
+    folder = real_data / "dsb2018_histo_brightfield" / "train"
+    rgb = np.asarray(iio.imread(folder / "images" / f"{stem}.png"))[..., :3]
+    truth = tifffile.imread(folder / "masks" / f"{stem}.tif")
+    viewer, seg, _ = ui
+    layer = viewer.add_image(rgb, name="stained", rgb=True)
+    seg.image_combo.select(layer)
+    seg.model_combo.setCurrentIndex(seg.model_combo.findText("nuclei"))
+    assert seg.rgb.currentText() == "auto"
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    assert "optical density" in seg.status.text()
+    found = np.array(viewer.layers["stained labels"].data)
+    assert foreground_iou(truth, found) > 0.45  # measured 0.56 here (0.03 with the mean)
+    seg.rgb.setCurrentText("mean")
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    assert "RGB mean" in seg.status.text()
+    assert foreground_iou(truth, np.array(viewer.layers["stained labels"].data)) < 0.2

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .color import RgbConversion, conversion_for
 from .errors import InvalidImageError
 
 VALID = set("TZCYX")
@@ -133,22 +134,52 @@ def fitted_channels(n_channels: int, in_channels: int) -> int:
     return n_channels
 
 
-def fit_channels(canonical, in_channels: int):
+def rgb_conversion(canonical, in_channels: int, rgb: str | RgbConversion = "auto"
+                   ) -> RgbConversion | None:
+    """The colour conversion :func:`fit_channels` applies to a (..., C, Y, X) array for a
+    model with ``in_channels``: for RGB(A) input to a 1-channel model, ``rgb`` (a mode of
+    :data:`~napari_unet.color.RGB_MODES`; ``auto`` decided on the first plane), else
+    ``None``."""
+    n = canonical.shape[-3]
+    if not (n in (3, 4) and fitted_channels(n, in_channels) == 1):
+        return None
+    if isinstance(rgb, RgbConversion):
+        return rgb
+    return conversion_for(canonical[(0,) * (canonical.ndim - 3) + (slice(0, 3),)], rgb)
+
+
+def fit_channels(canonical, in_channels: int, rgb: str | RgbConversion = "auto"):
     """Adapt a (..., C, Y, X) array to a model's channel count the way training does.
 
-    RGBA loses alpha; RGB becomes its mean for 1-channel models. Numpy stacks are wrapped
-    in dask first so the gray conversion happens plane by plane, never as a whole float copy.
-    Other channel counts pass unchanged (the model then refuses them with a clear message).
+    RGBA loses alpha; RGB becomes gray for 1-channel models by ``rgb`` (a mode or a
+    conversion already chosen; :mod:`napari_unet.color`). Numpy stacks are wrapped in dask first so the conversion
+    happens plane by plane, never as a whole float copy; dask arrays stay lazy, block by
+    block. Other channel counts pass unchanged (the model then refuses them with a clear
+    message).
     """
     n = canonical.shape[-3]
     target = fitted_channels(n, in_channels)
+    conversion = rgb_conversion(canonical, in_channels, rgb)
     if n == 4 and target < 4:
         canonical = canonical[..., :3, :, :]
-    if target == 1 and n in (3, 4):
-        if isinstance(canonical, np.ndarray) and canonical.ndim > 3:
-            import dask.array as da
+    if conversion is None:
+        return canonical
+    if isinstance(canonical, np.ndarray) and canonical.ndim == 3:
+        return conversion.apply(canonical)
+    import dask.array as da
 
-            chunks = (1,) * (canonical.ndim - 3) + canonical.shape[-3:]
-            canonical = da.from_array(canonical, chunks=chunks)
-        canonical = canonical.astype(np.float32).mean(axis=-3, keepdims=True)
-    return canonical
+    if isinstance(canonical, np.ndarray):
+        chunks = (1,) * (canonical.ndim - 3) + canonical.shape[-3:]
+        canonical = da.from_array(canonical, chunks=chunks)
+    whole_pixels = canonical.rechunk({canonical.ndim - 3: 3})
+    return whole_pixels.map_blocks(
+        _gray_blocks, conversion, dtype=np.float32,
+        chunks=whole_pixels.chunks[:-3] + ((1,),) + whole_pixels.chunks[-2:])
+
+
+def _gray_blocks(block: np.ndarray, conversion: RgbConversion) -> np.ndarray:
+    """``conversion`` over every (3, Y, X) plane of a (..., 3, Y, X) block."""
+    out = np.empty(block.shape[:-3] + (1,) + block.shape[-2:], np.float32)
+    for index in np.ndindex(*block.shape[:-3]):
+        out[index] = conversion.apply(block[index])
+    return out

@@ -20,12 +20,20 @@ import numpy as np
 from tqdm import tqdm
 
 from ._version import __version__
+from .augment import AUGMENTATIONS
 from .batch import FORMATS, SCHEDULER, FileResult, segment_files
 from .blocks import BlockConfig
+from .color import RGB_MODES
 from .config import COUNT, NetworkConfig, Rule, rule_of
 from .corrections import Correction
 from .device import DEVICE_CHOICES, keep_freed_memory
-from .errors import Cancelled, NapariUnetError, NapariUnetWarning, OutputWriteError
+from .errors import (
+    Cancelled,
+    InvalidSettingError,
+    NapariUnetError,
+    NapariUnetWarning,
+    OutputWriteError,
+)
 from .evaluation import evaluate
 from .finetune import FINE_TUNE_CONFIG, describe_round, fine_tune
 from .io import read_image, read_labels
@@ -85,6 +93,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         foreground_threshold=args.foreground_threshold, min_size=args.min_size,
         object_size=args.object_size, stitch_3d=args.stitch_3d, fast=not args.no_fast,
         compile=args.compile, blocks=BlockConfig(args.block_size, args.halo),
+        rgb=args.rgb, tta=args.tta,
     )
     what = "objects" if model.config.task == "instance" else "classes"
     bars: list[_Bar] = []
@@ -120,13 +129,16 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     out = model_path(args.out)
+    if args.resume and not args.checkpoint:
+        raise InvalidSettingError("--resume continues the run saved in --checkpoint; name "
+                                  "that file with --checkpoint PATH")
     if out.exists() and not args.overwrite:
         raise OutputWriteError(f"{out} exists; pass --overwrite or choose another --out")
     config = TrainConfig(
         steps=args.steps, time_budget=args.time_budget * 60 if args.time_budget else None,
         batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr, seed=args.seed,
         device=args.device, fast=not args.no_fast, val_every=args.val_every,
-        patience=args.patience or None,
+        patience=args.patience or None, augment=AUGMENTATIONS[args.augment],
     )
     bar = _permille_bar("train")
 
@@ -146,6 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             in_channels=args.in_channels, invert_masks=args.invert_masks,
             val_fraction=args.val_fraction, val_last=args.val_last, config=config,
             name=args.name or out.stem, on_report=on_report,
+            checkpoint=args.checkpoint, resume=args.resume,
         )
     finally:
         bar.close()
@@ -161,8 +174,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     bar = _Bar("evaluate")
     try:
-        result = evaluate(model, args.data, device=args.device, limit=args.limit,
-                          invert_masks=args.invert_masks, fast=not args.no_fast, progress=bar)
+        result = evaluate(model, args.data, limit=args.limit, invert_masks=args.invert_masks,
+                          progress=bar, device=args.device, fast=not args.no_fast,
+                          rgb=args.rgb, tta=args.tta, object_size=args.object_size)
     finally:
         bar.close()
     if model.config.task == "instance":
@@ -240,6 +254,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_prediction(p: argparse.ArgumentParser) -> None:
+    """Choices of how the network sees an image, shared by segment and evaluate."""
+    p.add_argument("--rgb", choices=RGB_MODES, default="auto",
+                   help="RGB to gray for 1-channel models: auto (optical density for a light "
+                        "background, e.g. H&E or bright-field; the mean otherwise), mean, "
+                        "optical-density or hematoxylin")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the four mirror images of each plane "
+                        "(4x the network time)")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                    help="auto picks CUDA, then Apple MPS, then the CPU (default: auto)")
@@ -273,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "network at the size it learnt (default: the model's; needs a model "
                         "that records its object size)")
     p.add_argument("--stitch-3d", action="store_true", help="join objects across Z planes")
+    _add_prediction(p)
     p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
     p.add_argument("--format", choices=FORMATS, default="tiff",
                    help="tiff: <name>_labels.tif; zarr: <name>_labels.zarr (OME-Zarr, written "
@@ -317,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=_field(TrainConfig, "patience"), default=10,
                    help="validations without gain (0: off)")
     p.add_argument("--seed", type=_field(TrainConfig, "seed"), default=0)
+    p.add_argument("--augment", default="standard", choices=sorted(AUGMENTATIONS),
+                   help="standard (flips, rotations, elastic, intensity, noise) or robust "
+                        "(also inversion, blur and scale: a base model for many modalities)")
+    p.add_argument("--checkpoint", help="write the run's state here at every validation, "
+                                        "so it can be continued with --resume")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --checkpoint (same command otherwise)")
     p.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
     _add_common(p)
     p.set_defaults(func=cmd_train)
@@ -327,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write per-image scores to this CSV file")
     p.add_argument("--limit", type=_option(COUNT), help="only the first N images")
     p.add_argument("--invert-masks", action="store_true")
+    p.add_argument("--object-size", type=_field(SegmentOptions, "object_size"),
+                   help="object diameter in pixels (see segment --object-size)")
+    _add_prediction(p)
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
 

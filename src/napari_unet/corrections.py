@@ -26,7 +26,8 @@ class Correction:
     planes holding corrections are used), the labels as the user left them (prediction plus
     corrections), the pixels they corrected or reviewed (``None``: all of them), and how
     the image is normalised (``None``: by its own percentiles; a plane cut from a stack
-    passes the stack's (C, 2) percentiles, so it is learnt as Segment saw it)."""
+    passes the stack's (C, 2) percentiles, so it is learnt as Segment saw it) and, for an
+    RGB image and a 1-channel model, made gray (``rgb``, as Segment's option)."""
 
     image: ArrayLike
     labels: np.ndarray
@@ -35,6 +36,7 @@ class Correction:
     #: The image's axes (as for ``segment``); ``None``: guessed from its shape.
     axes: Optional[str] = None
     name: str = "image"
+    rgb: str = "auto"
 
     @property
     def n_supervised(self) -> int:

@@ -51,14 +51,16 @@ class Sample:
         return np.argwhere(fg), np.argwhere(where & ~fg)
 
 
-def to_channels(image: np.ndarray, axes: str | None, n_channels: int) -> np.ndarray:
-    """(C, Y, X) with the model's channel count; RGB(A) becomes gray for 1-channel models."""
+def to_channels(image: np.ndarray, axes: str | None, n_channels: int, rgb: str = "auto"
+                ) -> np.ndarray:
+    """(C, Y, X) with the model's channel count; RGB(A) becomes gray for 1-channel models
+    (by ``rgb``, :mod:`napari_unet.color`)."""
     layout = make_layout(image, axes, n_channels)
     if layout.stack_axes:
         raise InvalidImageError(
             f"training images must be 2D planes, got axes {layout.axes!r}; split stacks into planes"
         )
-    arr = np.asarray(fit_channels(layout.to_canonical(image), n_channels))
+    arr = np.asarray(fit_channels(layout.to_canonical(image), n_channels, rgb))
     if arr.shape[0] != n_channels:
         raise InvalidImageError(
             f"image has {arr.shape[0]} channel(s) but the model takes {n_channels}; "
@@ -132,10 +134,11 @@ def _natural_key(path: Path) -> tuple:
     return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
 
 
-def read_pair(image_path: Path, mask_path: Path, n_channels: int) -> tuple[np.ndarray, np.ndarray]:
+def read_pair(image_path: Path, mask_path: Path, n_channels: int, rgb: str = "auto"
+              ) -> tuple[np.ndarray, np.ndarray]:
     """A (C, Y, X) image with the model's channel count, and its 2D mask."""
     image = read_image(image_path)
-    plane = to_channels(np.asarray(image.data), image.axes, n_channels)
+    plane = to_channels(np.asarray(image.data), image.axes, n_channels, rgb)
     return plane, read_mask(mask_path)  # refuses a colour mask whose channels differ
 
 

@@ -13,6 +13,7 @@ from .data import find_pairs, read_pair
 from .io import atomic_write
 from .metrics import adapted_rand_error, cells_from_membrane, pixel_error
 from .model import Model
+from .options import SegmentOptions
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 from .scores import ImageScores, score_image, scores_table, summarise
 from .segment import segment
@@ -54,22 +55,24 @@ class Evaluation:
         return atomic_write(path, write, overwrite=overwrite)
 
 
-def evaluate(model: Model, data_dir: str | Path, *, device: str = "auto", limit: int | None = None,
-             invert_masks: bool = False, fast: bool = True,
+def evaluate(model: Model, data_dir: str | Path, options: SegmentOptions | None = None, *,
+             limit: int | None = None, invert_masks: bool = False,
              progress: Optional[ProgressCallback] = None,
-             cancel: Optional[CancelToken] = None) -> Evaluation:
-    """Segment every image of ``data_dir`` and compare with its mask.
+             cancel: Optional[CancelToken] = None, **choices: Any) -> Evaluation:
+    """Segment every image of ``data_dir`` with ``options`` (``choices``: their fields as
+    keywords, as for :func:`~napari_unet.segment.segment`) and compare with its mask.
 
     Instance models: accuracy TP/(TP+FP+FN), F1 at IoU 0.5..0.9 (one-to-one matching) and
     foreground IoU. Semantic (membrane) models: pixel error and adapted Rand error of the
     cells enclosed by membranes; ``invert_masks`` reads mask value 0 as the class (ISBI).
     """
+    options = SegmentOptions.of(options, **choices)
     pairs = find_pairs(data_dir)[:limit]
     rows, scores = [], []
     for i, (image_path, mask_path) in enumerate(pairs):
         check_cancel(cancel)
-        plane, mask = read_pair(image_path, mask_path, model.in_channels)
-        pred = segment(plane, model, axes="CYX", device=device, fast=fast, cancel=cancel)
+        plane, mask = read_pair(image_path, mask_path, model.in_channels, options.rgb)
+        pred = segment(plane, model, "CYX", options, cancel=cancel)
         if model.config.task == "instance":
             s = score_image(image_path.stem, mask, pred)
             scores.append(s)

@@ -75,7 +75,8 @@ def _corrected_planes(model: Model, correction: Correction) -> Iterator[_Plane]:
     Planes keep the whole image's normalisation percentiles (or the correction's own, e.g.
     those of the stack a single corrected plane came from), as Segment sees them.
     """
-    prepared = prepare_image(correction.image, model, correction.axes, correction.percentiles)
+    prepared = prepare_image(correction.image, model, correction.axes, correction.percentiles,
+                             correction.rgb)
     layout = prepared.layout
     labels = np.asarray(correction.labels)
     if labels.shape != layout.label_shape:

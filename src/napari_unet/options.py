@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Optional
 
 from .blocks import BlockConfig
+from .color import RGB_MODES
 from .config import OneOf, PostprocessConfig, Range, check_fields, setting
 from .device import DEVICE_CHOICES
 from .errors import InvalidSettingError
@@ -37,7 +38,10 @@ class SegmentOptions:
     (:meth:`~napari_unet.model.Model.for_object_size`). ``stitch_3d`` joins instance objects
     across Z planes. ``fast`` predicts with :mod:`napari_unet.fastpath`; ``compile`` adds
     ``torch.compile`` (seconds of set-up, then faster: for long batches). ``blocks`` bounds
-    memory for large planes (:mod:`napari_unet.blocks`).
+    memory for large planes (:mod:`napari_unet.blocks`). ``rgb`` turns an RGB picture
+    gray for a 1-channel model (:mod:`napari_unet.color`: ``auto`` takes optical density
+    for a light background). ``tta`` averages the predictions of the four mirror images
+    of each plane (test-time augmentation: 4x the network time; gain in docs/models.md).
     """
 
     device: str = setting("auto", OneOf(DEVICE_CHOICES))
@@ -52,6 +56,8 @@ class SegmentOptions:
     fast: bool = setting(True, SWITCH)
     compile: bool = setting(False, SWITCH)
     blocks: BlockConfig = field(default_factory=BlockConfig)
+    rgb: str = setting("auto", OneOf(RGB_MODES))
+    tta: bool = setting(False, SWITCH)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -10,8 +10,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .axes import Layout, fit_channels, make_layout
+from .axes import Layout, fit_channels, make_layout, rgb_conversion
 from .blocks import ProbabilitySink, segment_plane
+from .color import RgbConversion
 from .config import PostprocessConfig
 from .device import default_batch, pick_device
 from .domain import resize_plane, scaled_shape
@@ -30,12 +31,16 @@ class Predictor:
     """A model placed on a device with its tiling settings, reused across planes."""
 
     def __init__(self, model: Model, device: str | torch.device = "auto", tiles: TileConfig | None = None,
-                 fast: bool = True, compile: bool = False) -> None:  # noqa: A002 (torch.compile)
+                 fast: bool = True, compile: bool = False,  # noqa: A002 (torch.compile)
+                 tta: bool = False) -> None:
         self.model = model
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.tiles = tiles or TileConfig(model.config.tile_size, model.config.tile_overlap)
         self.fast = fast
         self.network = inference_network(model.network, self.device, fast, compile)
+        #: The mirror images each plane is predicted as (test-time augmentation), as axes
+        #: to flip: the plane itself only, or all four mirrors of it.
+        self.mirrors: list[tuple[int, ...]] = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
 
     @property
     def activation(self) -> str:
@@ -44,22 +49,41 @@ class Predictor:
     def probabilities(self, plane: np.ndarray, progress: Optional[ProgressCallback] = None,
                       cancel: Optional[CancelToken] = None) -> np.ndarray:
         """(K, Y, X) probabilities for one normalised (C, Y, X) plane; with a model whose
-        ``input_scale`` is not 1 the plane is resized for the network and the result back."""
+        ``input_scale`` is not 1 the plane is resized for the network and the result back.
+        With test-time augmentation, the mean over the mirrored planes, mirrored back."""
         scale = self.model.config.input_scale
         shape = plane.shape[-2:]
         if scale != 1.0:
             plane = resize_plane(plane, scaled_shape(shape, scale))
-        probs = predict_plane(
-            self.network, plane, activation=self.activation,
-            multiple=self.model.config.network.size_multiple, tiles=self.tiles,
-            device=self.device, fast=self.fast, progress=progress, cancel=cancel,
-        )
+        n = len(self.mirrors)
+        probs = self._mirrored(plane, self.mirrors[0], 0, progress, cancel)
+        for k, axes in enumerate(self.mirrors[1:], 1):
+            probs += self._mirrored(plane, axes, k, progress, cancel)
+        if n > 1:
+            probs /= n
         return resize_plane(probs, shape) if scale != 1.0 else probs
+
+    def _mirrored(self, plane: np.ndarray, axes: tuple[int, ...], k: int,
+                  progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
+        """The probabilities of ``plane`` mirrored along ``axes``, mirrored back; progress
+        counts this pass as the ``k``-th of the mirrors."""
+        n = len(self.mirrors)
+
+        def pass_progress(done: int, total: int) -> None:
+            report(progress, k * total + done, n * total)
+
+        seen = np.ascontiguousarray(np.flip(plane, axes)) if axes else plane
+        out = predict_plane(
+            self.network, seen, activation=self.activation,
+            multiple=self.model.config.network.size_multiple, tiles=self.tiles,
+            device=self.device, fast=self.fast, progress=pass_progress, cancel=cancel,
+        )
+        return np.ascontiguousarray(np.flip(out, axes)) if axes else out
 
     def count_tiles(self, shape: tuple[int, int]) -> int:
         """Tiles one plane (or block) of ``shape`` takes, for progress totals."""
         shape = scaled_shape(shape, self.model.config.input_scale)
-        return count_tiles(shape, self.tiles, self.model.config.network.size_multiple)
+        return len(self.mirrors) * count_tiles(shape, self.tiles, self.model.config.network.size_multiple)
 
     def labels(self, probs: np.ndarray, postprocess: PostprocessConfig | None = None) -> np.ndarray:
         """Labels for one plane's probabilities, with the model's post-processing by default."""
@@ -77,6 +101,8 @@ class PreparedImage:
     canonical: Any  # a numpy or dask array
     percentiles: np.ndarray
     invert: bool = False
+    #: How an RGB image was made gray for a 1-channel model (None: no conversion).
+    conversion: RgbConversion | None = None
 
     def plane(self, index: tuple[int, ...], box: tuple[slice, slice] = (slice(None),) * 2
               ) -> np.ndarray:
@@ -87,12 +113,14 @@ class PreparedImage:
 
 
 def prepare_image(image: ArrayLike, model: Model, axes: str | None = None,
-                  percentiles: np.ndarray | None = None) -> PreparedImage:
+                  percentiles: np.ndarray | None = None, rgb: str = "auto") -> PreparedImage:
     """Validate an image against a model and compute its normalisation once (unless
-    ``percentiles``, one (low, high) row per channel, are given)."""
+    ``percentiles``, one (low, high) row per channel, are given); ``rgb`` is the colour
+    conversion for RGB input to a 1-channel model (:mod:`napari_unet.color`)."""
     layout = make_layout(image, axes, model.in_channels)
     canonical = layout.to_canonical(image)
-    canonical = fit_channels(canonical, model.in_channels)
+    conversion = rgb_conversion(canonical, model.in_channels, rgb)
+    canonical = fit_channels(canonical, model.in_channels, rgb if conversion is None else conversion)
     model.check_channels(canonical.shape[-3])
     if percentiles is None:
         percentiles = channel_percentiles(canonical, model.config.normalization, channel_axis=-3)
@@ -102,7 +130,7 @@ def prepare_image(image: ArrayLike, model: Model, axes: str | None = None,
             f"({canonical.shape[-3]}, 2); got shape {np.shape(percentiles)}"
         )
     return PreparedImage(layout, canonical, np.asarray(percentiles, dtype=np.float64),
-                         model.config.normalization.invert)
+                         model.config.normalization.invert, conversion)
 
 
 def segment(
@@ -148,7 +176,7 @@ def segment(
     options = SegmentOptions.of(options, **choices)
     if options.object_size is not None:
         model = model.for_object_size(options.object_size)
-    prepared = prepare_image(image, model, axes, percentiles)
+    prepared = prepare_image(image, model, axes, percentiles, options.rgb)
     layout = prepared.layout
     torch_device = pick_device(options.device)
     size = options.tile_size or model.config.tile_size
@@ -160,7 +188,7 @@ def segment(
         options.batch_size or default_batch(torch_device),
         adaptive=options.tile_size is None,
     )
-    predictor = Predictor(model, torch_device, tiles, options.fast, options.compile)
+    predictor = Predictor(model, torch_device, tiles, options.fast, options.compile, options.tta)
     postprocess = options.postprocess(model.config.postprocess)
     indices = _plane_indices(layout.stack_shape, planes)
     target = np.zeros(layout.label_shape, dtype=np.uint32) if out is None else _check_out(out, layout)

@@ -7,6 +7,7 @@ the CLI and the library consume the same loop with plain callbacks.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,7 @@ import torch
 from ._version import __version__
 from .augment import AugmentConfig, augment, random_crop
 from .calibrate import calibrate_seed_threshold
+from .checkpoint import TrainState, check_start, load_checkpoint, save_checkpoint
 from .config import COUNT, COUNT_OR_ZERO, Range, Task, check_fields, check_value, preset, setting
 from .data import Sample, load_folder
 from .device import autocast, memory_format, pick_device
@@ -118,7 +120,8 @@ class _Batches:
             if focus is not None and self.rng.random() >= self.config.focus_fraction:
                 focus = None
             crop = random_crop(s.image, s.target, s.weight, self.config.patch_size,
-                               self.rng, focus, s.soft)
+                               self.rng, focus, s.soft,
+                               self.config.augment.draw_scale(self.rng))
             image, target, weight, *soft = crop
             for part, array in zip(parts, augment(image, target, weight, self.rng,
                                                   self.config.augment, *soft)):
@@ -159,12 +162,15 @@ def _lr_at(step: int, progress: float, config: TrainConfig) -> float:
 
 
 def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
-             config: TrainConfig | None = None, cancel: Optional[CancelToken] = None
+             config: TrainConfig | None = None, cancel: Optional[CancelToken] = None,
+             checkpoint: str | Path | None = None, resume: bool = False,
              ) -> Iterator[TrainReport]:
     """Train ``model.network`` in place, yielding a report per step.
 
     With validation samples, the best weights by validation loss are restored at the end
-    and training stops after ``patience`` validations without improvement.
+    and training stops after ``patience`` validations without improvement. With a
+    ``checkpoint`` path the run's state is written there at every validation; ``resume``
+    continues from it (:mod:`napari_unet.checkpoint`).
     """
     config = config or TrainConfig()
     check_fields(config)  # again: a config may have been changed since it was made
@@ -178,6 +184,7 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
         )
     if not any(s.weight.any() for s in train):
         raise DatasetError("the training samples have no annotated pixels; correct or mark some first")
+    check_start(checkpoint, resume)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = pick_device(config.device)
@@ -194,6 +201,17 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
     step = 0
     planned = config.steps
     first_step_done = 0.0
+    fingerprint = _fingerprint(model, train, val, config)
+    last: TrainReport | None = None
+    resumed: TrainState | None = None
+    if checkpoint is not None and resume and Path(checkpoint).exists():
+        state = resumed = load_checkpoint(checkpoint, fingerprint)
+        net.load_state_dict(state.network)
+        optimizer.load_state_dict(state.optimizer)
+        best_state, best_val, bad_rounds = state.best_network, state.best_val, state.bad_rounds
+        step, planned, start = state.step, state.planned, start - state.elapsed
+        rng.bit_generator.state = json.loads(state.numpy_rng)
+        torch.set_rng_state(state.torch_rng)
 
     def run(x, y, w, soft=None):
         x = x.to(device).contiguous(memory_format=fmt)
@@ -208,7 +226,7 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
                                                               model.config.task)
         return loss
 
-    while True:
+    while not (config.patience and bad_rounds >= config.patience):
         check_cancel(cancel)
         elapsed = time.perf_counter() - start
         if step == 1:
@@ -249,22 +267,41 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
                 best_state = copy.deepcopy(net.state_dict())
             else:
                 bad_rounds += 1
-        yield TrainReport(step, planned, float(loss.item()), lr, time.perf_counter() - start,
-                          min(progress, 1.0), val_loss, best_val if best_state else None)
-        if config.patience and bad_rounds >= config.patience:
-            break
+        last = TrainReport(step, planned, float(loss.item()), lr, time.perf_counter() - start,
+                           min(progress, 1.0), val_loss, best_val if best_state else None)
+        if checkpoint is not None and step % config.val_every == 0:
+            save_checkpoint(checkpoint, TrainState(
+                step, planned, last.elapsed, best_val, bad_rounds,
+                net.state_dict(), optimizer.state_dict(), best_state,
+                json.dumps(rng.bit_generator.state), torch.get_rng_state(), fingerprint,
+                asdict(last)))
+        yield last
+    if last is None and resumed is not None:  # the checkpoint's run had already ended
+        yield TrainReport(**resumed.last_report)
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
 
 
+def _fingerprint(model: Model, train: Sequence[Sample], val: Sequence[Sample],
+                 config: TrainConfig) -> dict:
+    """What a continued run must share with the one that wrote its checkpoint (as JSON
+    sees it, so tuples and lists compare alike)."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("device", "fast")}
+    return json.loads(json.dumps({
+        **settings, "network": asdict(model.config.network), "task": model.config.task,
+        "train_images": [s.name for s in train], "val_images": [s.name for s in val]},
+        default=str))
+
+
 def fit(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
         config: TrainConfig | None = None, progress: Optional[ProgressCallback] = None,
         on_report: Optional[Callable[[TrainReport], None]] = None,
-        cancel: Optional[CancelToken] = None) -> list[TrainReport]:
+        cancel: Optional[CancelToken] = None, checkpoint: str | Path | None = None,
+        resume: bool = False) -> list[TrainReport]:
     """Run :func:`fit_iter` to the end; ``progress`` gets (permille done, 1000)."""
     history = []
-    for rep in fit_iter(model, train, val, config, cancel):
+    for rep in fit_iter(model, train, val, config, cancel, checkpoint, resume):
         history.append(rep)
         report(progress, int(rep.progress * 1000), 1000)
         if on_report is not None:
@@ -295,13 +332,16 @@ def train(data_dir: str | Path, *, model: Model | None = None, preset_name: str 
           val_last: int | None = None, config: TrainConfig | None = None, name: str = "model",
           progress: Optional[ProgressCallback] = None,
           on_report: Optional[Callable[[TrainReport], None]] = None,
-          cancel: Optional[CancelToken] = None) -> Model:
+          cancel: Optional[CancelToken] = None, checkpoint: str | Path | None = None,
+          resume: bool = False) -> Model:
     """Train a model on a folder of image/mask pairs and return it, calibrated.
 
     A new model is built from ``preset_name`` unless ``model`` is given (then it is copied,
     never changed). Instance models get their seed threshold calibrated on the validation
     images; provenance (data, steps, scores, version) goes into the model's config.
+    ``checkpoint``/``resume``: see :func:`fit_iter`.
     """
+    check_start(checkpoint, resume)
     check_value("val_fraction", val_fraction, VAL_FRACTION, 0.05)
     check_value("val_last", val_last, VAL_LAST, None)
     config = config or TrainConfig()
@@ -317,7 +357,8 @@ def train(data_dir: str | Path, *, model: Model | None = None, preset_name: str 
         model.config.object_diameter = found.diameter
         model.config.object_polarity = found.polarity
     train_set, val_set = split_validation(samples, val_fraction, val_last, config.seed)
-    history = fit(model, train_set, val_set, config, progress, on_report, cancel)
+    history = fit(model, train_set, val_set, config, progress, on_report, cancel,
+                  checkpoint, resume)
     provenance = {
         "data": str(data_dir),
         "n_train_images": len(train_set),
@@ -328,6 +369,7 @@ def train(data_dir: str | Path, *, model: Model | None = None, preset_name: str 
         "final_loss": round(history[-1].loss, 4) if history else None,
         "best_val_loss": history[-1].best_val_loss if history else None,
         "train_config": {k: v for k, v in asdict(config).items() if k != "augment"},
+        "augment": asdict(config.augment),
         "invert_masks": invert_masks,
         "package_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -73,12 +73,18 @@ def test_segment_settings_are_stored_flat_and_checked_by_the_options_rules(tmp_p
     folder = SessionFolder(tmp_path / "s.unet-session")
     index = json.loads(folder.save(make_session(crop)).read_text())
     stored = {"device": "cpu", "tile_size": 64, "seed_threshold": 0.5, "min_size": 3,
-              "object_size": 25, "scope": "plane", "stitch_3d": True, "compile": False}
+              "object_size": 25, "scope": "plane", "stitch_3d": True, "compile": False,
+              "rgb": "optical-density", "tta": True}
     assert set(index["labels"][0]["settings"]) == set(stored)
     index["labels"][0]["settings"] = stored
     (folder.path / INDEX).write_text(json.dumps(index))
     assert SessionFolder(folder.path).load().labels[0].settings == SegmentSettings(**stored)
-    for key, bad in [("seed_threshold", 1.5), ("scope", "everything"), ("device", "tpu")]:
+    older = {k: v for k, v in stored.items() if k not in ("rgb", "tta")}  # before they existed
+    index["labels"][0]["settings"] = older
+    (folder.path / INDEX).write_text(json.dumps(index))
+    assert SessionFolder(folder.path).load().labels[0].settings == SegmentSettings(**older)
+    for key, bad in [("seed_threshold", 1.5), ("scope", "everything"), ("device", "tpu"),
+                     ("rgb", "hsv")]:
         index["labels"][0]["settings"] = {**stored, key: bad}
         (folder.path / INDEX).write_text(json.dumps(index))
         with pytest.raises(SessionError, match=f"{key} is {bad!r}"):

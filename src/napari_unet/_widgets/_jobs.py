@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..color import RgbConversion
 from ..corrections import Correction
 from ..device import torch_threads
 from ..finetune import fine_tune
@@ -50,6 +51,8 @@ class SegmentResult:
     #: The class probabilities of the planes segmented (for "Where to correct"), kept when
     #: they fit in :data:`KEEP_PROBABILITIES` pixels.
     probabilities: Optional[ProbabilityStore] = None
+    #: How an RGB image was made gray for the model (shown in the status), if it was.
+    conversion: Optional[RgbConversion] = None
 
 
 #: Segment keeps the class probabilities of up to this many pixels (1 byte per class and
@@ -106,7 +109,8 @@ def run_segment(image: LayerImage, model: Model, settings: SegmentSettings,
     plane_pixels = int(np.prod(image.label_shape[-2:]))
     store = ProbabilityStore() if n_planes * plane_pixels <= KEEP_PROBABILITIES else None
     with torch_threads(threads if threads is not None else worker_threads()):
-        percentiles = prepare_image(image.data, model, image.axes).percentiles
+        prepared = prepare_image(image.data, model, image.axes, rgb=settings.rgb)
+        percentiles = prepared.percentiles
         labels = segment(image.data, model, image.axes, settings, planes=chosen,
                          percentiles=percentiles, progress=progress, cancel=cancel,
                          on_probabilities=store, stitch_3d=settings.stitch_3d and chosen is None)
@@ -115,6 +119,7 @@ def run_segment(image: LayerImage, model: Model, settings: SegmentSettings,
     else:
         result = SegmentResult({index: labels[index] for index in chosen}, chosen)
     result.percentiles, result.probabilities = percentiles, store
+    result.conversion = prepared.conversion
     return prepare_result(result)
 
 

@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 
 from .._writer import labels_to_tiff
 from ..axes import fitted_channels
+from ..color import RGB_MODES
 from ..device import DEVICE_CHOICES
 from ..errors import NapariUnetError
 from ..model import Model, load_model_file
@@ -96,6 +97,15 @@ class SegmentWidget(JobWidget):
             "Typical object diameter in pixels: images are resized so such objects reach the "
             "network at the size it learnt. 'model' uses the model's own (fine-tuning measures "
             "it from your corrected objects)")
+        self.rgb = QComboBox()
+        self.rgb.addItems(RGB_MODES)
+        self.rgb.setToolTip(
+            "How an RGB picture becomes gray for a 1-channel model. auto: optical density "
+            "when the background is light (H&E, bright-field: dark nuclei turn bright, as "
+            "the model learnt them), the mean of R, G and B otherwise")
+        self.tta = QCheckBox("Average mirrored predictions (4x slower, steadier)")
+        self.tta.setToolTip("Test-time augmentation: the image and its three mirror images "
+                            "are predicted and the results averaged")
         self.scope = QComboBox()
         self.scope.addItems(["Whole stack", "Current plane"])
         self.stitch_3d = QCheckBox("Join objects across Z planes (3D)")
@@ -107,8 +117,10 @@ class SegmentWidget(JobWidget):
         adv.addRow("Seed threshold", self.seed_threshold)
         adv.addRow("Min size", self.min_size)
         adv.addRow("Object size", self.object_size)
+        adv.addRow("Colour", self.rgb)
         adv.addRow("Stacks", self.scope)
         adv.addRow(self.stitch_3d)
+        adv.addRow(self.tta)
         adv.addRow(self.compile)
         self.advanced.toggled.connect(self._show_advanced)
         self._show_advanced(False)
@@ -249,6 +261,8 @@ class SegmentWidget(JobWidget):
             scope="plane" if self.scope.currentIndex() == 1 else "stack",
             stitch_3d=self.stitch_3d.isChecked(),
             compile=self.compile.isChecked(),
+            rgb=self.rgb.currentText(),
+            tta=self.tta.isChecked(),
         )
 
     # ------------------------------------------------------------------ running
@@ -324,7 +338,9 @@ class SegmentWidget(JobWidget):
             self._failed(exc)
             return
         self.progress.set_progress(1, 1)
-        text = (f"{report.n_objects} objects in {report.labels_layer.name}. "
+        colour = ("" if result.conversion is None
+                  else f" The model saw the {result.conversion.describe()}.")
+        text = (f"{report.n_objects} objects in {report.labels_layer.name}.{colour} "
                 "Correct them with the brush/eraser, then fine-tune.")
         if labels_layer is not None and labels_layer not in self.viewer.layers:
             closed = (f"'{labels_layer.name}' was closed while it was segmented again; the "

@@ -62,10 +62,14 @@ class LabelsLink:
             self.stale = False
         return self.tracker
 
-    @staticmethod
-    def _percentile_key(model: Model) -> tuple:
+    @property
+    def rgb(self) -> str:
+        """The colour conversion the layer was segmented with (corrections learn alike)."""
+        return self.settings.rgb
+
+    def _percentile_key(self, model: Model) -> tuple:
         norm = model.config.normalization
-        return norm.low, norm.high, model.in_channels
+        return norm.low, norm.high, model.in_channels, self.rgb
 
     def remember_percentiles(self, model: Model, percentiles: np.ndarray) -> None:
         """Keep the normalisation a Segment job computed in its worker for ``model``."""
@@ -78,7 +82,8 @@ class LabelsLink:
             return None
         key = self._percentile_key(model)
         if key not in self._percentiles:
-            self._percentiles[key] = prepare_image(self.image.data, model, self.image.axes).percentiles
+            self._percentiles[key] = prepare_image(self.image.data, model, self.image.axes,
+                                                   rgb=self.rgb).percentiles
         return self._percentiles[key]
 
     def corrections(self, planes: Optional[list[tuple[int, ...]]] = None,
@@ -97,7 +102,7 @@ class LabelsLink:
                 image=self.image.plane_cyx(index),
                 labels=np.array(data[index], dtype=np.uint32, copy=True),
                 mask=tracker.mask[index].copy(),
-                percentiles=self.stack_percentiles(model),
+                percentiles=self.stack_percentiles(model), rgb=self.rgb,
                 axes="CYX",
             ))
         return out

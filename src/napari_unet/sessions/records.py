@@ -29,7 +29,8 @@ class SegmentSettings(SegmentOptions):
     #: The fields a session file (and layer metadata) holds, flat, as sessions written
     #: since the format began do; the options the widget does not set keep their defaults.
     STORED: ClassVar[tuple[str, ...]] = ("device", "tile_size", "seed_threshold", "min_size",
-                                         "object_size", "scope", "stitch_3d", "compile")
+                                         "object_size", "scope", "stitch_3d", "compile",
+                                         "rgb", "tta")
 
     scope: str = setting("stack", OneOf(("stack", "plane")))
 
