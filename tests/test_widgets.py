@@ -336,6 +336,8 @@ def test_export_bioimageio_of_a_model_version_runs_in_a_worker(qtbot, ui, nuclei
     assert "Exported tiny" in fine.status.text() and fine.export_button.isEnabled()
     exported = napari_unet.load_model(target)
     assert exported.config.to_dict() == seg.session.versions[0].model.config.to_dict()
+    index = seg.load_model_file(target)  # Load file... takes the package back
+    assert index is not None and seg.session.versions[index].model.name == "tiny"
 
     # An existing package is replaced only when the user says so.
     before = target.read_bytes()
