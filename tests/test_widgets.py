@@ -320,6 +320,32 @@ def test_review_rectangle_and_export_calibrated_tiff(qtbot, ui, nuclei_crop, tmp
     assert read_image(out).data[0, 0] == 9
 
 
+def test_export_bioimageio_of_a_model_version_runs_in_a_worker(qtbot, ui, nuclei_crop,
+                                                                tmp_path, monkeypatch):
+    from napari_unet._widgets import _dialogs
+
+    viewer, seg, fine = ui
+    viewer.add_image(nuclei_crop, name="nuc")
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    target = tmp_path / "tiny.zip"
+    monkeypatch.setattr(_dialogs, "ask_package_path", lambda parent, suggestion: target)
+    click(qtbot, fine.export_button)
+    assert not fine.export_button.isEnabled()  # one export at a time, in a worker
+    qtbot.waitUntil(lambda: fine._export_worker is None, timeout=30_000)
+    assert "Exported tiny" in fine.status.text() and fine.export_button.isEnabled()
+    exported = napari_unet.load_model(target)
+    assert exported.config.to_dict() == seg.session.versions[0].model.config.to_dict()
+    index = seg.load_model_file(target)  # Load file... takes the package back
+    assert index is not None and seg.session.versions[index].model.name == "tiny"
+
+    # An existing package is replaced only when the user says so.
+    before = target.read_bytes()
+    monkeypatch.setattr(_dialogs, "confirm_overwrite", lambda parent, path: False)
+    click(qtbot, fine.export_button)
+    assert fine._export_worker is None and target.read_bytes() == before
+
+
 def test_cancel_segmentation_midway(qtbot, ui):
     viewer, seg, _ = ui
     big = np.asarray(load_sample("nuclei_fluo").data)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ._version import __version__
 from .augment import AUGMENTATIONS
 from .batch import FORMATS, SCHEDULER, FileResult, segment_files
+from .bioimageio import export_bioimageio
 from .blocks import BlockConfig
 from .color import RGB_MODES
 from .config import COUNT, NetworkConfig, Rule, rule_of
@@ -254,6 +255,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_bioimageio(args: argparse.Namespace) -> int:
+    path = export_bioimageio(load_model(args.model), args.out, image=args.image, axes=args.axes,
+                             overwrite=args.overwrite)
+    print(f"bioimage.io package -> {path}")
+    return 0
+
+
 def _add_prediction(p: argparse.ArgumentParser) -> None:
     """Choices of how the network sees an image, shared by segment and evaluate."""
     p.add_argument("--rgb", choices=RGB_MODES, default="auto",
@@ -385,6 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "than the model it started from (refused by default, exit status 1)")
     _add_common(p)
     p.set_defaults(func=cmd_fine_tune)
+
+    p = sub.add_parser("export-bioimageio",
+                       help="write a model as a bioimage.io model package (.zip)")
+    p.add_argument("model", help="shipped/user model name, .safetensors file or package")
+    p.add_argument("out", help="the package to write (.zip appended when missing)")
+    p.add_argument("--image", help="image for the test tensors and cover: a file or a bundled "
+                                   "sample (default: nuclei_fluo for instance models, "
+                                   "em_membrane for semantic ones)")
+    p.add_argument("--axes", help="axes of --image, e.g. YX, CYX (default: from the file)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing package")
+    p.set_defaults(func=cmd_export_bioimageio)
 
     p = sub.add_parser("models", help="list shipped and saved models")
     p.set_defaults(func=cmd_models)

@@ -10,6 +10,7 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -229,13 +230,32 @@ def load_model_file(path: str | Path) -> Model:
             f"({FORMAT_VERSION}); upgrade napari-unet (pip install -U napari-unet)"
         )
     try:
-        config = ModelConfig.from_dict(json.loads(metadata.get("config", "")))
+        config_data = json.loads(metadata.get("config", ""))
+    except (ValueError, RecursionError) as exc:
+        raise _damaged(path, f"its config is not readable JSON ({str(exc)[:100]})") from None
+    config = config_from_data(config_data, path)
+    return model_from_parts(config, tensors, metadata.get("name", path.stem), path)
+
+
+def config_from_data(config_data: Any, path: Path) -> ModelConfig:
+    """The model config that stored data (parsed JSON or YAML, not trusted) describe,
+    checked by the config rules; a :class:`ModelFileError` naming ``path`` otherwise.
+    Model files and bioimage.io packages share this one check."""
+    try:
+        return ModelConfig.from_dict(config_data)
     except (ValueError, RecursionError) as exc:  # InvalidSettingError is a ValueError too
         raise _damaged(path, str(exc) if isinstance(exc, InvalidSettingError)
-                       else f"its config is not readable JSON ({str(exc)[:100]})") from None
+                       else f"its config is not readable ({str(exc)[:100]})") from None
+
+
+def model_from_parts(config: ModelConfig, tensors: dict[str, torch.Tensor], name: str,
+                     path: Path) -> Model:
+    """The model of a checked ``config`` holding ``tensors`` (read from ``path``), in eval
+    mode; a :class:`ModelFileError` when they are not the weights of its network."""
     network = _network_for(config, tensors, path)
     network.eval()
-    return Model(config=config, network=network, name=metadata.get("name", path.stem))
+    return Model(config=config, network=network, name=name)
 
 
-__all__ = ["Model", "load_model_file", "ModelMismatchError", "SUFFIX"]
+__all__ = ["Model", "load_model_file", "config_from_data", "model_from_parts",
+           "ModelMismatchError", "SUFFIX"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 
+from .bioimageio import is_bioimageio_package, load_bioimageio
 from .errors import ModelFileError
 from .model import SUFFIX, Model, load_model_file
 
@@ -61,8 +62,12 @@ def resolve(name_or_path: str | Path) -> Path:
 
 
 def load_model(name_or_path: str | Path) -> Model:
-    """Load a shipped model by name (``nuclei``, ``membrane``), a saved one, or a file."""
-    return load_model_file(resolve(name_or_path))
+    """Load a shipped model by name (``nuclei``, ``membrane``), a saved one, a file, or a
+    bioimage.io package napari-unet exported (a ``.zip``, or its unpacked folder)."""
+    path = resolve(name_or_path)
+    if is_bioimageio_package(path):
+        return load_bioimageio(path)
+    return load_model_file(path)
 
 
 def save_user_model(model: Model, name: str, overwrite: bool = False) -> Path:

@@ -7,6 +7,7 @@ from typing import Optional
 
 from qtpy.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QWidget
 
+from ..bioimageio import package_path
 from ..sessions import SESSION_SUFFIX
 
 
@@ -24,6 +25,15 @@ def ask_save_path(parent: Optional[QWidget], suggestion: str) -> Optional[Path]:
     return path
 
 
+def ask_package_path(parent: Optional[QWidget], suggestion: str) -> Optional[Path]:
+    """A bioimage.io package (.zip) to write, or None; overwriting is asked separately."""
+    path, _ = QFileDialog.getSaveFileName(
+        parent, "Export as a bioimage.io model", suggestion, "bioimage.io packages (*.zip)",
+        options=QFileDialog.Option.DontConfirmOverwrite,
+    )
+    return package_path(path) if path else None
+
+
 def confirm_overwrite(parent: Optional[QWidget], path: Path) -> bool:
     answer = QMessageBox.question(
         parent, "Replace file?", f"{path.name} already exists in {path.parent}.\nReplace it?",
@@ -35,7 +45,8 @@ def confirm_overwrite(parent: Optional[QWidget], path: Path) -> bool:
 
 def ask_model_file(parent: Optional[QWidget]) -> Optional[Path]:
     path, _ = QFileDialog.getOpenFileName(
-        parent, "Load a napari-unet model", "", "napari-unet models (*.safetensors)"
+        parent, "Load a napari-unet model", "",
+        "napari-unet models (*.safetensors *.zip);;bioimage.io packages (*.zip)"
     )
     return Path(path) if path else None
 

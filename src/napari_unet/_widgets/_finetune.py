@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..bioimageio import export_bioimageio
 from ..errors import NapariUnetError
 from ..finetune import FINE_TUNE_CONFIG, describe_round
 from ..model import SUFFIX
@@ -80,6 +81,11 @@ class FineTuneWidget(JobWidget):
         self.revert_button.setToolTip("Make the selected model version active (revert to an "
                                       "earlier one, or use a round that was not made active)")
         self.save_button = QPushButton("Save model as...")
+        self.export_button = QPushButton("Export bioimage.io...")
+        self.export_button.setToolTip(
+            "Write the selected model version as a bioimage.io model package (.zip) that "
+            "bioimage.io tools run without napari-unet")
+        self._export_worker = None
         self.session_panel = SessionPanel(self, self._session_opened)
 
         form = QFormLayout()
@@ -101,6 +107,7 @@ class FineTuneWidget(JobWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.revert_button)
         buttons.addWidget(self.save_button)
+        buttons.addWidget(self.export_button)
         layout.addLayout(buttons)
         layout.addWidget(self.session_panel)
         layout.addStretch(1)
@@ -115,6 +122,7 @@ class FineTuneWidget(JobWidget):
         self.finetune_button.clicked.connect(self.fine_tune)
         self.revert_button.clicked.connect(self.revert)
         self.save_button.clicked.connect(self.save_model)
+        self.export_button.clicked.connect(self.export_package)
         self.labels_combo.currentIndexChanged.connect(lambda _i: self.update_counts())
         self.jobs.listen(self.session.corrections_changed, self._corrections_changed)
         self.jobs.listen(self.session.versions_changed, self.refresh_versions)
@@ -356,16 +364,22 @@ class FineTuneWidget(JobWidget):
         self.report.setText("")
         return True
 
-    def save_model(self) -> Optional[str]:
-        """Save the selected (default: active) version as a user model, listed in Segment."""
+    def _selected_version(self, what: str) -> Optional[Any]:
+        """The selected (default: active) model version; None, said, when there is none."""
         versions = self.session.versions
         row = self.versions_list.currentRow()
         if not 0 <= row < len(versions):
             row = versions.active if versions.active is not None else -1
         if row < 0:
-            show_error("there is no model to save yet")
+            show_error(f"there is no model to {what} yet")
             return None
-        version = versions[row]
+        return versions[row]
+
+    def save_model(self) -> Optional[str]:
+        """Save the selected (default: active) version as a user model, listed in Segment."""
+        version = self._selected_version("save")
+        if version is None:
+            return None
         name = _dialogs.ask_model_name(self, version.model.name.replace(" ", "_"))
         if name is None:
             return None
@@ -383,6 +397,39 @@ class FineTuneWidget(JobWidget):
         self.status.setText(f"Saved {version.label} as '{name}' ({path}).")
         show_info(f"Model saved as '{name}'")
         return name
+
+    def export_package(self) -> bool:
+        """Export the selected (default: active) version as a bioimage.io package in a
+        worker thread (beside the session's job: the version's model is never changed);
+        its test tensors and cover come from the bundled sample of the model's kind."""
+        if self._export_worker is not None:
+            show_info("a bioimage.io export is running; export again when it is done")
+            return False
+        version = self._selected_version("export")
+        if version is None:
+            return False
+        path = _dialogs.ask_package_path(self, f"{version.model.name.replace(' ', '_')}.zip")
+        if path is None:
+            return False
+        exists = path.exists()
+        if exists and not _dialogs.confirm_overwrite(self, path):
+            return False
+        self.status.setText(f"Exporting {version.label} to {path.name}...")
+        self.export_button.setEnabled(False)
+        self._export_worker = self.jobs.start(
+            partial(export_bioimageio, version.model, path, overwrite=exists),
+            on_returned=partial(self._exported, version.label),
+            on_error=lambda exc: self.status.setText(report_error(exc, "Exporting")),
+            on_finished=self._export_finished, holds_session=False)
+        return True
+
+    def _exported(self, label: str, path: Any) -> None:
+        self.status.setText(f"Exported {label} as a bioimage.io package: {path}")
+        show_info(f"bioimage.io package written to {path}")
+
+    def _export_finished(self) -> None:
+        self._export_worker = None
+        self.export_button.setEnabled(True)
 
     # ------------------------------------------------------------------ sessions
     def _session_opened(self) -> None:

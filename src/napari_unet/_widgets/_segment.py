@@ -26,8 +26,8 @@ from ..axes import fitted_channels
 from ..color import RGB_MODES
 from ..device import DEVICE_CHOICES
 from ..errors import NapariUnetError
-from ..model import Model, load_model_file
-from ..registry import list_models
+from ..model import Model
+from ..registry import list_models, load_model
 from ..sessions import SegmentSettings
 from . import _dialogs
 from ._image import layer_image
@@ -211,9 +211,10 @@ class SegmentWidget(JobWidget):
             self.session.versions_changed.emit()
 
     def load_model_file(self, path: Path) -> Optional[int]:
-        """Load a .safetensors model into the session and select it."""
+        """Load a .safetensors model, or a bioimage.io package napari-unet exported, into
+        the session and select it."""
         try:
-            model = load_model_file(path)
+            model = load_model(path)
         except NapariUnetError as exc:
             show_error(str(exc))
             self.refresh_models()
@@ -398,7 +399,7 @@ def _segment_job(image, model, settings: SegmentSettings, planes, *, progress, c
     """The Segment button's worker job: loads the model first when given its file."""
     source = None if isinstance(model, Model) else Path(model)
     if source is not None:
-        model = load_model_file(source)
+        model = load_model(source)
         model.check_channels(fitted_channels(n_channels, model.in_channels))
     result = run_segment(image, model, settings, planes, progress=progress, cancel=cancel)
     if source is not None:
