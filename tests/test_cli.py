@@ -308,6 +308,7 @@ def test_segment_and_evaluate_take_rgb_and_tta(trained: Path, real_data, tmp_pat
     code = main(["evaluate", str(data), "--model", str(trained), "--device", "cpu",
                  "--tta", "--rgb", "mean"])
     assert code == 0 and "1 images" in capsys.readouterr().out
-    code = main(["segment", str(next((data / "images").iterdir())), "--out", str(tmp_path),
-                 "--rgb", "hsv"])
-    assert code == 2 and "--rgb" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["segment", str(next((data / "images").iterdir())), "--out", str(tmp_path),
+              "--rgb", "hsv"])
+    assert info.value.code == 2 and "--rgb" in capsys.readouterr().err

@@ -26,9 +26,13 @@ from .errors import InvalidSettingError
 RGB_MODES = ("auto", "mean", "optical-density", "hematoxylin")
 #: Percentile of each channel taken as the light that passed through no sample.
 _BACKGROUND_PERCENTILE = 99.0
-#: A picture whose median brightness is above this share of its background level is read
-#: as transmitted light (bright-field, stained). Fluorescence medians sit near black.
+#: Transmitted light (bright-field, stained) has its most common brightness, the background,
+#: in the upper half of the picture's range; fluorescence has it near black, even when
+#: nuclei cover most of the picture (where a median-based rule fails).
 _LIGHT_BACKGROUND = 0.5
+#: Mean colour spread (max - min of R, G, B over the background level) above which a picture
+#: is a stained section whatever its histogram: fluorescence saved as RGB is gray.
+_STAINED = 0.05
 #: Pixels looked at to choose (a stride through the plane).
 _SAMPLE = 250_000
 
@@ -61,9 +65,9 @@ class RgbConversion:
 
 
 def conversion_for(rgb: Any, mode: str = "auto") -> RgbConversion:
-    """The conversion for a (3, Y, X) plane: ``mode``, or for ``auto`` optical density when
-    the background is light and the mean otherwise; the background light is measured on
-    this plane (a strided sample: cheap for lazy data)."""
+    """The conversion for a (3, Y, X) plane: ``mode``, or for ``auto`` optical density for
+    transmitted light (a light background, or stain colours) and the mean otherwise; the
+    background light is measured on this plane (a strided sample: cheap for lazy data)."""
     if mode not in RGB_MODES:
         raise InvalidSettingError(f"rgb conversion {mode!r} is unknown; choose one of "
                                   f"{', '.join(RGB_MODES)}")
@@ -72,8 +76,20 @@ def conversion_for(rgb: Any, mode: str = "auto") -> RgbConversion:
     sample = np.asarray(plane[:, ::step, ::step], dtype=np.float64)
     background = np.maximum(np.percentile(sample, _BACKGROUND_PERCENTILE, axis=(1, 2)), 1e-6)
     if mode == "auto":
-        light = np.median(sample.mean(axis=0)) / background.mean()
-        mode = "optical-density" if light > _LIGHT_BACKGROUND else "mean"
+        mode = "optical-density" if _transmitted_light(sample) else "mean"
     return RgbConversion(mode, tuple(float(b) for b in background))  # type: ignore[arg-type]
 
 
+
+
+def _transmitted_light(sample: np.ndarray) -> bool:
+    """Whether a (3, Y, X) float sample looks like transmitted light: coloured by stains, or
+    with its most common brightness (the background) in the upper half of its range."""
+    gray = sample.mean(axis=0)
+    low, high = np.percentile(gray, [1, 99])
+    if high <= low:
+        return False
+    spread = float((sample.max(axis=0) - sample.min(axis=0)).mean()) / high
+    counts, edges = np.histogram(gray, bins=64, range=(low, high))
+    background = (edges[int(counts.argmax())] - low) / (high - low)
+    return spread > _STAINED or background > _LIGHT_BACKGROUND
