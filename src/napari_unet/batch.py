@@ -45,6 +45,7 @@ from .postprocess import count_objects
 from .progress import CancelToken, ProgressCallback
 from .registry import load_model
 from .segment import prepare_image, segment, stitch_along_z
+from .volume import file_voxel_size, warn_plane_by_plane
 
 FORMATS = ("tiff", "zarr")
 #: "local", or a dask.distributed scheduler address: [scheme://]host:port.
@@ -156,7 +157,7 @@ def segment_file(
     image = read_image(source)
     layout = make_layout(image.data, axes or image.axes, model.in_channels)
     meta = _provenance(model, source)
-    kwargs: dict[str, Any] = dict(axes=layout.axes, options=with_file_voxel_size(options, image, layout),
+    kwargs: dict[str, Any] = dict(axes=layout.axes, options=file_voxel_size(options, image, layout),
                                   progress=progress, cancel=cancel)
     pixel_size, unit = label_calibration(image, layout, options)
     out_of_core = fmt == "zarr" or needs_out_of_core(image, layout)
@@ -205,16 +206,6 @@ def _label_store(target: Path, fmt: str, overwrite: bool, out_of_core: bool
 def _provenance(model: Model, source: PathLike) -> dict[str, Any]:
     return {"kind": "labels", "software": "napari-unet", "model": model.name,
             "source": str(source), "napari_unet": __version__}
-
-
-def with_file_voxel_size(options: SegmentOptions, image: ImageData,
-                         layout: Layout) -> SegmentOptions:
-    """``options`` with the file's voxel size when they give none and the file's
-    calibration has a Z, Y and X size (the 3D step of ``stitch_3d`` uses it)."""
-    sizes = dict(zip([a for a in layout.axes if a in "ZYX"], image.pixel_size or ()))
-    if options.voxel_size is not None or len(sizes) != 3:
-        return options
-    return SegmentOptions.of(options, voxel_size=(sizes["Z"], sizes["Y"], sizes["X"]))
 
 
 def label_calibration(image: ImageData, layout: Layout, options: SegmentOptions
@@ -434,6 +425,7 @@ def _segment_volume(client: Any, job: _Job, source: PathLike, image: ImageData, 
             client.gather([client.submit(_remote_shift, path, g, int(o), pure=False)
                            for g, o in zip(groups, offsets) if o])
             if job.options.stitch_3d and "Z" in layout.stack_axes:
+                warn_plane_by_plane("its planes were segmented by separate workers")
                 stitch_along_z(labels, layout)
         if job.fmt == "tiff":
             write_labels(labels_path, labels, axes=layout.label_axes, pixel_size=pixel_size,

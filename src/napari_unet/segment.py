@@ -158,8 +158,8 @@ def segment(
 
     Instance models give one id per object (unique over the whole stack); with
     ``stitch_3d`` the objects are built in 3D from the stacked probabilities of the planes,
-    with ``options.voxel_size`` (:mod:`napari_unet.volume`; a stack too large for that, or
-    labels written to ``out``, are joined plane by plane, with a warning). Semantic
+    with ``options.voxel_size`` (:mod:`napari_unet.volume`; a stack too large for that is
+    joined plane by plane, with a warning). Semantic
     models give a class index per pixel. ``planes`` (stack indices, e.g. ``[(12,)]`` for
     Z plane 12) limits the work to those planes, normalised exactly as in a whole-stack run;
     the other planes stay 0. Planes larger than ``blocks.block`` are processed block by
@@ -197,7 +197,7 @@ def segment(
     target = np.zeros(layout.label_shape, dtype=np.uint32) if out is None else _check_out(out, layout)
     instance = model.config.task == "instance"
     three_d = options.stitch_3d and instance and "Z" in layout.stack_axes
-    volume = stack_probabilities(layout, out is None) if three_d else None
+    volume = stack_probabilities(layout) if three_d else None
     offset = 0
     for i, index in enumerate(indices):
         check_cancel(cancel)

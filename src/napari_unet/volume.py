@@ -9,9 +9,10 @@ in Z whenever their cross-sections overlap; the 3D seeds see the whole stack at 
 
 Memory: while a stack is segmented its background and interior probabilities are kept as
 ``uint8`` (2 bytes per voxel); the 3D step then needs about 30 bytes per voxel of one Z
-stack. Stacks of up to :data:`MAX_VOXELS` voxels take this path; larger ones, and labels
-written out of core (``segment(..., out=...)``, distributed batches), are joined plane by
-plane as before, with a :class:`~napari_unet.errors.PlaneByPlaneWarning`.
+stack. Stacks of up to :data:`MAX_VOXELS` voxels take this path (also when the labels are
+written out of core, ``segment(..., out=...)``); larger ones, and stacks split over the
+workers of a distributed batch, are joined plane by plane as before, with a
+:class:`~napari_unet.errors.PlaneByPlaneWarning`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from .axes import Layout
+from .io import ImageData
+from .options import SegmentOptions
 from .blocks import Box, ProbabilitySink
 from .config import PostprocessConfig
 from .errors import PlaneByPlaneWarning
@@ -54,19 +57,23 @@ class StackProbabilities:
         self.interior[where] = np.rint(probs[1] * _LEVELS)
 
 
-def stack_probabilities(layout: Layout, in_memory: bool) -> Optional[StackProbabilities]:
-    """A store for the 3D step of an image of ``layout``, or None, with a warning saying
-    why, when its objects are joined plane by plane instead (labels written out of core,
-    or more voxels than :data:`MAX_VOXELS`)."""
+def stack_probabilities(layout: Layout) -> Optional[StackProbabilities]:
+    """A store for the 3D step of an image of ``layout``, or None, with a
+    :class:`~napari_unet.errors.PlaneByPlaneWarning`, when it has more voxels than
+    :data:`MAX_VOXELS` and its objects are joined plane by plane instead."""
     voxels = int(np.prod(layout.label_shape))
-    if in_memory and voxels <= MAX_VOXELS:
+    if voxels <= MAX_VOXELS:
         return StackProbabilities(layout.label_shape)
-    why = ("its labels are written out of core" if not in_memory
-           else f"it has {voxels:,} voxels, more than the {MAX_VOXELS:,} the 3D step holds")
-    warnings.warn(PlaneByPlaneWarning(
-        f"3D objects of this stack are joined plane by plane, since {why}; crop the stack "
-        "(or segment it in memory) for objects built in 3D"), stacklevel=3)
+    warn_plane_by_plane(f"it has {voxels:,} voxels, more than the {MAX_VOXELS:,} the 3D "
+                        "step holds; crop it for objects built in 3D")
     return None
+
+
+def warn_plane_by_plane(why: str) -> None:
+    """Say that a stack asked for 3D objects gets them joined plane by plane, and why."""
+    warnings.warn(PlaneByPlaneWarning(
+        f"the objects of this stack are joined plane by plane, not built in 3D: {why}"),
+        stacklevel=3)
 
 
 def both(first: Optional[ProbabilitySink], second: Optional[ProbabilitySink]
@@ -110,3 +117,12 @@ def label_stacks(target: np.ndarray, store: StackProbabilities, layout: Layout,
         target[where] = np.where(labels > 0, labels + offset, 0)
         offset += int(labels.max(initial=0))
     return offset
+
+
+def file_voxel_size(options: SegmentOptions, image: ImageData, layout: Layout) -> SegmentOptions:
+    """``options`` with the file's voxel size when they give none and the file's
+    calibration has a Z, Y and X size."""
+    sizes = dict(zip([a for a in layout.axes if a in "ZYX"], image.pixel_size or ()))
+    if options.voxel_size is not None or len(sizes) != 3:
+        return options
+    return SegmentOptions.of(options, voxel_size=(sizes["Z"], sizes["Y"], sizes["X"]))
