@@ -26,11 +26,11 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from .axes import Layout
-from .io import ImageData
-from .options import SegmentOptions
 from .blocks import Box, ProbabilitySink
 from .config import PostprocessConfig
 from .errors import PlaneByPlaneWarning
+from .io import ImageData
+from .options import SegmentOptions
 from .postprocess import remove_small
 
 #: Most voxels (all planes of the labels, every time point) the 3D step takes: 2**27, e.g.
