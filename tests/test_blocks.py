@@ -100,7 +100,7 @@ def test_zarr_output_of_a_stitched_stack_equals_the_numpy_result(image, model):
     out = zarr.zeros(shape=stack.shape, dtype="uint32", chunks=(1, 128, 128))
     segment(stack, model, axes="ZYX", device="cpu", stitch_3d=True, blocks=SMALL, out=out)
     assert np.array_equal(out[:], expected)
-    assert expected.max() > 50
+    assert expected.max() > 30  # 42 objects built in 3D (planes 1 and 3 are equal)
 
 
 def test_output_of_the_wrong_shape_or_dtype_is_refused_before_any_work(image, model):

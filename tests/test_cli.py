@@ -112,6 +112,22 @@ def test_segment_a_stack(trained: Path, real_data, tmp_path: Path) -> None:
     assert labels.shape == (3, 64, 64) and labels.dtype.kind == "u"
 
 
+def test_voxel_size_flag_builds_3d_objects_and_calibrates_the_labels(real_data, tmp_path: Path,
+                                                                    capsys) -> None:
+    path = tmp_path / "embryo.tif"
+    tifffile.imwrite(path, qcanet_stack(real_data)[8:16], imagej=True, metadata={"axes": "ZYX"})
+    code = main(["segment", str(path), "--out", str(tmp_path), "--stitch-3d",
+                 "--voxel-size", "2.18,1,1", "--device", "cpu"])
+    assert code == 0
+    with tifffile.TiffFile(tmp_path / "embryo_labels.tif") as tif:
+        assert tif.imagej_metadata["spacing"] == 2.18  # napari and Fiji show it in proportion
+        assert tif.imagej_metadata["unit"] == "pixel"
+    with pytest.raises(SystemExit) as info:
+        main(["segment", str(path), "--out", str(tmp_path), "--voxel-size", "2.18,1"])
+    assert info.value.code == 2
+    assert "--voxel-size: must be 3 positive finite numbers" in capsys.readouterr().err
+
+
 def test_evaluate_writes_csv(trained: Path, real_data, tmp_path: Path, capsys) -> None:
     data = pair_folder(tmp_path / "test", real_data, DSB_TEST, "test")
     csv_path = tmp_path / "scores.csv"

@@ -140,3 +140,14 @@ def test_a_gray_mask_saved_as_rgb_or_rgba_is_still_read(tmp_path: Path) -> None:
     for name, mask in (("rgb", rgba[..., :3]), ("rgba", rgba)):
         result = evaluate(intensity_model(), _colour_folder(tmp_path / name, mask), device="cpu")
         assert result.scores[0].n_true == 3
+
+
+def test_a_stack_is_segmented_and_scored_in_3d(real_data):
+    """The embryo crop's binary mask counts its 3D components (7 nuclei) as the objects;
+    the stack is segmented whole with 3D objects, so each nucleus is one predicted object."""
+    from napari_unet.registry import load_model
+
+    result = evaluate(load_model("nuclei"), real_data / "qcanet_mouse_embryo_3d/train",
+                      device="cpu", voxel_size=(2.18, 1.0, 1.0))
+    assert result.summary["n_true"] == 7
+    assert result.summary["per_threshold"][0]["accuracy"] >= 0.6

@@ -12,6 +12,7 @@ import tifffile
 # The two QCANet stacks are top-left crops; every other file is a byte-identical copy.
 CROPS = {
     "qcanet_mouse_embryo_3d/train/images/8_cell_stage.tif": np.s_[:28, :92, :93],
+    "qcanet_mouse_embryo_3d/train/masks/8_cell_stage.tif": np.s_[:28, :92, :93],
     "qcanet_mouse_embryo_3d/test/images/16_cell_stage.tif": np.s_[:26, :96, :96],
 }
 

@@ -88,7 +88,8 @@ def test_zyx_ids_are_unique_across_planes(embryo, model) -> None:
 def test_stitch_3d_joins_objects_across_planes(embryo, model) -> None:
     plain = segment(embryo, model, device="cpu")
     stitched = segment(embryo, model, device="cpu", stitch_3d=True)
-    np.testing.assert_array_equal(stitched > 0, plain > 0)
+    # built in 3D: a plane's foreground without a seed of its own joins a neighbour's object
+    assert foreground_iou(plain > 0, stitched > 0) > 0.9
     assert len(_ids(stitched)) < len(_ids(plain))  # measured 6 vs 9
     # a nucleus seen in consecutive planes now has one id
     z0, z1 = stitched[0], stitched[1]

@@ -511,6 +511,41 @@ def test_3d_stack_planes_review_and_undo(qtbot, ui, real_data, monkeypatch):
     assert viewer.layers["embryo labels"] is labels and labels.data.shape == crop.shape
 
 
+def test_voxel_size_shows_the_stack_in_proportion_and_a_plane_redone_keeps_3d_ids(
+        qtbot, ui, real_data):
+    viewer, seg, _ = ui
+    stack = read_image(real_data / "qcanet_mouse_embryo_3d/test/images/16_cell_stage.tif")
+    crop = np.asarray(stack.data)[:26, :96, :96]
+    image = viewer.add_image(crop, name="embryo")  # no calibration: scale 1, 1, 1
+    seg.model_combo.setCurrentIndex(seg.model_combo.findText("nuclei"))
+    seg.advanced.setChecked(True)
+    seg.stitch_3d.setChecked(True)
+    seg.voxel_size.setText("2.18, 1, 1")
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    labels = viewer.layers["embryo labels"]
+    np.testing.assert_allclose(image.scale, (2.18, 1.0, 1.0))
+    np.testing.assert_allclose(labels.scale, (2.18, 1.0, 1.0))
+    objects = np.array(labels.data)
+    z = 12  # a plane through several nuclei, each also in the planes around it
+    old = set(np.unique(objects[z])) - {0}
+    assert len(old) >= 3
+
+    viewer.dims.set_current_step(0, z)
+    seg.scope.setCurrentIndex(1)
+    click(qtbot, seg.segment_button)
+    wait_idle(qtbot, seg)
+    new = set(np.unique(labels.data[z])) - {0}
+    # the objects found again keep the ids of the 3D objects they overlap
+    assert len(new & old) >= 3 and len(new - old) <= 1, (new, old)
+    np.testing.assert_array_equal(np.delete(labels.data, z, axis=0),
+                                  np.delete(objects, z, axis=0))
+
+    seg.voxel_size.setText("2.18, 1")
+    assert seg.segment() is False
+    assert "voxel size" in seg.status.text()
+
+
 def test_a_lazily_read_stack_segments_like_the_same_stack_in_memory(qtbot, ui, real_data,
                                                                       tmp_path, monkeypatch):
     viewer, seg, _ = ui

@@ -45,6 +45,7 @@ from .postprocess import count_objects
 from .progress import CancelToken, ProgressCallback
 from .registry import load_model
 from .segment import prepare_image, segment, stitch_along_z
+from .volume import file_voxel_size, warn_plane_by_plane
 
 FORMATS = ("tiff", "zarr")
 #: "local", or a dask.distributed scheduler address: [scheme://]host:port.
@@ -156,9 +157,9 @@ def segment_file(
     image = read_image(source)
     layout = make_layout(image.data, axes or image.axes, model.in_channels)
     meta = _provenance(model, source)
-    kwargs: dict[str, Any] = dict(axes=layout.axes, options=options, progress=progress,
-                                  cancel=cancel)
-    pixel_size = label_pixel_size(image, layout)
+    kwargs: dict[str, Any] = dict(axes=layout.axes, options=file_voxel_size(options, image, layout),
+                                  progress=progress, cancel=cancel)
+    pixel_size, unit = label_calibration(image, layout, options)
     out_of_core = fmt == "zarr" or needs_out_of_core(image, layout)
     target = Path(target)
     with _label_store(target, fmt, overwrite, out_of_core) as store:
@@ -166,11 +167,11 @@ def segment_file(
             labels = segment(image.data, model, **kwargs)
         else:
             labels = create_labels(store, layout.label_shape, layout.label_axes,
-                                   pixel_size=pixel_size, unit=image.unit, metadata=meta)
+                                   pixel_size=pixel_size, unit=unit, metadata=meta)
             segment(image.data, model, out=labels, **kwargs)
         if fmt == "tiff":
             write_labels(target, labels, axes=layout.label_axes, pixel_size=pixel_size,
-                         unit=image.unit, metadata=meta, overwrite=overwrite)
+                         unit=unit, metadata=meta, overwrite=overwrite)
         n = count_objects(labels)
         preview = None
         if overlay is not None:
@@ -207,12 +208,19 @@ def _provenance(model: Model, source: PathLike) -> dict[str, Any]:
             "source": str(source), "napari_unet": __version__}
 
 
-def label_pixel_size(image: ImageData, layout: Layout) -> Optional[tuple[float, ...]]:
-    """The input's pixel size for the labels' Z/Y/X axes, when it has one per axis."""
+def label_calibration(image: ImageData, layout: Layout, options: SegmentOptions
+                      ) -> tuple[Optional[tuple[float, ...]], Optional[str]]:
+    """Pixel size of the labels' Z/Y/X axes and its unit: the input's when it has one per
+    axis, else the ``voxel_size`` the options give for a Z stack, as a ratio (unit
+    ``"pixel"``), so the labels open in napari and Fiji with the stack's proportions."""
     spatial = [a for a in layout.axes if a in "ZYX"]
-    if image.pixel_size is None or len(image.pixel_size) != len(spatial):
-        return None
-    return tuple(s for a, s in zip(spatial, image.pixel_size) if a in layout.label_axes)
+    if image.pixel_size is not None and len(image.pixel_size) == len(spatial):
+        return tuple(s for a, s in zip(spatial, image.pixel_size)
+                     if a in layout.label_axes), image.unit
+    if options.voxel_size is not None and "Z" in layout.label_axes:
+        sizes = dict(zip("ZYX", options.voxel_size))
+        return tuple(sizes[a] for a in layout.label_axes if a in sizes), "pixel"
+    return None, image.unit
 
 
 def preview_plane(image: Any, axes: str, labels: Any, side: int = 2048
@@ -404,11 +412,11 @@ def _segment_volume(client: Any, job: _Job, source: PathLike, image: ImageData, 
     split: list[np.ndarray] = np.array_split(np.array(indices), n_tasks)
     groups = [[tuple(int(i) for i in p) for p in g] for g in split if len(g)]
     labels_path, overlay = target
-    pixel_size = label_pixel_size(image, layout)
+    pixel_size, unit = label_calibration(image, layout, job.options)
     with _label_store(labels_path, job.fmt, job.overwrite, True) as store:
         assert store is not None  # out of core: always a zarr store
         labels = create_labels(store, layout.label_shape, layout.label_axes, pixel_size=pixel_size,
-                               unit=image.unit, metadata=_provenance(loaded, source))
+                               unit=unit, metadata=_provenance(loaded, source))
         path = str(store / "0")
         tops = client.gather([client.submit(_remote_planes, job, str(source), path, g,
                                             prepared.percentiles, pure=False) for g in groups])
@@ -417,10 +425,11 @@ def _segment_volume(client: Any, job: _Job, source: PathLike, image: ImageData, 
             client.gather([client.submit(_remote_shift, path, g, int(o), pure=False)
                            for g, o in zip(groups, offsets) if o])
             if job.options.stitch_3d and "Z" in layout.stack_axes:
+                warn_plane_by_plane("its planes were segmented by separate workers")
                 stitch_along_z(labels, layout)
         if job.fmt == "tiff":
             write_labels(labels_path, labels, axes=layout.label_axes, pixel_size=pixel_size,
-                         unit=image.unit, metadata=_provenance(loaded, source),
+                         unit=unit, metadata=_provenance(loaded, source),
                          overwrite=job.overwrite)
         n = count_objects(labels)
         preview = None

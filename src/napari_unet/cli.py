@@ -94,7 +94,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         foreground_threshold=args.foreground_threshold, min_size=args.min_size,
         object_size=args.object_size, stitch_3d=args.stitch_3d, fast=not args.no_fast,
         compile=args.compile, blocks=BlockConfig(args.block_size, args.halo),
-        rgb=args.rgb, tta=args.tta,
+        rgb=args.rgb, tta=args.tta, voxel_size=args.voxel_size,
     )
     what = "objects" if model.config.task == "instance" else "classes"
     bars: list[_Bar] = []
@@ -177,7 +177,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         result = evaluate(model, args.data, limit=args.limit, invert_masks=args.invert_masks,
                           progress=bar, device=args.device, fast=not args.no_fast,
-                          rgb=args.rgb, tta=args.tta, object_size=args.object_size)
+                          rgb=args.rgb, tta=args.tta, object_size=args.object_size,
+                          voxel_size=args.voxel_size)
     finally:
         bar.close()
     if model.config.task == "instance":
@@ -281,6 +282,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
+def _add_voxel_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voxel-size", type=_field(SegmentOptions, "voxel_size"), metavar="Z,Y,X",
+                   help="voxel size of Z stacks for 3D objects, e.g. 2.18,1,1 (planes 2.18 "
+                        "pixels apart); default: the file's calibration, else cubic voxels")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-unet", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"napari-unet {__version__}")
@@ -305,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="object diameter in pixels: the image is resized so objects reach the "
                         "network at the size it learnt (default: the model's; needs a model "
                         "that records its object size)")
-    p.add_argument("--stitch-3d", action="store_true", help="join objects across Z planes")
+    p.add_argument("--stitch-3d", action="store_true",
+                   help="build objects in 3D from the probabilities of all Z planes")
+    _add_voxel_size(p)
     _add_prediction(p)
     p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
     p.add_argument("--format", choices=FORMATS, default="tiff",
@@ -371,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--object-size", type=_field(SegmentOptions, "object_size"),
                    help="object diameter in pixels (see segment --object-size)")
     _add_prediction(p)
+    _add_voxel_size(p)
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
 

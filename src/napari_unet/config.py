@@ -118,7 +118,33 @@ class Pattern:
         return text
 
 
-Rule = Union[Range, OneOf, Pattern]
+@dataclass(frozen=True)
+class Sizes:
+    """A setting of ``count`` positive finite numbers, one per axis (e.g. a voxel size
+    Z, Y, X); with ``optional``, also None. The command line spells it ``2.18,1,1``."""
+
+    count: int
+    optional: bool = False
+
+    @property
+    def text(self) -> str:
+        return f"{self.count} positive finite numbers (one per axis, e.g. 2.18,1,1)"
+
+    def allows(self, value: object) -> bool:
+        if value is None:
+            return self.optional
+        if not isinstance(value, (tuple, list)) or len(value) != self.count:
+            return False
+        return all(Range(0, open_low=True).allows(v) for v in value)
+
+    def parse(self, text: str) -> object:
+        try:
+            return tuple(float(part) for part in text.split(","))
+        except ValueError:
+            return text
+
+
+Rule = Union[Range, OneOf, Pattern, Sizes]
 
 _PROBABILITY = Range(0, 1)
 _PERCENTILE = Range(0, 100)
@@ -144,7 +170,8 @@ def check_value(name: str, value: object, rule: Rule, default: object = MISSING)
     setting, the value, what is allowed and (when known) the default."""
     if rule.allows(value):
         return
-    allowed = rule.text + (" or None" if isinstance(rule, Range) and rule.optional else "")
+    allowed = rule.text + (" or None" if isinstance(rule, (Range, Sizes)) and rule.optional
+                           else "")
     hint = "" if default is MISSING else f" (default {_shown(default)})"
     raise InvalidSettingError(f"{name} is {_shown(value)}, but it must be {allowed}{hint}")
 

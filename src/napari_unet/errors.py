@@ -63,3 +63,8 @@ class NapariUnetWarning(UserWarning):
 class CalibrationWarning(NapariUnetWarning):
     """A file's pixel size or unit could not be used and was dropped (the image is still
     read, uncalibrated along the axes concerned)."""
+
+
+class PlaneByPlaneWarning(NapariUnetWarning):
+    """A stack asked for 3D objects was too large (or written out of core) for the 3D
+    step: its objects were joined plane by plane instead (:mod:`napari_unet.volume`)."""

@@ -8,15 +8,18 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from scipy import ndimage as ndi
 
+from .axes import make_layout
 from .data import find_pairs, read_pair
-from .io import atomic_write
+from .io import atomic_write, read_image, read_mask
 from .metrics import adapted_rand_error, cells_from_membrane, pixel_error
 from .model import Model
 from .options import SegmentOptions
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 from .scores import ImageScores, score_image, scores_table, summarise
 from .segment import segment
+from .volume import file_voxel_size
 
 
 @dataclass
@@ -65,14 +68,26 @@ def evaluate(model: Model, data_dir: str | Path, options: SegmentOptions | None 
     Instance models: accuracy TP/(TP+FP+FN), F1 at IoU 0.5..0.9 (one-to-one matching) and
     foreground IoU. Semantic (membrane) models: pixel error and adapted Rand error of the
     cells enclosed by membranes; ``invert_masks`` reads mask value 0 as the class (ISBI).
+
+    Z stacks are segmented whole, with objects built in 3D (``stitch_3d``) and scored in
+    3D, with ``options.voxel_size`` (Z, Y, X) or else the file's calibration; a binary stack mask
+    (one value besides 0, as QCANet's) counts its 3D connected components as the objects.
     """
     options = SegmentOptions.of(options, **choices)
     pairs = find_pairs(data_dir)[:limit]
     rows, scores = [], []
     for i, (image_path, mask_path) in enumerate(pairs):
         check_cancel(cancel)
-        plane, mask = read_pair(image_path, mask_path, model.in_channels, options.rgb)
-        pred = segment(plane, model, "CYX", options, cancel=cancel)
+        image = read_image(image_path)
+        layout = make_layout(image.data, image.axes, model.in_channels)
+        if "Z" in layout.stack_axes:
+            mask = _stack_objects(read_mask(mask_path))
+            stack_options = SegmentOptions.of(options, stitch_3d=True)
+            pred = segment(image.data, model, layout.axes,
+                           file_voxel_size(stack_options, image, layout), cancel=cancel)
+        else:
+            plane, mask = read_pair(image_path, mask_path, model.in_channels, options.rgb)
+            pred = segment(plane, model, "CYX", options, cancel=cancel)
         if model.config.task == "instance":
             s = score_image(image_path.stem, mask, pred)
             scores.append(s)
@@ -90,3 +105,10 @@ def evaluate(model: Model, data_dir: str | Path, options: SegmentOptions | None 
     summary = {key: float(np.mean([r[key] for r in rows])) for key in ("pixel_error", "adapted_rand_error")}
     summary["n_images"] = len(rows)
     return Evaluation(rows, summary)
+
+
+def _stack_objects(mask: np.ndarray) -> np.ndarray:
+    """The objects of a stack's mask: its ids, or the 3D connected components (faces
+    touching) of a binary mask."""
+    values = np.unique(mask)
+    return ndi.label(mask > 0)[0] if values[values > 0].size == 1 else mask

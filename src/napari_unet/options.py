@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from .blocks import BlockConfig
 from .color import RGB_MODES
-from .config import OneOf, PostprocessConfig, Range, check_fields, setting
+from .config import OneOf, PostprocessConfig, Range, Sizes, check_fields, setting
 from .device import DEVICE_CHOICES
 from .errors import InvalidSettingError
 from .tiling import check_tiling
@@ -42,6 +42,9 @@ class SegmentOptions:
     gray for a 1-channel model (:mod:`napari_unet.color`: ``auto`` takes optical density
     for a light background). ``tta`` averages the predictions of the four mirror images
     of each plane (test-time augmentation: 4x the network time; gain in docs/models.md).
+    ``voxel_size`` (Z, Y, X, in any one unit, e.g. ``(2.18, 1, 1)``) tells the 3D step of
+    ``stitch_3d`` how far apart planes are (:mod:`napari_unet.volume`); None: the image
+    file's calibration where a file is read (:mod:`napari_unet.batch`), else cubic voxels.
     """
 
     device: str = setting("auto", OneOf(DEVICE_CHOICES))
@@ -58,12 +61,15 @@ class SegmentOptions:
     blocks: BlockConfig = field(default_factory=BlockConfig)
     rgb: str = setting("auto", OneOf(RGB_MODES))
     tta: bool = setting(False, SWITCH)
+    voxel_size: Optional[tuple[float, float, float]] = setting(None, Sizes(3, optional=True))
 
     def __post_init__(self) -> None:
         check_fields(self)
         if not isinstance(self.blocks, BlockConfig):
             raise InvalidSettingError(f"blocks is {self.blocks!r}, but it must be a BlockConfig "
                                       "(e.g. BlockConfig(block=2048, halo=64))")
+        if self.voxel_size is not None:  # a list from JSON or a widget: one spelling
+            object.__setattr__(self, "voxel_size", tuple(float(v) for v in self.voxel_size))
         if self.tile_size is not None and self.tile_overlap is not None:
             check_tiling(self.tile_size, self.tile_overlap)
 

@@ -59,24 +59,34 @@ class PlaneStitcher:
 
     def add(self, plane: np.ndarray) -> np.ndarray:
         """The next plane's labels renumbered to 3D ids (uint32)."""
-        plane = plane.astype(np.int64, copy=False)
-        ids = np.unique(plane)
-        ids = ids[ids > 0]
-        mapping: dict[int, int] = {}
-        if self.previous is not None and ids.size:
-            mapping = _match_to_previous(plane, self.previous, self.min_iou)
-        for i in ids:
-            if int(i) not in mapping:
-                mapping[int(i)] = self.next_id
-                self.next_id += 1
-        new = np.zeros(plane.shape, dtype=np.uint32)
-        if mapping:
-            lut = np.zeros(int(plane.max()) + 1, dtype=np.uint32)
-            for k, v in mapping.items():
-                lut[k] = v
-            new = lut[plane]
+        new, self.next_id = keep_ids(plane, self.previous, self.next_id, self.min_iou)
         self.previous = new
         return new
+
+
+def keep_ids(plane: np.ndarray, reference: np.ndarray | None, next_id: int,
+             min_iou: float = 0.25) -> tuple[np.ndarray, int]:
+    """``plane``'s objects (uint32) with the ids of the ``reference`` objects they overlap
+    best (IoU >= ``min_iou``, one to one), the others numbered from ``next_id``; and the
+    next free id. Joins consecutive Z planes, and keeps the ids of 3D objects in a plane
+    that is segmented again."""
+    plane = plane.astype(np.int64, copy=False)
+    ids = np.unique(plane)
+    ids = ids[ids > 0]
+    mapping: dict[int, int] = {}
+    if reference is not None and ids.size:
+        mapping = _match_to_previous(plane, reference, min_iou)
+    for i in ids:
+        if int(i) not in mapping:
+            mapping[int(i)] = next_id
+            next_id += 1
+    new = np.zeros(plane.shape, dtype=np.uint32)
+    if mapping:
+        lut = np.zeros(int(plane.max()) + 1, dtype=np.uint32)
+        for k, v in mapping.items():
+            lut[k] = v
+        new = lut[plane]
+    return new, next_id
 
 
 def count_objects(labels: Any) -> int:

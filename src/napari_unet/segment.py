@@ -25,6 +25,7 @@ from .options import SegmentOptions
 from .postprocess import PlaneStitcher, instance_labels, semantic_labels
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 from .tiling import TileConfig, count_tiles, predict_plane
+from .volume import both, label_stacks, stack_probabilities
 
 
 class Predictor:
@@ -156,7 +157,9 @@ def segment(
     :class:`~napari_unet.errors.InvalidSettingError`.
 
     Instance models give one id per object (unique over the whole stack); with
-    ``stitch_3d`` objects overlapping across consecutive Z planes share one id. Semantic
+    ``stitch_3d`` the objects are built in 3D from the stacked probabilities of the planes,
+    with ``options.voxel_size`` (:mod:`napari_unet.volume`; a stack too large for that is
+    joined plane by plane, with a warning). Semantic
     models give a class index per pixel. ``planes`` (stack indices, e.g. ``[(12,)]`` for
     Z plane 12) limits the work to those planes, normalised exactly as in a whole-stack run;
     the other planes stay 0. Planes larger than ``blocks.block`` are processed block by
@@ -193,6 +196,8 @@ def segment(
     indices = _plane_indices(layout.stack_shape, planes)
     target = np.zeros(layout.label_shape, dtype=np.uint32) if out is None else _check_out(out, layout)
     instance = model.config.task == "instance"
+    three_d = options.stitch_3d and instance and "Z" in layout.stack_axes
+    volume = stack_probabilities(layout) if three_d else None
     offset = 0
     for i, index in enumerate(indices):
         check_cancel(cancel)
@@ -205,9 +210,12 @@ def segment(
             predictor.probabilities, lambda probs: predictor.labels(probs, postprocess),
             target, index, instance=instance, offset=offset, blocks=options.blocks,
             context=tiles.overlap, tiles_per_region=predictor.count_tiles,
-            progress=plane_progress, cancel=cancel, on_probabilities=on_probabilities,
+            progress=plane_progress, cancel=cancel,
+            on_probabilities=both(on_probabilities, volume),
         )
-    if options.stitch_3d and instance and "Z" in layout.stack_axes:
+    if volume is not None:
+        offset = label_stacks(target, volume, layout, postprocess, options.voxel_size)
+    elif three_d:
         offset = stitch_along_z(target, layout)
     if out is not None:
         return out

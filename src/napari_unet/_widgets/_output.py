@@ -15,7 +15,7 @@ from napari.layers import Labels
 
 from .._reader import META_KEY
 from ..corrections import paste_corrections
-from ..postprocess import count_objects
+from ..postprocess import count_objects, keep_ids
 from ..sessions import ModelVersion, SegmentSettings
 from ._image import LayerImage, scale_axes, spatial_positions
 from ._jobs import SegmentResult, layer_dtype
@@ -171,8 +171,9 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
             plane = np.asarray(result.labels[index])
             if plane.dtype != np.uint32:
                 plane = plane.astype(np.int64)
-            offset = int(data.max())  # ids stay unique over the stack
-            plane = np.where(plane > 0, plane + offset, 0).astype(np.uint32, copy=False)
+            # the objects it finds keep the ids of those they overlap (3D objects stay
+            # whole); new ones get ids unused in the stack
+            plane, _ = keep_ids(plane, data[index], int(data.max()) + 1)
             if keep_edits:
                 plane = _with_edits(plane, tracker, data, index)
             else:

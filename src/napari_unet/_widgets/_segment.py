@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional
@@ -14,6 +15,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QLineEdit,
     QPushButton,
     QSpinBox,
     QToolButton,
@@ -24,13 +26,15 @@ from qtpy.QtWidgets import (
 from .._writer import labels_to_tiff
 from ..axes import fitted_channels
 from ..color import RGB_MODES
+from ..config import check_value, rule_of
 from ..device import DEVICE_CHOICES
 from ..errors import NapariUnetError
 from ..model import Model
+from ..options import SegmentOptions
 from ..registry import list_models, load_model
 from ..sessions import SegmentSettings
 from . import _dialogs
-from ._image import layer_image
+from ._image import layer_image, scale_axes
 from ._jobs import SegmentResult, run_segment
 from ._layer_combo import LayerCombo
 from ._output import apply_result, current_plane, labels_name
@@ -108,7 +112,13 @@ class SegmentWidget(JobWidget):
                             "are predicted and the results averaged")
         self.scope = QComboBox()
         self.scope.addItems(["Whole stack", "Current plane"])
-        self.stitch_3d = QCheckBox("Join objects across Z planes (3D)")
+        self.stitch_3d = QCheckBox("Objects in 3D (across Z planes)")
+        self.voxel_size = QLineEdit()
+        self.voxel_size.setPlaceholderText("the image layer's scale")
+        self.voxel_size.setToolTip(
+            "Voxel size Z, Y, X of a stack, e.g. 2.18, 1, 1 when planes are 2.18 pixels apart: "
+            "3D objects use it, and the image and its labels are shown with it. Empty: the "
+            "image layer's scale (from the file's calibration)")
         self.compile = QCheckBox("Compile the network (faster after a few seconds, once)")
         self.compile.setToolTip(
             "torch.compile: the first Segment in this napari session takes a few seconds "
@@ -120,6 +130,7 @@ class SegmentWidget(JobWidget):
         adv.addRow("Colour", self.rgb)
         adv.addRow("Stacks", self.scope)
         adv.addRow(self.stitch_3d)
+        adv.addRow("Voxel size Z, Y, X", self.voxel_size)
         adv.addRow(self.tta)
         adv.addRow(self.compile)
         self.advanced.toggled.connect(self._show_advanced)
@@ -266,6 +277,27 @@ class SegmentWidget(JobWidget):
             tta=self.tta.isChecked(),
         )
 
+    def _voxel_size(self, image_layer: Any, image: Any) -> tuple[float, ...]:
+        """The voxel size typed in, set as the Z/Y/X scale of the image layer and its
+        labels (so napari shows the stack in proportion), or the image layer's scale."""
+        own = scale_axes(image.axes, image_layer.rgb)
+        text = self.voxel_size.text().strip()
+        if not text:
+            return tuple(float(image_layer.scale[own.index(a)]) for a in "ZYX")
+        rule = rule_of(SegmentOptions, "voxel_size")
+        parsed = rule.parse(text.replace(" ", ""))
+        check_value("voxel size", parsed, rule)
+        sizes = tuple(float(v) for v in parsed)  # type: ignore[union-attr]
+        scale = list(image_layer.scale)
+        for axis, size in zip("ZYX", sizes):
+            scale[own.index(axis)] = size
+        image_layer.scale = scale
+        link = self.session.link_for_image(image_layer)
+        if link is not None and link.labels_layer in self.viewer.layers:
+            label_axes = [a for a in own if a != "C"]
+            link.labels_layer.scale = [scale[own.index(a)] for a in label_axes]
+        return sizes
+
     # ------------------------------------------------------------------ running
     def segment(self) -> bool:
         """Start segmenting the selected image; False when refused (busy or bad input)."""
@@ -279,6 +311,8 @@ class SegmentWidget(JobWidget):
             selected = self._selected_version()
             image = layer_image(image_layer.data, image_layer.rgb, image_layer.metadata)
             settings = self.settings()
+            if "Z" in image.stack_axes:
+                settings = replace(settings, voxel_size=self._voxel_size(image_layer, image))
             if isinstance(selected, Path):
                 # Loaded (and checked against the image) in the worker.
                 version_index, model, label = None, selected, selected.stem
