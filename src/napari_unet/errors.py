@@ -63,3 +63,8 @@ class NapariUnetWarning(UserWarning):
 class CalibrationWarning(NapariUnetWarning):
     """A file's pixel size or unit could not be used and was dropped (the image is still
     read, uncalibrated along the axes concerned)."""
+
+
+class PackageClashWarning(NapariUnetWarning):
+    """Another installed distribution (the unrelated ``napari-unet`` on PyPI) provides the
+    same import package ``napari_unet``: the two overwrite each other's files."""
