@@ -10,6 +10,7 @@ overwrites the other's files, silently. :func:`warn_if_clashing` says so at impo
 from __future__ import annotations
 
 import importlib.metadata
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Optional
@@ -32,8 +33,9 @@ def clash_message(path: Optional[Sequence[str]] = None) -> Optional[str]:
     not). ``path``: where to look (default ``sys.path``). A name lookup only (well under a
     millisecond): scanning every distribution's files would add half a second to each
     import."""
-    found = next(iter(importlib.metadata.distributions(
-        name=CLASHING_DISTRIBUTION, **({} if path is None else {"path": list(path)}))), None)
+    where = list(sys.path if path is None else path)
+    found = next(iter(importlib.metadata.distributions(name=CLASHING_DISTRIBUTION, path=where)),
+                 None)
     if found is None:
         return None
     return (
