@@ -43,6 +43,10 @@ manifest = pm.get_manifest(PLUGIN)
 assert manifest.package_metadata.name == DISTRIBUTION, manifest.package_metadata
 assert [r.command for r in manifest.contributions.readers] == [f"{PLUGIN}.get_reader"]
 assert len(manifest.contributions.widgets) == 3 and len(manifest.contributions.sample_data) == 3
+# File > Save Selected Layers defaults to the first writer napari lists (docs/user-guide.md).
+writers = [w.command for w in pm.iter_compatible_writers(["labels"])]
+assert f"{PLUGIN}.write_labels" in writers, writers
+print(f"check_wheel.sh: writers offered for one labels layer, the default first: {writers}")
 print(f"check_wheel.sh: {Path(sys.argv[1]).name} installs; npe2 finds plugin {PLUGIN} "
       f"{napari_unet.__version__} with its reader, writer, 3 widgets and 3 samples")
 PY
