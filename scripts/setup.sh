@@ -20,6 +20,12 @@ stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -
 if [[ ! -f "$stamp" ]]; then
     echo "setup.sh: installing napari-unet into .venv (torch first, CPU build)"
     .venv/bin/python -m pip install -q -c constraints.txt torch==2.13.0
+    # Before the rename to napari-interactive-unet this checkout was installed as
+    # "napari-unet"; that stale install (or the unrelated napari-unet from PyPI) would
+    # register the plugin twice and clash on the import name napari_unet.
+    if .venv/bin/python -m pip show -q napari-unet >/dev/null 2>&1; then
+        .venv/bin/python -m pip uninstall -q -y napari-unet
+    fi
     .venv/bin/python -m pip install -q -c constraints.txt -e ".[all,testing]"
     rm -f .venv/.installed-*
     touch "$stamp"

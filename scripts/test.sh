@@ -35,4 +35,26 @@ fi
 .venv/bin/mypy
 .venv/bin/ruff check src tests benchmarks scripts
 
-exec .venv/bin/python -m pytest -q "$@"
+# A full run (no arguments, as CI's) also checks the packaging: the wheel builds, installs
+# into a fresh venv with only its [pyqt6] extra, and napari finds the plugin
+# (scripts/check_wheel.sh). It is mostly pip waiting on files, so it runs beside pytest
+# rather than before it; its log is printed once both are done.
+wheel_pid=
+if [[ $# -eq 0 ]]; then
+    wheel_log=$(mktemp)
+    bash scripts/check_wheel.sh >"$wheel_log" 2>&1 &
+    wheel_pid=$!
+fi
+status=0
+.venv/bin/python -m pytest -q "$@" || status=$?
+if [[ -n $wheel_pid ]]; then
+    wheel_status=0
+    wait "$wheel_pid" || wheel_status=$?
+    grep -v "is ignored: it is neither a file nor a directory" "$wheel_log" || true
+    rm -f "$wheel_log"
+    if [[ $wheel_status -ne 0 ]]; then
+        echo "test.sh: the packaging check (scripts/check_wheel.sh) failed" >&2
+        status=$wheel_status
+    fi
+fi
+exit "$status"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_unet._package import PLUGIN
 from napari_unet.io import read_image
 from napari_unet.sample_data import load_sample
 
@@ -29,8 +30,8 @@ def guide_ui(make_napari_viewer, user_models):
     from napari_unet._widgets._guide import GuideWidget
 
     viewer = make_napari_viewer()
-    _, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
-    _, guide = viewer.window.add_plugin_dock_widget("napari-unet", "Where to correct")
+    _, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    _, guide = viewer.window.add_plugin_dock_widget(PLUGIN, "Where to correct")
     assert isinstance(guide, GuideWidget) and guide.session is seg.session
     names = [seg.model_combo.itemText(i) for i in range(seg.model_combo.count())]
     seg.model_combo.setCurrentIndex(names.index("nuclei"))

@@ -1,5 +1,5 @@
 """The plugin's napari side without widgets: manifest, reader, writer and sample data,
-through napari's own plugin machinery (``viewer.open(..., plugin="napari-unet")``)."""
+through napari's own plugin machinery (``viewer.open(..., plugin=PLUGIN)``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_unet._package import PLUGIN
 from napari_unet._reader import get_reader
 from napari_unet._writer import labels_to_tiff, write_labels_layer
 from napari_unet.errors import ImageReadError, InvalidLabelsError
@@ -26,7 +27,7 @@ def test_manifest_is_valid_and_discovered():
 
     manifest = npe2.PluginManifest.from_file(MANIFEST)
     manifest.validate_imports()  # every python_name resolves
-    assert manifest.name == "napari-unet"
+    assert manifest.name == PLUGIN
     contrib = manifest.contributions
     assert {s.key for s in contrib.sample_data} == {"nuclei_fluo", "em_membrane", "embryo_3d"}
     assert {w.display_name for w in contrib.widgets} == {"Segment", "Correct and fine-tune",
@@ -41,7 +42,7 @@ def test_manifest_is_valid_and_discovered():
     # Installed (editable) and found through the napari.manifest entry point.
     pm = npe2.PluginManager.instance()
     pm.discover()
-    assert pm.get_manifest("napari-unet").name == "napari-unet"
+    assert pm.get_manifest(PLUGIN).name == PLUGIN
     # The top-level napari.yaml is the same file.
     assert (ROOT / "napari.yaml").resolve() == MANIFEST.resolve()
 
@@ -105,7 +106,7 @@ def test_open_ome_zarr_labels_lazily_with_their_scale(make_napari_viewer, tmp_pa
     store = create_labels(tmp_path / "cells_labels.zarr", (3, 40, 50), "ZYX",
                           pixel_size=(2.0, 0.5, 0.5), metadata={"kind": "labels", "model": "x"})
     store[1, 5:15, 5:25] = 9
-    layers = viewer.open(tmp_path / "cells_labels.zarr", plugin="napari-unet")
+    layers = viewer.open(tmp_path / "cells_labels.zarr", plugin=PLUGIN)
     assert len(layers) == 1 and layers[0]._type_string == "labels"
     assert layers[0].name == "cells_labels"
     np.testing.assert_allclose(layers[0].scale, (2.0, 0.5, 0.5))
@@ -118,7 +119,7 @@ def test_open_calibrated_stack(make_napari_viewer, tmp_path):
     path = tmp_path / "stack.tif"
     tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.2, 1 / 0.2),
                      metadata={"axes": "ZYX", "spacing": 1.5, "unit": "um"})
-    layers = viewer.open(path, plugin="napari-unet")
+    layers = viewer.open(path, plugin=PLUGIN)
     assert len(layers) == 1
     layer = layers[0]
     assert layer._type_string == "image" and layer.name == "stack"
@@ -133,20 +134,20 @@ def test_open_multichannel_rgb_and_ome(make_napari_viewer, tmp_path):
     data = np.random.default_rng(0).integers(0, 4000, (3, 2, 16, 18), dtype=np.uint16)
     path = tmp_path / "hyper.tif"
     tifffile.imwrite(path, data, imagej=True, metadata={"axes": "ZCYX"})
-    layers = viewer.open(path, plugin="napari-unet")
+    layers = viewer.open(path, plugin=PLUGIN)
     assert [layer.name for layer in layers] == ["hyper ch0", "hyper ch1"]
     np.testing.assert_array_equal(layers[1].data, data[:, 1])
     assert all(layer.metadata["napari_unet"]["axes"] == "ZYX" for layer in layers)
 
     rgb = np.random.default_rng(1).integers(0, 255, (12, 14, 3), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "colour.tif", rgb, photometric="rgb")
-    (layer,) = viewer.open(tmp_path / "colour.tif", plugin="napari-unet")
+    (layer,) = viewer.open(tmp_path / "colour.tif", plugin=PLUGIN)
     assert layer.rgb and layer.data.shape == (12, 14, 3)
 
     ome = tmp_path / "cells.ome.tif"
     tifffile.imwrite(ome, np.zeros((10, 12), np.uint8), ome=True,
                      metadata={"axes": "YX", "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65})
-    (layer,) = viewer.open(ome, plugin="napari-unet")
+    (layer,) = viewer.open(ome, plugin=PLUGIN)
     assert layer.name == "cells"
     np.testing.assert_allclose(layer.scale, (0.65, 0.65))
 
@@ -159,14 +160,14 @@ def test_save_labels_layer_roundtrip(make_napari_viewer, tmp_path):
                               metadata={"napari_unet": {"model": "nuclei · round 1",
                                                         "axes": "ZYX"}})
     out = tmp_path / "seg.tif"
-    written = layer.save(str(out), plugin="napari-unet")
+    written = layer.save(str(out), plugin=PLUGIN)
     assert Path(written[0]) == out
     back = read_image(out)
     np.testing.assert_array_equal(back.data, labels)
     assert back.axes == "ZYX" and back.pixel_size == pytest.approx((2.0, 0.5, 0.5))
     assert back.unit == "um" and back.metadata["model"] == "nuclei · round 1"
     # Opening it again gives a Labels layer with the same scale.
-    (again,) = viewer.open(out, plugin="napari-unet")
+    (again,) = viewer.open(out, plugin=PLUGIN)
     assert again._type_string == "labels"
     np.testing.assert_array_equal(again.data, labels)
     np.testing.assert_allclose(again.scale, (2.0, 0.5, 0.5))
@@ -205,9 +206,9 @@ def test_labels_to_tiff_units_use_the_one_unit_table(tmp_path):
 
 def test_sample_data(make_napari_viewer):
     viewer = make_napari_viewer()
-    layers = viewer.open_sample("napari-unet", "embryo_3d")
+    layers = viewer.open_sample(PLUGIN, "embryo_3d")
     assert layers[0].data.ndim == 3
     np.testing.assert_allclose(layers[0].scale, (2.18, 1.0, 1.0))
     for key in ("nuclei_fluo", "em_membrane"):
-        (layer,) = viewer.open_sample("napari-unet", key)
+        (layer,) = viewer.open_sample(PLUGIN, key)
         assert layer.data.ndim == 2 and layer.name == key

@@ -18,6 +18,7 @@ import pytest
 import tifffile
 
 import napari_unet
+from napari_unet._package import PLUGIN
 from napari_unet._widgets._image import layer_axes, layer_image
 from napari_unet._widgets._state import (
     CorrectionStore,
@@ -554,7 +555,7 @@ def test_a_lazily_read_stack_segments_like_the_same_stack_in_memory(qtbot, ui, r
     path = tmp_path / "embryo.tif"
     tifffile.imwrite(path, crop, imagej=True, metadata={"axes": "ZYX"})
     monkeypatch.setattr("napari_unet.io.tiff.LAZY_THRESHOLD_BYTES", 0)  # as if > 1 GiB
-    (lazy,) = viewer.open(path, plugin="napari-unet")
+    (lazy,) = viewer.open(path, plugin=PLUGIN)
     assert isinstance(lazy.data, da.Array)
     seg.model_combo.setCurrentIndex(seg.model_combo.findText("nuclei"))  # finds objects here
     click(qtbot, seg.segment_button)
@@ -574,7 +575,7 @@ def test_multichannel_and_rgb_images(qtbot, ui, nuclei_crop, tmp_path, tiny_mode
     path = tmp_path / "two_channels.tif"
     tifffile.imwrite(path, np.stack([nuclei_crop, em]), imagej=True,
                      metadata={"axes": "CYX", "unit": "um"}, resolution=(1 / 0.4, 1 / 0.4))
-    layers = viewer.open(path, plugin="napari-unet")
+    layers = viewer.open(path, plugin=PLUGIN)
     assert [layer.name for layer in layers] == ["two_channels ch0", "two_channels ch1"]
     seg.image_combo.select(layers[1])
     click(qtbot, seg.segment_button)
@@ -608,8 +609,8 @@ def test_widgets_open_from_the_plugin_menu_and_share_a_session(qtbot, make_napar
     from napari_unet._widgets._segment import SegmentWidget
 
     viewer = make_napari_viewer()
-    _, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
-    _, fine = viewer.window.add_plugin_dock_widget("napari-unet", "Correct and fine-tune")
+    _, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    _, fine = viewer.window.add_plugin_dock_widget(PLUGIN, "Correct and fine-tune")
     assert isinstance(seg, SegmentWidget) and isinstance(fine, FineTuneWidget)
     assert seg.session is fine.session
     assert seg.model_combo.itemText(seg.model_combo.count() - 1) == "Load file..."
@@ -667,7 +668,7 @@ def test_session_save_open_and_autosave(qtbot, ui, nuclei_crop, tmp_path, monkey
     image_path = tmp_path / "nuclei.tif"
     tifffile.imwrite(image_path, nuclei_crop, imagej=True, metadata={"axes": "YX", "unit": "um"},
                      resolution=(1 / 0.5, 1 / 0.5))
-    (image,) = viewer.open(image_path, plugin="napari-unet")
+    (image,) = viewer.open(image_path, plugin=PLUGIN)
     image.translate = (5, 7)
     seg.image_combo.select(image)
     click(qtbot, seg.segment_button)
@@ -762,7 +763,7 @@ def test_session_reopens_a_napari_sample(qtbot, ui, tmp_path, monkeypatch, make_
     from napari_unet._widgets._finetune import FineTuneWidget
 
     viewer, seg, fine = ui
-    (image,) = viewer.open_sample("napari-unet", "nuclei_fluo")
+    (image,) = viewer.open_sample(PLUGIN, "nuclei_fluo")
     seg.image_combo.select(image)
     click(qtbot, seg.segment_button)
     wait_idle(qtbot, seg)
@@ -779,7 +780,7 @@ def test_session_reopens_a_napari_sample(qtbot, ui, tmp_path, monkeypatch, make_
     click(qtbot, fine2.session_panel.open_button)
     wait_idle(qtbot, fine2)
     image2 = viewer2.layers["nuclei_fluo"]
-    assert image2.source.sample == ("napari-unet", "nuclei_fluo")
+    assert image2.source.sample == (PLUGIN, "nuclei_fluo")
     np.testing.assert_array_equal(image2.data, image.data)
     link = fine2.session.link_for_labels(viewer2.layers["nuclei_fluo labels"])
     assert link.image_layer is image2 and link.current_tracker().n_edited == 2

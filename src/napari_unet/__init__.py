@@ -10,6 +10,7 @@ The public API (documented in docs/api.md)::
         image=image, labels=corrected_labels, mask=edited_pixels))
 """
 
+from ._package import warn_if_clashing
 from ._version import __version__
 from .corrections import Correction
 from .errors import NapariUnetError
@@ -20,6 +21,8 @@ from .options import SegmentOptions
 from .registry import list_models, load_model, save_user_model
 from .segment import segment
 from .training import TrainConfig, train
+
+warn_if_clashing()  # the unrelated `napari-unet` distribution shares our import name
 
 __all__ = [
     "Correction",

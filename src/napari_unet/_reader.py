@@ -10,6 +10,7 @@ Labels layers again. No Qt here.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any, Optional
@@ -21,6 +22,10 @@ from .io.units import UNITS
 #: Key under which napari-unet keeps its own facts in a layer's ``metadata``.
 META_KEY = "napari_unet"
 SUFFIXES = (".tif", ".tiff")
+#: A TIFF that names no axes and holds this many planes opens as channels, not a z-stack:
+#: napari users expect a few planes to be the colours of one picture (a CYX export), and a
+#: z-stack has more. The Segment widget's Axes field overrides the guess.
+GUESSED_CHANNELS = range(2, 5)
 
 
 def get_reader(path: Any) -> Optional[Callable[[Any], list]]:
@@ -40,7 +45,18 @@ def read_layers(path: Any) -> list[tuple]:
     """Read ``path`` into napari layer data tuples; a bad file raises a clear error."""
     if isinstance(path, (list, tuple)):
         path = path[0]
-    return image_layer_data(read_image(path), image_stem(path))
+    return image_layer_data(_channels_guessed(read_image(path)), image_stem(path))
+
+
+def _channels_guessed(image: ImageData) -> ImageData:
+    """A file without axes whose few planes (:data:`GUESSED_CHANNELS`) are read as a Z stack
+    is channels instead: ``CYX``, with the pixel size of Y and X only."""
+    if (image.axes_declared or image.axes != "ZYX" or image.metadata.get("kind") == "labels"
+            or image.data.shape[0] not in GUESSED_CHANNELS):
+        return image
+    size = image.pixel_size
+    return dataclasses.replace(image, axes="CYX",
+                               pixel_size=size[1:] if size and len(size) == 3 else size)
 
 
 def _is_rgb(image: ImageData) -> bool:

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ._reader import META_KEY
+from ._version import __version__
 from .io import write_labels
 from .io.units import common_unit
 
@@ -38,7 +39,7 @@ def label_axes(ndim: int, metadata: Optional[Mapping[str, Any]]) -> str:
 def provenance(metadata: Optional[Mapping[str, Any]]) -> dict[str, Any]:
     """The JSON provenance to store in the file: napari-unet's facts about the layer."""
     meta = (metadata or {}).get(META_KEY, {}) if isinstance(metadata, Mapping) else {}
-    out: dict[str, Any] = {"kind": "labels", "software": "napari-unet"}
+    out: dict[str, Any] = {"kind": "labels", "software": "napari-unet", "napari_unet": __version__}
     for key in ("model", "model_name", "model_provenance", "settings", "source_layer", "source"):
         if isinstance(meta, Mapping) and meta.get(key) is not None:
             out[key] = meta[key]

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -31,6 +31,7 @@ from .io import (
     ImageData,
     atomic_folder,
     create_labels,
+    file_name,
     image_stem,
     is_zarr,
     read_image,
@@ -156,7 +157,7 @@ def segment_file(
     start = time.perf_counter()
     image = read_image(source)
     layout = make_layout(image.data, axes or image.axes, model.in_channels)
-    meta = _provenance(model, source)
+    meta = _provenance(model, source, options)
     kwargs: dict[str, Any] = dict(axes=layout.axes, options=file_voxel_size(options, image, layout),
                                   progress=progress, cancel=cancel)
     pixel_size, unit = label_calibration(image, layout, options)
@@ -203,9 +204,12 @@ def _label_store(target: Path, fmt: str, overwrite: bool, out_of_core: bool
         yield None
 
 
-def _provenance(model: Model, source: PathLike) -> dict[str, Any]:
+def _provenance(model: Model, source: PathLike, options: SegmentOptions) -> dict[str, Any]:
+    """What the labels file records: model, settings, input file (its name: no folder of
+    this machine) and package version."""
     return {"kind": "labels", "software": "napari-unet", "model": model.name,
-            "source": str(source), "napari_unet": __version__}
+            "settings": asdict(options), "source": file_name(source),
+            "napari_unet": __version__}
 
 
 def label_calibration(image: ImageData, layout: Layout, options: SegmentOptions
@@ -416,7 +420,7 @@ def _segment_volume(client: Any, job: _Job, source: PathLike, image: ImageData, 
     with _label_store(labels_path, job.fmt, job.overwrite, True) as store:
         assert store is not None  # out of core: always a zarr store
         labels = create_labels(store, layout.label_shape, layout.label_axes, pixel_size=pixel_size,
-                               unit=unit, metadata=_provenance(loaded, source))
+                               unit=unit, metadata=_provenance(loaded, source, job.options))
         path = str(store / "0")
         tops = client.gather([client.submit(_remote_planes, job, str(source), path, g,
                                             prepared.percentiles, pure=False) for g in groups])
@@ -429,7 +433,7 @@ def _segment_volume(client: Any, job: _Job, source: PathLike, image: ImageData, 
                 stitch_along_z(labels, layout)
         if job.fmt == "tiff":
             write_labels(labels_path, labels, axes=layout.label_axes, pixel_size=pixel_size,
-                         unit=unit, metadata=_provenance(loaded, source),
+                         unit=unit, metadata=_provenance(loaded, source, job.options),
                          overwrite=job.overwrite)
         n = count_objects(labels)
         preview = None

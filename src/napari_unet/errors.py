@@ -68,3 +68,8 @@ class CalibrationWarning(NapariUnetWarning):
 class PlaneByPlaneWarning(NapariUnetWarning):
     """A stack asked for 3D objects was too large (or written out of core) for the 3D
     step: its objects were joined plane by plane instead (:mod:`napari_unet.volume`)."""
+
+
+class PackageClashWarning(NapariUnetWarning):
+    """Another installed distribution (the unrelated ``napari-unet`` on PyPI) provides the
+    same import package ``napari_unet``: the two overwrite each other's files."""

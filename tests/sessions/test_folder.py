@@ -17,6 +17,7 @@ import pytest
 from _data import small_model
 from _session_data import assert_same_session, make_session, rewrite_npz
 
+import napari_unet
 from napari_unet._widgets._state import CorrectionStore
 from napari_unet.errors import NapariUnetError, SessionError
 from napari_unet.sessions import INDEX, SessionFolder, check_save_target
@@ -31,6 +32,24 @@ def test_the_format_imports_neither_napari_nor_qt_nor_the_widgets():
     assert out.stdout.strip() == "[]"
 
 
+def test_a_session_file_names_no_absolute_path_of_this_machine(tmp_path, crop):
+    """Image and model files are named relative to the session folder (so the session and
+    its images can move together), and come back as this machine's paths when opened."""
+    image = tmp_path / "images" / "nuclei.tif"
+    saved = make_session(crop, image_path=str(image))
+    model_file = tmp_path / "models" / "tiny.safetensors"
+    saved.versions[0].source = model_file
+    index_path = SessionFolder(tmp_path / "work.unet-session").save(saved)
+    text = index_path.read_text()
+    assert str(tmp_path) not in text and '"/' not in text
+    index = json.loads(text)
+    assert index["images"][0]["path"] == "../images/nuclei.tif"
+    assert index["models"]["versions"][0]["source"] == "../models/tiny.safetensors"
+    assert index["napari_unet"] == napari_unet.__version__
+    back = SessionFolder(index_path).load()
+    assert back.images[0].path == str(image) and back.versions[0].source == model_file
+
+
 def test_round_trip_and_incremental_save(tmp_path, crop):
     saved = make_session(crop)
     folder = SessionFolder(tmp_path / "work.unet-session")
@@ -38,7 +57,7 @@ def test_round_trip_and_incremental_save(tmp_path, crop):
     assert index_path == tmp_path / "work.unet-session" / INDEX
     index = json.loads(index_path.read_text())
     assert index["format"] == "napari-unet-session" and index["format_version"] == 1
-    assert index["images"][0]["path"] == "/data/nuclei.tif"
+    assert index["images"][0]["path"].endswith("../data/nuclei.tif")  # relative to the folder
     assert index["models"]["versions"][1]["stats"]["agreement_before"] is None  # NaN
 
     back = SessionFolder(index_path).load()  # the session.json path works too

@@ -16,6 +16,7 @@ from _session_data import make_session, rewrite_npz, write_members
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from napari_unet._package import PLUGIN
 from napari_unet._widgets._session import Session
 from napari_unet._widgets._session_file import restore
 from napari_unet.errors import SessionError
@@ -97,7 +98,7 @@ def test_a_session_image_opens_only_with_this_plugins_reader(tmp_path, crop):
     # opened without asking, with napari-unet's reader whatever the file says.
     for image_path in ["image.tif", str(inside)]:
         viewer, _, asked = _restore_with_image(tmp_path, crop, image_path, reader="evil")
-        assert viewer.opened == [(str(inside), {"plugin": "napari-unet"})] and asked == []
+        assert viewer.opened == [(str(inside), {"plugin": PLUGIN})] and asked == []
 
 
 def test_an_image_outside_the_session_folder_is_opened_only_when_the_user_agrees(tmp_path, crop):
@@ -108,7 +109,7 @@ def test_an_image_outside_the_session_folder_is_opened_only_when_the_user_agrees
     assert len(problems) == 1 and "outside the session folder" in problems[0]
     viewer, problems, asked = _restore_with_image(tmp_path, crop, str(outside), answer=True)
     assert asked == [outside]
-    assert viewer.opened == [(str(outside), {"plugin": "napari-unet"})]
+    assert viewer.opened == [(str(outside), {"plugin": PLUGIN})]
     # A link in the folder to an image outside it is outside too.
     link = tmp_path / "s.unet-session" / "link.tif"
     link.symlink_to(outside)
@@ -121,8 +122,12 @@ def test_only_this_plugins_samples_are_opened(tmp_path, crop):
                                               sample=["other-plugin", "x"])
     assert viewer.samples == [] and "sample of plugin 'other-plugin'" in problems[0]
     viewer, problems, _ = _restore_with_image(tmp_path, crop, None,
+                                              sample=[PLUGIN, "nuclei_fluo"])
+    assert viewer.samples == [(PLUGIN, "nuclei_fluo")]
+    # A session saved before the plugin's rename names its samples with the old name.
+    viewer, problems, _ = _restore_with_image(tmp_path, crop, None,
                                               sample=["napari-unet", "nuclei_fluo"])
-    assert viewer.samples == [("napari-unet", "nuclei_fluo")]
+    assert viewer.samples == [(PLUGIN, "nuclei_fluo")]
 
 
 

@@ -7,7 +7,7 @@ from functools import partial
 from typing import Any, Optional
 
 import numpy as np
-from napari.layers import Shapes
+from napari.layers import Labels, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
@@ -124,6 +124,7 @@ class FineTuneWidget(JobWidget):
         self.save_button.clicked.connect(self.save_model)
         self.export_button.clicked.connect(self.export_package)
         self.labels_combo.currentIndexChanged.connect(lambda _i: self.update_counts())
+        self.viewer.layers.selection.events.active.connect(self._follow_selection)
         self.jobs.listen(self.session.corrections_changed, self._corrections_changed)
         self.jobs.listen(self.session.versions_changed, self.refresh_versions)
         self.jobs.listen(self.session.busy_changed, self._busy_changed)
@@ -142,6 +143,19 @@ class FineTuneWidget(JobWidget):
     def link(self):
         layer = self.labels_combo.current()
         return None if layer is None else self.session.link_for_labels(layer)
+
+    def _follow_selection(self, event: Any = None) -> None:
+        """Selecting napari-unet's labels layer in the layer list selects it here too, so
+        the counts and buttons speak of the layer the user is looking at."""
+        layer = self.viewer.layers.selection.active
+        if isinstance(layer, Labels) and self.session.link_for_labels(layer) is not None:
+            self.labels_combo.select(layer)
+
+    def _target_link(self):
+        """The labels an action is for: the selected Labels layer when napari-unet made it
+        (whatever the combo held), else the combo's (a Shapes layer may be selected)."""
+        self._follow_selection()
+        return self.link()
 
     def update_counts(self) -> None:
         link = self.link()
@@ -170,8 +184,9 @@ class FineTuneWidget(JobWidget):
         return total
 
     def mark_reviewed(self) -> int:
-        """Mark the plane in view (or the selected Shapes layer's shapes) as reviewed."""
-        link = self.link()
+        """Mark the plane in view (or the selected Shapes layer's shapes) as reviewed, on the
+        selected labels layer (the combo's when a Shapes layer is selected)."""
+        link = self._target_link()
         if link is None:
             show_error("segment an image first: there are no labels to review")
             return 0

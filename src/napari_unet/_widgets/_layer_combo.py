@@ -6,11 +6,17 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, Optional
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QWidget
+
+from ._qt import NAME_LIMIT, elide_middle
 
 
 class LayerCombo(QComboBox):
-    """Layers accepted by ``accept``; holds references to the layer objects themselves."""
+    """Layers accepted by ``accept``; holds references to the layer objects themselves.
+
+    Long names are shown elided in the middle (the whole name is the item's tooltip), and
+    the box does not widen the dock for them."""
 
     def __init__(self, viewer: Any, accept: Callable[[Any], bool],
                  parent: Optional[QWidget] = None) -> None:
@@ -18,6 +24,8 @@ class LayerCombo(QComboBox):
         self.viewer = viewer
         self.accept = accept
         self._layers: list[Any] = []
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(min(NAME_LIMIT, 24))
         events = viewer.layers.events
         for emitter in (events.inserted, events.removed, events.moved, events.changed):
             emitter.connect(self.refresh)
@@ -32,8 +40,9 @@ class LayerCombo(QComboBox):
             layer.events.name.connect(self.refresh)
         self.blockSignals(True)
         self.clear()
-        for layer in self._layers:
-            self.addItem(layer.name)
+        for i, layer in enumerate(self._layers):
+            self.addItem(elide_middle(layer.name))
+            self.setItemData(i, layer.name, Qt.ItemDataRole.ToolTipRole)
         if current in self._layers:
             self.setCurrentIndex(self._layers.index(current))
         self.blockSignals(False)

@@ -8,13 +8,14 @@ previous segmentation are stored in the session first, so no correction is lost.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from napari.layers import Labels
 
 from .._reader import META_KEY
 from ..corrections import paste_corrections
+from ..io import file_name
 from ..postprocess import count_objects, keep_ids
 from ..sessions import ModelVersion, SegmentSettings
 from ._image import LayerImage, scale_axes, spatial_positions
@@ -25,6 +26,20 @@ from ._state import EditTracker
 
 def labels_name(image_layer: Any) -> str:
     return f"{image_layer.name} labels"
+
+
+def made_by(layer: Any) -> Optional[str]:
+    """Which model and settings made napari-unet's labels ``layer`` (e.g. ``"model nuclei,
+    min size 20, device cpu"``), read from the layer's metadata, so it holds after a
+    session is opened again too; None for labels napari-unet did not make."""
+    meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
+    if not isinstance(meta, dict) or meta.get("model") is None:
+        return None
+    try:
+        settings = SegmentSettings.from_dict(dict(meta.get("settings") or {})).summary()
+    except (TypeError, ValueError):  # settings of another version: the model still says much
+        return f"model {meta['model']}"
+    return f"model {meta['model']}, {settings}"
 
 
 def labels_geometry(image_layer: Any, image: LayerImage) -> dict[str, Any]:
@@ -78,7 +93,7 @@ def _metadata(layer: Any, image_layer: Any, image: LayerImage, version: ModelVer
         "model_provenance": provenance,
         "settings": settings.to_dict(),
         "source_layer": image_layer.name,
-        "source": (image_layer.metadata or {}).get(META_KEY, {}).get("source"),
+        "source": file_name((image_layer.metadata or {}).get(META_KEY, {}).get("source")),
     }
     return meta
 

@@ -178,6 +178,19 @@ class JobWidget(QWidget):
         self.session.end()
 
 
+#: Longest layer name a combo box or status line shows whole (characters).
+NAME_LIMIT = 40
+
+
+def elide_middle(name: str, limit: int = NAME_LIMIT) -> str:
+    """``name`` shortened in the middle to ``limit`` characters: long layer names often
+    differ only at their end ("... ch1", "... labels"), which cutting the end would hide."""
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) // 2
+    return f"{name[:head]}\u2026{name[len(name) - (limit - 1 - head):]}"
+
+
 def status_label(text: str = "") -> QLabel:
     label = QLabel(text)
     label.setWordWrap(True)

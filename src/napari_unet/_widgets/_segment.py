@@ -23,22 +23,23 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .._reader import META_KEY
 from .._writer import labels_to_tiff
-from ..axes import fitted_channels
+from ..axes import fitted_channels, make_layout
 from ..color import RGB_MODES
 from ..config import check_value, rule_of
 from ..device import DEVICE_CHOICES
-from ..errors import NapariUnetError
+from ..errors import InvalidImageError, NapariUnetError
 from ..model import Model
 from ..options import SegmentOptions
 from ..registry import list_models, load_model
 from ..sessions import SegmentSettings
 from . import _dialogs
-from ._image import layer_image, scale_axes
+from ._image import layer_axes, layer_image, scale_axes
 from ._jobs import SegmentResult, run_segment
 from ._layer_combo import LayerCombo
-from ._output import apply_result, current_plane, labels_name
-from ._qt import JobWidget, report_error, status_label
+from ._output import apply_result, current_plane, labels_name, made_by
+from ._qt import JobWidget, elide_middle, report_error, status_label
 
 LOAD_FILE = "Load file..."
 
@@ -54,6 +55,10 @@ class SegmentWidget(JobWidget):
         super().__init__(napari_viewer, parent)
 
         self.image_combo = LayerCombo(self.viewer, _is_image)
+        self.axes_edit = QLineEdit()
+        self.axes_edit.setToolTip(
+            "Axes of the selected image, from its file or guessed (T, Z, C, Y, X; e.g. ZYX "
+            "for a z-stack, CYX for channels). Type others and press Enter to override them")
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Shipped models, your saved models, and this session's "
                                     "fine-tuned versions")
@@ -62,6 +67,7 @@ class SegmentWidget(JobWidget):
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
+        form.addRow("Axes", self.axes_edit)
         form.addRow("Model", self.model_combo)
         form.addRow("Device", self.device_combo)
 
@@ -155,9 +161,67 @@ class SegmentWidget(JobWidget):
         self.segment_button.clicked.connect(self.segment)
         self.export_button.clicked.connect(self.export)
         self.model_combo.activated.connect(self._model_chosen)
+        self.image_combo.currentIndexChanged.connect(self._image_chosen)
+        self.axes_edit.editingFinished.connect(lambda: self.set_axes(self.axes_edit.text()))
+        self.viewer.layers.events.removed.connect(self.show_selection)
         self.jobs.listen(self.session.versions_changed, self.refresh_models)
         self.jobs.listen(self.session.busy_changed, self._busy_changed)
         self.refresh_models()
+        self._image_chosen()
+
+    # ------------------------------------------------------------------ image and axes
+    def _image_chosen(self, _index: int = -1) -> None:
+        self._show_axes()
+        self.show_selection()
+
+    def _show_axes(self) -> None:
+        layer = self.image_combo.current()
+        try:
+            axes = "" if layer is None else layer_axes(tuple(layer.data.shape), layer.rgb,
+                                                       layer.metadata)
+        except InvalidImageError:
+            axes = ""
+        self.axes_edit.setText(axes)
+
+    def set_axes(self, axes: str) -> bool:
+        """Override the axes of the selected image layer (a 3D layer of channels is "CYX",
+        one of z-planes "ZYX"); kept in the layer's metadata, where Segment reads them. An
+        impossible value is refused with a status line that says why; False then."""
+        layer = self.image_combo.current()
+        if layer is None:
+            return False
+        axes = axes.strip().upper()
+        try:
+            axes = make_layout(layer.data, axes).axes
+            if layer.rgb and not axes.endswith("C"):
+                raise InvalidImageError(f"a colour (RGB) layer's axes end with C, e.g. YXC, "
+                                        f"not {axes}")
+        except InvalidImageError as exc:
+            self.status.setText(f"Axes of '{elide_middle(layer.name)}' not changed: {exc}")
+            self._show_axes()
+            return False
+        metadata = dict(layer.metadata or {})
+        metadata[META_KEY] = {**(metadata.get(META_KEY) or {}), "axes": axes}
+        layer.metadata = metadata
+        self.axes_edit.setText(axes)
+        self.status.setText(f"'{elide_middle(layer.name)}' will be segmented with axes {axes}.")
+        return True
+
+    def show_selection(self, event: Any = None) -> None:
+        """Status line for the selected image: which model and settings made its labels, or
+        what to do. Lines about another image, or about layers since closed, go."""
+        if self.running:
+            return
+        image_layer = self.image_combo.current()
+        labels = None if image_layer is None else self._labels_of(image_layer)
+        origin = None if labels is None else made_by(labels)
+        if image_layer is None:
+            text = "Pick an image and a model, then Segment."
+        elif origin is None:
+            text = f"Pick a model, then Segment '{elide_middle(image_layer.name)}'."
+        else:
+            text = f"'{elide_middle(labels.name)}' was made by {origin}."
+        self.status.setText(text)
 
     # ------------------------------------------------------------------ models
     def _show_advanced(self, on: bool) -> None:
@@ -341,7 +405,8 @@ class SegmentWidget(JobWidget):
         job = partial(_segment_job, image, model, settings, planes,
                       progress=self.jobs.progress, cancel=self._token, n_channels=n_channels)
         where = f"plane {planes[0]}" if planes else "all planes" if image.stack_axes else ""
-        self.status.setText(f"Segmenting {image_layer.name} {where} with {label}...")
+        self.status.setText(f"Segmenting '{elide_middle(image_layer.name)}' {where} with "
+                            f"{label}...")
         self.progress.running(True)
         self.worker = self.jobs.start(
             job,
@@ -375,8 +440,9 @@ class SegmentWidget(JobWidget):
         self.progress.set_progress(1, 1)
         colour = ("" if result.conversion is None
                   else f" The model saw the {result.conversion.describe()}.")
-        text = (f"{report.n_objects} objects in {report.labels_layer.name}.{colour} "
-                "Correct them with the brush/eraser, then fine-tune.")
+        text = (f"{report.n_objects} objects in '{elide_middle(report.labels_layer.name)}', "
+                f"made by {made_by(report.labels_layer)}.{colour} Correct them with the "
+                "brush/eraser, then fine-tune.")
         if labels_layer is not None and labels_layer not in self.viewer.layers:
             closed = (f"'{labels_layer.name}' was closed while it was segmented again; the "
                       f"result is in a new layer, '{report.labels_layer.name}'.")
@@ -391,16 +457,22 @@ class SegmentWidget(JobWidget):
         self.segment_button.setEnabled(not what)
 
     # ------------------------------------------------------------------ export
+    def _labels_of(self, image_layer: Any) -> Optional[Any]:
+        """The labels of ``image_layer`` in the viewer: its linked layer, else by name."""
+        link = self.session.link_for_image(image_layer)
+        if link is not None and link.labels_layer in self.viewer.layers:
+            return link.labels_layer
+        name = labels_name(image_layer)
+        if name in self.viewer.layers:  # a LayerList has no .get
+            return self.viewer.layers[name]
+        return None
+
     def labels_layer(self) -> Optional[Any]:
         """The labels of the selected image, else the active Labels layer."""
         image_layer = self.image_combo.current()
-        if image_layer is not None:
-            link = self.session.link_for_image(image_layer)
-            if link is not None and link.labels_layer in self.viewer.layers:
-                return link.labels_layer
-            name = labels_name(image_layer)
-            if name in self.viewer.layers:
-                return self.viewer.layers[name]
+        labels = None if image_layer is None else self._labels_of(image_layer)
+        if labels is not None:
+            return labels
         active = self.viewer.layers.selection.active
         return active if active is not None and isinstance(active, Labels) else None
 

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .._package import OLD_PLUGIN, PLUGIN
 from .._reader import META_KEY, SUFFIXES
 from ..errors import NapariUnetError
 from ..io import is_zarr
@@ -28,9 +29,6 @@ from ..sessions.index import floats, ints, jsonable, opt_str
 from ._image import layer_image
 from ._session import LabelsLink, Session
 from ._state import EditTracker
-
-#: The only reader a session opens images with (never the plugin its file names).
-PLUGIN = "napari-unet"
 
 
 def _image_record(layer: Any, axes: str) -> ImageRecord:
@@ -150,7 +148,7 @@ def _image_layer(viewer: Any, record: ImageRecord, folder: Optional[Path],
         where = str(path)
         opener = partial(viewer.open, str(path), plugin=PLUGIN)
     elif record.sample:
-        if record.sample[0] != PLUGIN:
+        if record.sample[0] not in (PLUGIN, OLD_PLUGIN):  # sessions saved before the rename
             return lost(f"it is a sample of plugin '{record.sample[0]}', and a session opens "
                         f"only {PLUGIN}'s samples: open it yourself (File > Open Sample), then "
                         "open the session again")

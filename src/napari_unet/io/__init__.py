@@ -24,7 +24,7 @@ Modules import only those below them in this order: ``labels`` > ``dispatch`` >
 """
 
 from .atomic import atomic_folder, atomic_write
-from .dispatch import image_stem, read_image
+from .dispatch import file_name, image_stem, read_image
 from .image import ArrayLike, ImageData
 from .labels import check_labels, read_labels, read_mask, smallest_uint, write_labels
 from .units import clean_calibration
@@ -38,6 +38,7 @@ __all__ = [
     "check_labels",
     "clean_calibration",
     "create_labels",
+    "file_name",
     "image_stem",
     "is_zarr",
     "read_image",

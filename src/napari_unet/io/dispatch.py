@@ -59,6 +59,12 @@ def image_stem(path: PathLike) -> str:
     return Path(path).stem
 
 
+def file_name(path: Optional[PathLike]) -> Optional[str]:
+    """The name of ``path`` without its folders, as provenance records a source: an exported
+    file names no absolute path of the machine that made it."""
+    return None if path is None else Path(os.fspath(path).rstrip("/\\")).name
+
+
 def _check_regular(p: Path) -> None:
     """Refuse a FIFO, socket or device before opening it: opening a FIFO waits for a
     writer, forever when there is none. A missing path or a folder is left to

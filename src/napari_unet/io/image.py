@@ -31,3 +31,6 @@ class ImageData:
     source: str
     #: JSON metadata napari-unet stored in the file (model provenance); empty otherwise.
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: False when the file names no axes (a plain multi-page TIFF): ``axes`` are a guess,
+    #: which the napari reader makes differently for a few planes (channels, not Z).
+    axes_declared: bool = True

@@ -6,7 +6,9 @@ Conventions, and why:
 
 * **Axes** are tifffile's letters, normalised to ``T Z C Y X``: ``S`` (samples, e.g. RGB)
   becomes ``C``; unnamed stacking axes (``Q``, ``I``, ...) become ``Z`` (or ``T`` when the
-  file already has a ``Z``), since a plain multi-page TIFF is almost always a z-stack.
+  file already has a ``Z``), since a plain multi-page TIFF is almost always a z-stack
+  (:attr:`ImageData.axes_declared` is then False; the napari reader opens 2 to 4 such
+  planes as channels, as napari users expect).
   The order is the file's: an RGB picture is ``"YXC"``, an ImageJ hyperstack ``"TZCYX"``.
 * **Pixel size** is one value per ``Z``/``Y``/``X`` axis present, in axes order. With
   ``unit == "um"`` the values are micrometres (converted from nm, mm, ...); with any other
@@ -104,6 +106,7 @@ def read_tiff(p: Path, lazy: Optional[bool]) -> ImageData:
         unit=unit,
         source=os.fspath(p),
         metadata=metadata,
+        axes_declared=all(a in _KNOWN_AXES or a == "S" for a in series.axes),
     )
 
 

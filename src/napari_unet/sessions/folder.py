@@ -129,7 +129,7 @@ class SessionFolder:
                 name = f"model-{token}-{i}{SUFFIX}"
                 written.append(version.model.save(self.path / name, overwrite=True))
                 self._remember(version.model, name)
-            versions.append(idx.version_entry(version, name))
+            versions.append(idx.version_entry(version, name, self.path))
         labels = []
         for k, record in enumerate(data.labels):
             arrays, pending = pack(record.pending, "pending_")
@@ -139,7 +139,7 @@ class SessionFolder:
             labels.append(idx.labels_entry(record, name, pending))
         arrays, names = pack(data.corrections, "")
         corrections = write(f"corrections-{token}.npz", lambda tmp: write_npz(tmp, arrays))
-        return idx.document(data, versions, labels, corrections, names)
+        return idx.document(data, versions, labels, corrections, names, self.path)
 
     def _previous_files(self) -> set[str]:
         """The data files the folder's current ``session.json`` names (the only files a save
@@ -212,12 +212,12 @@ class SessionFolder:
     def _parse(self, index: dict) -> SessionData:
         images = []
         for d in index["images"]:
-            images.append(idx.image_record(d))
+            images.append(idx.image_record(d, self.path))
             problem = image_record_problem(images[-1])
             if problem:
                 raise refused(f"{INDEX} in session {self.path}", problem)
         models = index["models"]
-        versions = [idx.model_version(d, i, self._load_model)
+        versions = [idx.model_version(d, i, self._load_model, self.path)
                     for i, d in enumerate(models["versions"])]
         active = idx.active_version(models, len(versions))
         corrections = index["corrections"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -84,23 +85,32 @@ def _opt_index(value: Any, size: int, what: str) -> Optional[int]:
     return int(value)
 
 
-def _settings(values: dict) -> SegmentSettings:
-    """Segment settings from JSON (the flat :attr:`SegmentSettings.STORED` fields); each
-    value is checked by its field's rule (a string where a number goes would otherwise fail
-    only later, in a segmentation: :class:`InvalidSettingError`, a ValueError); keys this
-    version does not know are ignored."""
-    return SegmentSettings(**{k: v for k, v in values.items() if k in SegmentSettings.STORED})
-
-
 # --------------------------------------------------------------------------- writing
 
 
-def version_entry(version: ModelVersion, file: str) -> dict:
-    """A model version as session.json holds it (its weights are in ``file``)."""
+def portable_path(path: Optional[str | Path], folder: Path) -> Optional[str]:
+    """``path`` as session.json holds it: relative to the session ``folder``, so the file
+    names no absolute path of the machine that saved it (and still finds its files when
+    the session and its images move together). URLs and relative paths stay as they are;
+    an absolute path stays only where no relative one exists (another drive on Windows)."""
+    if path is None:
+        return None
+    text = str(path)
+    if "://" in text or not os.path.isabs(text):
+        return text
+    try:
+        return os.path.relpath(text, folder.absolute())
+    except ValueError:
+        return text
+
+
+def version_entry(version: ModelVersion, file: str, folder: Path) -> dict:
+    """A model version as session.json in ``folder`` holds it (its weights are in
+    ``file``)."""
     return {
         "label": version.label, "file": file, "parent": version.parent,
         "round": version.round, "saved_as": version.saved_as,
-        "source": None if version.source is None else str(version.source),
+        "source": portable_path(version.source, folder),
         "stats": jsonable(version.stats),
     }
 
@@ -118,14 +128,16 @@ def labels_entry(record: LabelsRecord, file: str, pending: list[str]) -> dict:
 
 
 def document(data: SessionData, versions: list[dict], labels: list[dict],
-             corrections: str, names: list[str]) -> dict:
-    """The whole session.json of ``data``, given the entries of its versions and labels
-    and the file (and names) of its stored corrections."""
+             corrections: str, names: list[str], folder: Path) -> dict:
+    """The whole session.json of ``data`` in ``folder``, given the entries of its versions
+    and labels and the file (and names) of its stored corrections."""
+    images = [dataclasses.replace(image, path=portable_path(image.path, folder))
+              for image in data.images]
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "napari_unet": __version__,
-        "images": [jsonable(dataclasses.asdict(image)) for image in data.images],
+        "images": [jsonable(dataclasses.asdict(image)) for image in images],
         "labels": labels,
         "corrections": {"file": corrections, "names": names},
         "models": {"active": data.active, "versions": versions},
@@ -232,25 +244,40 @@ def read_index(folder: Path) -> dict:
     return index
 
 
-def image_record(d: dict) -> ImageRecord:
-    """An image of session.json as its record (values converted, not yet checked)."""
+def local_path(text: str, folder: Path) -> str:
+    """A path of session.json in ``folder`` as this machine finds it: a relative one (as
+    :func:`portable_path` writes them) joined to ``folder``; URLs and absolute paths as
+    they are."""
+    if "://" in text or os.path.isabs(text):
+        return text
+    return os.path.normpath(folder.absolute() / text)
+
+
+def image_record(d: dict, folder: Path) -> ImageRecord:
+    """An image of the session.json in ``folder`` as its record (values converted, not yet
+    checked; a relative path joined to ``folder``)."""
     sample = d.get("sample")
+    path = opt_str(d.get("path"))
     return ImageRecord(
         name=str(d["name"]), axes=str(d["axes"]), rgb=bool(d["rgb"]),
         shape=ints(d["shape"]), scale=floats(d["scale"]),
-        translate=floats(d["translate"]), path=opt_str(d.get("path")),
+        translate=floats(d["translate"]),
+        path=None if path is None else local_path(path, folder),
         reader=opt_str(d.get("reader")),
         sample=None if sample is None else (str(sample[0]), str(sample[1])),
     )
 
 
-def model_version(d: dict, position: int, load: Callable[[str], Model]) -> ModelVersion:
-    """The model version at ``position`` of session.json, its model read by ``load`` from
-    the file it names (a parent must come before it)."""
+def model_version(d: dict, position: int, load: Callable[[str], Model],
+                  folder: Path) -> ModelVersion:
+    """The model version at ``position`` of the session.json in ``folder``, its model read
+    by ``load`` from the file it names (a parent must come before it); a relative source
+    is relative to ``folder``."""
+    source = d.get("source")
     return ModelVersion(
         label=str(d["label"]), model=load(str(d["file"])),
         parent=_opt_index(d.get("parent"), position, "parent model version"),
-        source=None if d.get("source") is None else Path(d["source"]),
+        source=None if source is None else Path(local_path(str(source), folder)),
         round=int(d.get("round", 0)), saved_as=opt_str(d.get("saved_as")),
         stats=dict(d.get("stats") or {}),
     )
@@ -267,7 +294,7 @@ def labels_record(d: dict, n_images: int, n_versions: int, arrays: dict[str, Any
     return LabelsRecord(
         name=str(d["name"]), image=_index(d["image"], n_images, "image"),
         data=arrays["data"], baseline=arrays["baseline"], edited=arrays["edited"],
-        reviewed=arrays["reviewed"], settings=_settings(dict(d.get("settings") or {})),
+        reviewed=arrays["reviewed"], settings=SegmentSettings.from_dict(dict(d.get("settings") or {})),
         scale=floats(d["scale"]), translate=floats(d["translate"]),
         version=_opt_index(d.get("version"), n_versions, "model version"),
         units=None if d.get("units") is None else [str(u) for u in d["units"]],

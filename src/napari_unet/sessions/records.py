@@ -37,6 +37,26 @@ class SegmentSettings(SegmentOptions):
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.STORED}
 
+    @classmethod
+    def from_dict(cls, values: dict) -> SegmentSettings:
+        """Settings from their flat :attr:`STORED` fields (a session file, layer metadata);
+        each value is checked by its field's rule (:class:`InvalidSettingError`, a
+        ValueError); keys this version does not know are ignored."""
+        return cls(**{k: v for k, v in values.items() if k in cls.STORED})
+
+    def summary(self) -> str:
+        """The settings in a few words for a status line: the values chosen instead of the
+        model's own, then where it ran, e.g. ``"seed threshold 0.4, min size 20, device
+        cpu"``."""
+        chosen = (("tile", self.tile_size), ("seed threshold", self.seed_threshold),
+                  ("min size", self.min_size), ("object size", self.object_size))
+        parts = [f"{name} {value:g}" for name, value in chosen if value is not None]
+        if self.scope == "plane":
+            parts.append("plane in view")
+        if self.stitch_3d:
+            parts.append("objects joined in 3D")
+        return ", ".join([*parts, f"device {self.device}"])
+
 
 @dataclass
 class ModelVersion:
@@ -61,7 +81,7 @@ class ImageRecord:
     shape: tuple[int, ...]
     scale: list[float]
     translate: list[float]
-    path: Optional[str] = None  # the file it was read from (absolute when saved)
+    path: Optional[str] = None  # the file it was read from (saved relative to the session)
     reader: Optional[str] = None  # the reader plugin that read it (kept for information
     # only: an image is opened again with napari-unet's reader, whatever this says)
     sample: Optional[tuple[str, str]] = None  # (plugin, sample) of a napari sample
