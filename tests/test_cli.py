@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,10 @@ def test_train_writes_a_model(trained: Path, capsys) -> None:
     assert model.config.network.base == 8  # started from the base model
     prov = model.config.provenance
     assert prov["steps"] == 10 and prov["n_val_images"] == 2
-    assert "calibrated_seed_threshold" in prov and prov["command"].startswith("napari-unet")
+    assert "calibrated_seed_threshold" in prov
+    # the command as given to main(), absolute paths cut to their last two parts
+    assert prov["command"].startswith("napari-unet train cli0/train --out cli0/tiny.safetensors")
+    assert prov["data"] == "cli0/train" and "/tmp" not in json.dumps(prov)
 
 
 def test_train_refuses_to_overwrite(trained: Path, real_data, tmp_path: Path, capsys) -> None:

@@ -152,7 +152,7 @@ def test_train_on_a_folder(real_data, tmp_path: Path) -> None:
     for key, value in before.items():  # the given model is copied, never changed
         assert torch.equal(base.network.state_dict()[key], value), key
     prov = model.config.provenance
-    assert prov["data"] == str(folder)
+    assert prov["data"] == f"{folder.parent.name}/{folder.name}"  # no absolute path
     assert prov["n_train_images"] == 2 and prov["n_val_images"] == 2
     assert set(prov["val_images"]) < set(DSB_TRAIN)
     assert prov["steps"] == 10 and len(reports) == 10

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -43,7 +44,7 @@ from .options import SegmentOptions
 from .registry import list_models, load_model, save_user_model, user_dir
 from .round_check import check_round
 from .segment import segment
-from .training import VAL_FRACTION, VAL_LAST, TrainConfig, train
+from .training import VAL_FRACTION, VAL_LAST, TrainConfig, data_name, train
 
 
 class _Bar:
@@ -163,7 +164,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
-    model.config.provenance["command"] = "napari-unet " + " ".join(sys.argv[1:])
+    # Absolute paths are cut to their last two parts: the file travels, the machine does not.
+    model.config.provenance["command"] = "napari-unet " + " ".join(
+        data_name(a) if os.path.isabs(a) else a for a in args.argv)
     path = model.save(out, half=args.half, overwrite=args.overwrite)
     print(json.dumps({k: v for k, v in model.config.provenance.items()
                       if k not in ("train_config", "val_images")}, indent=1))
@@ -423,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for provenance
     keep_freed_memory()
     func: Callable[[argparse.Namespace], int] = args.func
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -310,6 +311,12 @@ def fit(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
     return history
 
 
+def data_name(data_dir: str | Path) -> str:
+    """The training folder as provenance records it: its last two parts (e.g.
+    ``dsb2018_fluo/train``), which name the data set without the machine's absolute path."""
+    return "/".join(Path(os.path.abspath(data_dir)).parts[-2:])
+
+
 def split_validation(samples: list[Sample], val_fraction: float, val_last: int | None,
                      seed: int) -> tuple[list[Sample], list[Sample]]:
     """Hold out ``val_last`` final samples (for serial sections) or a random fraction."""
@@ -360,7 +367,7 @@ def train(data_dir: str | Path, *, model: Model | None = None, preset_name: str 
     history = fit(model, train_set, val_set, config, progress, on_report, cancel,
                   checkpoint, resume)
     provenance = {
-        "data": str(data_dir),
+        "data": data_name(data_dir),
         "n_train_images": len(train_set),
         "n_val_images": len(val_set),
         "val_images": [s.name for s in val_set],
