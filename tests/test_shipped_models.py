@@ -72,4 +72,4 @@ def test_nuclei_finds_stained_nuclei_without_training_on_them(real_data: Path) -
     scores = {rgb: match_instances(truth, napari_unet.segment(
         np.asarray(image.data), model, axes=image.axes, device="cpu", rgb=rgb),
         thresholds=(0.5,))[0].accuracy for rgb in ("auto", "mean")}
-    assert scores["auto"] > 0.12 and scores["mean"] < 0.05, scores  # 0.20 vs 0.00 here
+    assert scores["auto"] > 0.12 and scores["mean"] < 0.05, scores  # 0.20 vs 0.01 here
