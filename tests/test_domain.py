@@ -39,11 +39,17 @@ def test_fluorescence_nuclei_are_bright_and_about_their_true_size(fluo):
     assert found.n_objects == len(np.unique(labels)) - 1
 
 
-def test_stained_nuclei_are_dark(real_data):
+def test_stained_nuclei_are_dark_in_the_rgb_mean_and_bright_in_optical_density(real_data):
+    """What the model sees decides the polarity: the default conversion of a stained
+    section (optical density) already makes its nuclei bright, so fine-tuning on it needs
+    no inversion; the plain RGB mean shows them dark."""
     image_path, mask_path = find_pairs(real_data / "dsb2018_histo_brightfield" / "train")[0]
-    plane, mask = read_pair(image_path, mask_path, 1)
+    plane, mask = read_pair(image_path, mask_path, 1, "mean")
     found = estimate([_normalised(plane)], [mask])
     assert found.polarity == "dark" and found.contrast < -0.2
+    plane, mask = read_pair(image_path, mask_path, 1)
+    found = estimate([_normalised(plane)], [mask])
+    assert found.polarity == "bright" and found.contrast > 0.2
 
 
 def test_only_objects_mostly_inside_the_mask_count(fluo):
