@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import napari_unet
+
 torch.set_num_threads(2)  # the build machines have 2 cores; more threads only thrash
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,3 +58,12 @@ def shared_data() -> Path:
                     "to the folder that holds dsb2018_fluo/, isbi2012_em_membrane/ and "
                     "qcanet_mouse_embryo_3d/")
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """A small, untrained U-Net: fast enough for GUI tests, honest about what it learns."""
+    cfg = napari_unet.config.preset("default")
+    cfg.network.base = 8
+    cfg.network.depth = 3
+    return napari_unet.Model.create(cfg, name="tiny", seed=0)

@@ -18,15 +18,6 @@ from napari_unet.io import read_image
 from napari_unet.sample_data import load_sample
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    """A small, untrained U-Net: fast enough for GUI tests."""
-    cfg = napari_unet.config.preset("default")
-    cfg.network.base = 8
-    cfg.network.depth = 3
-    return napari_unet.Model.create(cfg, name="tiny", seed=0)
-
-
 @pytest.fixture
 def ui(make_napari_viewer, tiny_model, tmp_path, monkeypatch):
     """A viewer with the Segment and Fine-tune widgets and the tiny model selected."""

@@ -33,15 +33,6 @@ from napari_unet.sample_data import load_sample
 from napari_unet.segment import prepare_image
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    """A small, untrained U-Net: fast enough for GUI tests, honest about what it learns."""
-    cfg = napari_unet.config.preset("default")
-    cfg.network.base = 8
-    cfg.network.depth = 3
-    return napari_unet.Model.create(cfg, name="tiny", seed=0)
-
-
 @pytest.fixture
 def user_models(tmp_path, monkeypatch):
     """An empty user model folder, so tests never see (or write) the real one."""
