@@ -134,6 +134,15 @@ def test_segment_status_names_model_and_settings_and_drops_stale_lines(qtbot, ui
 
     shown = seg.image_combo.itemText(seg.image_combo.currentIndex())
     assert shown.startswith("experiment_2026") and shown.endswith("_DAPI") and len(shown) <= 40
+    from napari_unet._widgets._layer_combo import LayerCombo
+
+    narrow = LayerCombo(viewer, lambda layer: layer.name == long_name)  # in a narrow dock
+    qtbot.addWidget(narrow)
+    narrow.show()
+    narrow.resize(180, narrow.height())
+    qtbot.waitUntil(lambda: narrow.width() <= 200)
+    text = narrow.itemText(0)  # elided more, to the box's width, and still ends the same
+    assert len(text) < len(shown) and text.endswith("_DAPI") and "\u2026" in text
     assert seg.image_combo.itemData(seg.image_combo.currentIndex(),
                                     Qt.ItemDataRole.ToolTipRole) == long_name
     # Another image: the line about the first one goes.

@@ -89,3 +89,14 @@ def test_segment_settings_are_stored_flat_and_checked_by_the_options_rules(tmp_p
         (folder.path / INDEX).write_text(json.dumps(index))
         with pytest.raises(SessionError, match=f"{key} is {bad!r}"):
             SessionFolder(folder.path).load()
+
+
+def test_the_settings_summary_names_what_changes_the_result():
+    """The status line's "made by" names every choice that changes the labels."""
+    from napari_unet.sessions import SegmentSettings
+
+    text = SegmentSettings(device="cpu", stitch_3d=True, voxel_size=(2.18, 1, 1),
+                           rgb="hematoxylin", tta=True).summary()
+    assert text == ("objects built in 3D (voxel 2.18 x 1 x 1), colour hematoxylin, "
+                    "mirrored predictions averaged, device cpu")
+    assert SegmentSettings(device="cpu").summary() == "device cpu"

@@ -41,13 +41,25 @@ class LayerCombo(QComboBox):
         self.blockSignals(True)
         self.clear()
         for i, layer in enumerate(self._layers):
-            self.addItem(elide_middle(layer.name))
+            self.addItem(self._shown(layer.name))
             self.setItemData(i, layer.name, Qt.ItemDataRole.ToolTipRole)
         if current in self._layers:
             self.setCurrentIndex(self._layers.index(current))
         self.blockSignals(False)
         if current not in self._layers:
             self.currentIndexChanged.emit(self.currentIndex())
+
+    def _shown(self, name: str) -> str:
+        """``name`` elided in the middle to at most NAME_LIMIT characters and to the box's
+        width (a dock narrower than the name must not cut its end off)."""
+        room = max(self.width() - 2 * self.iconSize().width() - 16, 48)
+        return self.fontMetrics().elidedText(elide_middle(name), Qt.TextElideMode.ElideMiddle,
+                                             room)
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        for i, layer in enumerate(self._layers):
+            self.setItemText(i, self._shown(layer.name))
 
     def current(self) -> Optional[Any]:
         i = self.currentIndex()

@@ -54,7 +54,13 @@ class SegmentSettings(SegmentOptions):
         if self.scope == "plane":
             parts.append("plane in view")
         if self.stitch_3d:
-            parts.append("objects joined in 3D")
+            voxel = "" if self.voxel_size is None else " (voxel " + " x ".join(
+                f"{v:g}" for v in self.voxel_size) + ")"
+            parts.append(f"objects built in 3D{voxel}")
+        if self.rgb != "auto":
+            parts.append(f"colour {self.rgb}")
+        if self.tta:
+            parts.append("mirrored predictions averaged")
         return ", ".join([*parts, f"device {self.device}"])
 
 
