@@ -71,3 +71,10 @@ def test_user_model_shadows_shipped_one(model_dir: Path) -> None:
     save_user_model(small_model(seed=7), name)
     assert load_model(name).config.network.base == 8
 
+
+
+def test_shipped_models_are_listed_by_name() -> None:
+    """By name, not by file name: 'nuclei' comes before 'nuclei-he' (as files, '-' sorts
+    before '.', which put nuclei-he first in the widget's model list)."""
+    shipped = [e.name for e in list_models() if e.shipped]
+    assert shipped == sorted(shipped) and {"membrane", "nuclei", "nuclei-he"} <= set(shipped)

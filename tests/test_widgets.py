@@ -208,7 +208,7 @@ def test_segment_correct_finetune_save_revert(qtbot, ui, nuclei_crop, user_model
     # model, whose fine-tuning rounds are meaningful.
     n_layers = len(viewer.layers)
     names = [seg.model_combo.itemText(i) for i in range(seg.model_combo.count())]
-    seg.model_combo.setCurrentIndex(next(i for i, n in enumerate(names) if n.startswith("nuclei")))
+    seg.model_combo.setCurrentIndex(names.index("nuclei"))
     click(qtbot, seg.segment_button)
     wait_idle(qtbot, seg)
     assert len(viewer.layers) == n_layers and viewer.layers["nuclei labels"] is labels
@@ -1044,7 +1044,7 @@ def test_the_compile_option_reaches_segment(qtbot, ui, nuclei_crop, monkeypatch)
 def nuclei_ui(ui):
     viewer, seg, fine = ui
     names = [seg.model_combo.itemText(i) for i in range(seg.model_combo.count())]
-    seg.model_combo.setCurrentIndex(next(i for i, n in enumerate(names) if n.startswith("nuclei")))
+    seg.model_combo.setCurrentIndex(names.index("nuclei"))
     return ui
 
 

@@ -42,7 +42,8 @@ def list_models() -> list[ModelEntry]:
     entries = []
     for folder, shipped in ((shipped_dir(), True), (user_dir(), False)):
         if folder.is_dir():
-            entries += [ModelEntry(p.stem, p, shipped) for p in sorted(folder.glob(f"*{SUFFIX}"))]
+            entries += [ModelEntry(p.stem, p, shipped)
+                        for p in sorted(folder.glob(f"*{SUFFIX}"), key=lambda p: p.stem)]
     return entries
 
 
