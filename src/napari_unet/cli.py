@@ -38,13 +38,13 @@ from .errors import (
 )
 from .evaluation import evaluate
 from .finetune import FINE_TUNE_CONFIG, describe_round, fine_tune
-from .io import read_image, read_labels
+from .io import file_name, read_image, read_labels
 from .model import SUFFIX, model_path
 from .options import SegmentOptions
 from .registry import list_models, load_model, save_user_model, user_dir
 from .round_check import check_round
 from .segment import segment
-from .training import VAL_FRACTION, VAL_LAST, TrainConfig, data_name, train
+from .training import VAL_FRACTION, VAL_LAST, TrainConfig, train
 
 
 class _Bar:
@@ -166,7 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.close()
     # Absolute paths are cut to their last two parts: the file travels, the machine does not.
     model.config.provenance["command"] = "napari-unet " + " ".join(
-        data_name(a) if os.path.isabs(a) else a for a in args.argv)
+        file_name(a, parts=2) if os.path.isabs(a) else a for a in args.argv)
     path = model.save(out, half=args.half, overwrite=args.overwrite)
     print(json.dumps({k: v for k, v in model.config.provenance.items()
                       if k not in ("train_config", "val_images")}, indent=1))

@@ -121,7 +121,7 @@ def prepare_image(image: ArrayLike, model: Model, axes: str | None = None,
     layout = make_layout(image, axes, model.in_channels)
     canonical = layout.to_canonical(image)
     conversion = rgb_conversion(canonical, model.in_channels, rgb)
-    canonical = fit_channels(canonical, model.in_channels, rgb if conversion is None else conversion)
+    canonical = fit_channels(canonical, model.in_channels, conversion or rgb)
     model.check_channels(canonical.shape[-3])
     if percentiles is None:
         percentiles = channel_percentiles(canonical, model.config.normalization, channel_axis=-3)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from .data import Sample, load_folder
 from .device import autocast, memory_format, pick_device
 from .domain import estimate
 from .errors import DatasetError
+from .io import file_name
 from .losses import distill_loss, instance_loss, semantic_loss
 from .model import Model
 from .progress import CancelToken, ProgressCallback, check_cancel, report
@@ -311,12 +311,6 @@ def fit(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
     return history
 
 
-def data_name(data_dir: str | Path) -> str:
-    """The training folder as provenance records it: its last two parts (e.g.
-    ``dsb2018_fluo/train``), which name the data set without the machine's absolute path."""
-    return "/".join(Path(os.path.abspath(data_dir)).parts[-2:])
-
-
 def split_validation(samples: list[Sample], val_fraction: float, val_last: int | None,
                      seed: int) -> tuple[list[Sample], list[Sample]]:
     """Hold out ``val_last`` final samples (for serial sections) or a random fraction."""
@@ -367,7 +361,7 @@ def train(data_dir: str | Path, *, model: Model | None = None, preset_name: str 
     history = fit(model, train_set, val_set, config, progress, on_report, cancel,
                   checkpoint, resume)
     provenance = {
-        "data": data_name(data_dir),
+        "data": file_name(data_dir, parts=2),
         "n_train_images": len(train_set),
         "n_val_images": len(val_set),
         "val_images": [s.name for s in val_set],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Optional
+from typing import Optional, overload
 
 import numpy as np
 
@@ -59,10 +59,17 @@ def image_stem(path: PathLike) -> str:
     return Path(path).stem
 
 
-def file_name(path: Optional[PathLike]) -> Optional[str]:
-    """The name of ``path`` without its folders, as provenance records a source: an exported
-    file names no absolute path of the machine that made it."""
-    return None if path is None else Path(os.fspath(path).rstrip("/\\")).name
+@overload
+def file_name(path: PathLike, parts: int = 1) -> str: ...
+@overload
+def file_name(path: None, parts: int = 1) -> None: ...
+def file_name(path: Optional[PathLike], parts: int = 1) -> Optional[str]:
+    """The last ``parts`` parts of ``path`` (its name by default), as provenance records a
+    source or a data folder: an exported file names no absolute path of the machine that
+    made it (a training folder keeps two, e.g. ``dsb2018_fluo/train``)."""
+    if path is None:
+        return None
+    return "/".join(Path(os.path.abspath(os.fspath(path))).parts[-parts:])
 
 
 def _check_regular(p: Path) -> None:
