@@ -246,6 +246,8 @@ def test_segment_correct_finetune_save_revert(qtbot, ui, nuclei_crop, user_model
     assert "earlier rounds" not in fine.counts.text()
     assert "round 1" in seg.model_combo.currentText()
     assert "fixes right" in fine.versions_list.item(2).text()
+    # The Segment status names the round that re-segmented the labels, not the old model.
+    assert f"made by model {versions[2].label}" in seg.status.text()
 
     # Save model as... -> a user model listed in the Segment widget.
     from napari_unet._widgets import _dialogs

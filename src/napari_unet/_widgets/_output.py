@@ -207,6 +207,7 @@ def apply_result(viewer: Any, session: Session, image_layer: Any, image: LayerIm
         layer.data = data
     link.stale = False
     session.corrections_changed.emit(link)
+    session.labels_replaced.emit(link)
     return ApplyReport(layer, n_objects)
 
 

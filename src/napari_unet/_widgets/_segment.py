@@ -166,6 +166,8 @@ class SegmentWidget(JobWidget):
         self.viewer.layers.events.removed.connect(self.show_selection)
         self.jobs.listen(self.session.versions_changed, self.refresh_models)
         self.jobs.listen(self.session.busy_changed, self._busy_changed)
+        # a fine-tuning round re-segments: the status must not go on naming the old model
+        self.jobs.listen(self.session.labels_replaced, self.show_selection)
         self.refresh_models()
         self._image_chosen()
 

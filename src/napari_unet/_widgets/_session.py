@@ -117,6 +117,9 @@ class Session:
     busy_changed = Signal(str)
     #: The edit mask of a labels layer may have changed (argument: the LabelsLink).
     corrections_changed = Signal(object)
+    #: A model's result replaced a labels layer's content (a Segment or a fine-tuning
+    #: round's re-segmentation; argument: the LabelsLink), so what made it changed.
+    labels_replaced = Signal(object)
 
     def __init__(self) -> None:
         self.versions = ModelVersions()
