@@ -66,3 +66,26 @@ def test_a_foreign_or_damaged_file_is_refused(samples, tmp_path: Path, content) 
         ckpt.write_bytes(content)
     with pytest.raises(CheckpointError, match="delete it|not a napari-unet"):
         fit(small_model(seed=0), samples, (), CONFIG, checkpoint=ckpt, resume=True)
+
+
+def test_a_checkpoint_of_the_older_format_is_refused_naming_why(samples, tmp_path: Path) -> None:
+    ckpt = tmp_path / "run.ckpt"
+    torch.save({"format": "napari-unet-checkpoint/1"}, ckpt)
+    with pytest.raises(CheckpointError, match="older napari-unet.*delete it"):
+        fit(small_model(seed=0), samples, (), CONFIG, checkpoint=ckpt, resume=True)
+
+
+def test_a_run_resumed_with_worker_processes_ends_as_a_single_process_one(
+        samples, tmp_path: Path) -> None:
+    """Batches made by worker processes (the GPU setting) are those of the training
+    process, also after a resume, so the weights match bit for bit on the CPU."""
+    train, val = samples[:3], samples[3:]
+    whole = small_model(seed=0)
+    fit(whole, train, val, CONFIG)
+    ckpt = tmp_path / "run.ckpt"
+    list(islice(fit_iter(small_model(seed=0), train, val, replace(CONFIG, data_workers=2),
+                         checkpoint=ckpt), 5))
+    continued = small_model(seed=0)
+    fit(continued, train, val, replace(CONFIG, data_workers=2), checkpoint=ckpt, resume=True)
+    for key, value in whole.network.state_dict().items():
+        assert torch.equal(value, continued.network.state_dict()[key]), key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import pickle
@@ -81,6 +82,19 @@ def test_half_round_trip_is_near_identical_and_smaller(model: Model, saved: Path
     a, b = _logits(model, x), _logits(loaded, x)
     assert not torch.equal(a, b)  # really stored at lower precision ...
     assert (a - b).abs().max() <= 1e-2 * a.abs().max()  # ... but close (measured ~1e-3)
+
+
+def test_half_keeps_fp32_what_fp16_cannot_hold(model: Model, tmp_path: Path) -> None:
+    """A BatchNorm variance above fp16's 65504 (seen after a GPU run with inverted images)
+    became infinite in a --half file, which then refused to load."""
+    big = copy.deepcopy(model)
+    key, var = next((k, v) for k, v in big.network.state_dict().items() if k.endswith("running_var"))
+    var[0] = 1e6
+    path = big.save(tmp_path / "big", half=True)
+    loaded = load_model_file(path)
+    assert loaded.network.state_dict()[key][0] == 1e6
+    with safe_open(str(path), framework="pt") as fh:
+        assert fh.get_tensor("head.weight").dtype == torch.float16  # the rest still halved
 
 
 def test_config_and_provenance_survive(tmp_path: Path) -> None:

@@ -159,6 +159,7 @@ def test_train_on_a_folder(real_data, tmp_path: Path) -> None:
     assert prov["train_config"]["steps"] == 10
     assert prov["best_val_loss"] is not None
     assert prov["package_version"] and prov["created"]
+    assert prov["device"].startswith("cpu: ")  # a training time means little without it
     assert prov["calibrated_seed_threshold"] in SEED_GRID
     assert model.config.postprocess.seed_threshold == prov["calibrated_seed_threshold"]
     assert 0.0 <= prov["val_accuracy@0.5"] <= 1.0

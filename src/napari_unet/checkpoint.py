@@ -2,7 +2,8 @@
 
 A shipped model may train for hours on a CPU; a closed laptop or an ended session must
 not throw that away. :func:`~napari_unet.training.fit_iter` writes a checkpoint at every
-validation (network, optimiser, best weights so far, random streams, step and time spent)
+validation (network, optimiser, best weights so far, torch's random state, step and time spent;
+the batches need none: each is drawn from a stream seeded by the step)
 and continues from one: the run then takes the same remaining steps as if it had never
 stopped, and a time budget counts the time of every sitting.
 
@@ -26,7 +27,10 @@ from .errors import NapariUnetError
 from .io import atomic_write
 
 #: Format tag inside every checkpoint, so foreign ``.pt`` files are recognised.
-FORMAT = "napari-unet-checkpoint/1"
+FORMAT = "napari-unet-checkpoint/2"
+#: Earlier formats: their runs drew batches from another random stream, so they cannot
+#: continue exactly.
+_OLD_FORMATS = ("napari-unet-checkpoint/1",)
 
 
 class CheckpointError(NapariUnetError, ValueError):
@@ -45,7 +49,6 @@ class TrainState:
     network: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     best_network: dict[str, torch.Tensor] | None
-    numpy_rng: str  # JSON of numpy's bit-generator state (its integers exceed 64 bits)
     torch_rng: torch.Tensor
     #: What must not change between sittings: the model's shape and the training settings.
     fingerprint: dict[str, Any]
@@ -75,6 +78,9 @@ def load_checkpoint(path: str | Path, fingerprint: dict[str, Any]) -> TrainState
         raise CheckpointError(
             f"{path} is not a readable training checkpoint ({type(exc).__name__}); delete it "
             "to start the run afresh") from exc
+    if isinstance(payload, dict) and payload.get("format") in _OLD_FORMATS:
+        raise CheckpointError(f"{path} was written by an older napari-unet, whose runs cannot "
+                              "be continued exactly; delete it to start the run afresh")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a napari-unet training checkpoint; choose "
                               "another --checkpoint file")

@@ -26,7 +26,7 @@ from .batch import FORMATS, SCHEDULER, FileResult, segment_files
 from .bioimageio import export_bioimageio
 from .blocks import BlockConfig
 from .color import RGB_MODES
-from .config import COUNT, NetworkConfig, Rule, rule_of
+from .config import COUNT, PRESETS, NetworkConfig, Rule, rule_of
 from .corrections import Correction
 from .device import DEVICE_CHOICES, keep_freed_memory
 from .errors import (
@@ -141,6 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr, seed=args.seed,
         device=args.device, fast=not args.no_fast, val_every=args.val_every,
         patience=args.patience or None, augment=AUGMENTATIONS[args.augment],
+        data_workers=args.data_workers,
     )
     bar = _permille_bar("train")
 
@@ -343,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="folder with images/ and masks/ sub-folders")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
     p.add_argument("--name", help="model name stored in the file (default: file stem)")
-    p.add_argument("--preset", default="default", choices=["default", "seed"])
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                   help="network for a new model: default (base 16, fast on a CPU), wide "
+                        "(base 32: 4x the compute, for a GPU) or seed (the tutorial's)")
     p.add_argument("--base-model", help="start from this model instead of a fresh network")
     p.add_argument("--task", default="instance", choices=["instance", "semantic"])
     p.add_argument("--class-names", nargs="+", help="semantic class names (e.g. membrane)")
@@ -370,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "so it can be continued with --resume")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --checkpoint (same command otherwise)")
+    p.add_argument("--data-workers", type=_field(TrainConfig, "data_workers"), default=0,
+                   help="processes making training patches ahead of the network (a GPU "
+                        "needs several; results do not change)")
     p.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
     _add_common(p)
     p.set_defaults(func=cmd_train)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import platform
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -34,6 +36,20 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise DeviceError("device 'mps' was asked for but Apple MPS is not available; use 'auto' or 'cpu'")
     return torch.device(name)
+
+
+def describe(device: torch.device) -> str:
+    """The device in words, for provenance and benchmarks: ``cuda: NVIDIA H200``,
+    ``cpu: AMD EPYC`` (a model's training time means little without it)."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    if device.type == "cpu":
+        info = Path("/proc/cpuinfo")
+        lines = info.read_text().splitlines() if info.exists() else []
+        name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")),
+                    platform.processor() or platform.machine())
+        return f"cpu: {name}"
+    return device.type
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -94,12 +94,15 @@ class Model:
             )
 
     def save(self, path: str | Path, half: bool = False, overwrite: bool = False) -> Path:
-        """Write weights + JSON config atomically; ``half`` stores fp16 weights (half size)."""
+        """Write weights + JSON config atomically; ``half`` stores fp16 weights (half size).
+
+        A tensor that fp16 cannot hold (a BatchNorm variance above 65504, say) stays fp32:
+        cast, it would become infinite and the file unusable."""
         path = model_path(path)
         tensors = {}
         for key, value in self.network.state_dict().items():
             value = value.detach().to("cpu").contiguous()
-            if half and value.is_floating_point():
+            if half and value.is_floating_point() and torch.isfinite(value.half()).all():
                 value = value.half()
             tensors[key] = value
         metadata = {

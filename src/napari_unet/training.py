@@ -7,6 +7,7 @@ the CLI and the library consume the same loop with plain callbacks.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import time
@@ -25,7 +26,7 @@ from .calibrate import calibrate_seed_threshold
 from .checkpoint import TrainState, check_start, load_checkpoint, save_checkpoint
 from .config import COUNT, COUNT_OR_ZERO, Range, Task, check_fields, check_value, preset, setting
 from .data import Sample, load_folder
-from .device import autocast, memory_format, pick_device
+from .device import autocast, describe, memory_format, pick_device
 from .domain import estimate
 from .errors import DatasetError
 from .io import file_name
@@ -64,6 +65,9 @@ class TrainConfig:
     boundary_weight: float = setting(2.0, _NON_NEGATIVE_NUMBER)
     seed: int = setting(0, Range(0, 2**32 - 1, integer=True))
     device: str = "auto"
+    #: Processes that make training batches ahead of the network (0: the training process
+    #: makes each in turn). A GPU waits for patches without them; results do not change.
+    data_workers: int = setting(0, COUNT_OR_ZERO)
     fast: bool = True
     freeze_norm: bool = False
     #: With partial supervision, the share of patches centred on supervised pixels (the rest
@@ -96,38 +100,54 @@ class TrainReport:
     best_val_loss: float | None = None
 
 
-class _Batches:
-    """Random augmented patches drawn from samples.
+class _Batches(torch.utils.data.Dataset):
+    """Random augmented patches drawn from samples: item ``k`` is the batch of step ``k``.
 
-    Samples are drawn in proportion to the square root of their supervised area: large
-    images are seen more often, but do not crowd out the small ones.
+    Each batch draws from its own random stream, seeded by (seed, step), so a batch is the
+    same whichever process makes it and in whatever order: worker processes
+    (``TrainConfig.data_workers``) and a resumed run see exactly the batches of a
+    single-process, uninterrupted one. Samples are drawn in proportion to the square root
+    of their supervised area: large images are seen more often, but do not crowd out the
+    small ones.
     """
 
-    def __init__(self, samples: Sequence[Sample], config: TrainConfig, rng: np.random.Generator) -> None:
+    def __init__(self, samples: Sequence[Sample], config: TrainConfig) -> None:
         self.samples = samples
         self.config = config
-        self.rng = rng
         area = np.array([max(float(np.count_nonzero(s.weight)), 1.0) for s in samples])
         self.p = np.sqrt(area) / np.sqrt(area).sum()
         self.focus = [s.focus for s in samples]
 
-    def __next__(self) -> tuple[torch.Tensor, ...]:
+    def __len__(self) -> int:
+        return 2**62  # one item per step; a run stops itself
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, ...]:
         """(images, targets, weights), and soft targets when the samples carry them."""
+        rng = np.random.default_rng([self.config.seed, step])
         parts: list[list[np.ndarray]] = [[], [], [], []]
         for _ in range(self.config.batch_size):
-            i = int(self.rng.choice(len(self.samples), p=self.p))
+            i = int(rng.choice(len(self.samples), p=self.p))
             s = self.samples[i]
             focus = self.focus[i]
-            if focus is not None and self.rng.random() >= self.config.focus_fraction:
+            if focus is not None and rng.random() >= self.config.focus_fraction:
                 focus = None
             crop = random_crop(s.image, s.target, s.weight, self.config.patch_size,
-                               self.rng, focus, s.soft,
-                               self.config.augment.draw_scale(self.rng))
+                               rng, focus, s.soft, self.config.augment.draw_scale(rng))
             image, target, weight, *soft = crop
-            for part, array in zip(parts, augment(image, target, weight, self.rng,
+            for part, array in zip(parts, augment(image, target, weight, rng,
                                                   self.config.augment, *soft)):
                 part.append(array)
         return tuple(torch.from_numpy(np.stack(part)) for part in parts if part)
+
+    def from_step(self, step: int, workers: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The batches of steps ``step``, ``step + 1``, ...; made ahead by ``workers``
+        processes (0: here, one at a time)."""
+        if not workers:
+            return (self[k] for k in itertools.count(step))
+        loader = torch.utils.data.DataLoader(
+            self, batch_size=None, sampler=itertools.count(step),  # type: ignore[arg-type]
+            num_workers=workers, prefetch_factor=4, persistent_workers=False)
+        return iter(loader)
 
 
 def _fixed_val_batches(samples: Sequence[Sample], patch: int, batch: int) -> list[tuple]:
@@ -187,7 +207,6 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
         raise DatasetError("the training samples have no annotated pixels; correct or mark some first")
     check_start(checkpoint, resume)
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     device = pick_device(config.device)
     fmt = memory_format(device) if config.fast else torch.contiguous_format
     net = model.network.to(device, memory_format=fmt)  # type: ignore[call-overload]  # not in torch's stubs
@@ -195,7 +214,7 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
     trained = list(net.parameters())
     optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
     start_weights = [p.detach().clone() for p in trained] if config.stay_close else []
-    batches = _Batches(train, config, rng)
+    batches = _Batches(train, config)
     val_batches = _fixed_val_batches(val, config.patch_size, config.batch_size) if val else []
     best_state, best_val, bad_rounds = None, math.inf, 0
     start = time.perf_counter()
@@ -211,8 +230,8 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
         optimizer.load_state_dict(state.optimizer)
         best_state, best_val, bad_rounds = state.best_network, state.best_val, state.bad_rounds
         step, planned, start = state.step, state.planned, start - state.elapsed
-        rng.bit_generator.state = json.loads(state.numpy_rng)
         torch.set_rng_state(state.torch_rng)
+    batch_stream = batches.from_step(step, config.data_workers)
 
     def run(x, y, w, soft=None):
         x = x.to(device).contiguous(memory_format=fmt)
@@ -248,7 +267,7 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
             for m in net.modules():
                 if isinstance(m, torch.nn.BatchNorm2d):
                     m.eval()
-        loss = run(*next(batches))
+        loss = run(*next(batch_stream))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -274,7 +293,7 @@ def fit_iter(model: Model, train: Sequence[Sample], val: Sequence[Sample] = (),
             save_checkpoint(checkpoint, TrainState(
                 step, planned, last.elapsed, best_val, bad_rounds,
                 net.state_dict(), optimizer.state_dict(), best_state,
-                json.dumps(rng.bit_generator.state), torch.get_rng_state(), fingerprint,
+                torch.get_rng_state(), fingerprint,
                 asdict(last)))
         yield last
     if last is None and resumed is not None:  # the checkpoint's run had already ended
@@ -288,7 +307,7 @@ def _fingerprint(model: Model, train: Sequence[Sample], val: Sequence[Sample],
                  config: TrainConfig) -> dict:
     """What a continued run must share with the one that wrote its checkpoint (as JSON
     sees it, so tuples and lists compare alike)."""
-    settings = {k: v for k, v in asdict(config).items() if k not in ("device", "fast")}
+    settings = {k: v for k, v in asdict(config).items() if k not in ("device", "fast", "data_workers")}
     return json.loads(json.dumps({
         **settings, "network": asdict(model.config.network), "task": model.config.task,
         "train_images": [s.name for s in train], "val_images": [s.name for s in val]},
@@ -367,6 +386,7 @@ def train(data_dir: str | Path, *, model: Model | None = None, preset_name: str 
         "val_images": [s.name for s in val_set],
         "steps": history[-1].step if history else 0,
         "seconds": round(history[-1].elapsed, 1) if history else 0.0,
+        "device": describe(pick_device(config.device)),
         "final_loss": round(history[-1].loss, 4) if history else None,
         "best_val_loss": history[-1].best_val_loss if history else None,
         "train_config": {k: v for k, v in asdict(config).items() if k != "augment"},
