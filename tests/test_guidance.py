@@ -181,3 +181,14 @@ def test_labels_and_probabilities_of_different_planes_are_refused(segmented):
         guide(labels, probs[:1])
     with pytest.raises(InvalidSettingError, match="instance"):
         guide(labels, probs, "instances")
+
+
+def test_a_reason_names_every_doubt_that_counts(nuclei_model, segmented):
+    """A merged pair that the previous version also drew otherwise: both doubts are named
+    (the widget showed only the first, so a user could not tell a changed object)."""
+    truth, labels, probs = segmented
+    a, b = _touching_pair(labels, _well_drawn(truth, labels))
+    merged = np.where(labels == b, a, labels)
+    result = guide(merged, probs, "instance", nuclei_model.config.postprocess, previous=labels)
+    found = next(c for c in result.candidates if c.label == a)
+    assert "joined" in found.reason and "; also the previous model version" in found.reason

@@ -118,8 +118,10 @@ def test_corrected_objects_leave_the_list(qtbot, guide_ui):
     guide.find()
     _wait_idle(qtbot, guide)
     first = next(c for c in guide.candidates if c.kind == "object")
-    # the user redraws that object (one brush stroke over its centre, with a new id)
-    labels.brush_size = 2 * int(np.sqrt(first.area / np.pi)) + 4
+    # the user redraws that object (one brush stroke over its centre, with a new id, the
+    # brush wide enough to cover it all: the first candidate may be far from round)
+    y0, x0, y1, x1 = first.bbox
+    labels.brush_size = int(np.hypot(y1 - y0, x1 - x0)) + 4
     labels.paint(tuple(int(round(v)) for v in first.centre), int(labels.data.max()) + 1)
     guide.find()
     _wait_idle(qtbot, guide)

@@ -48,7 +48,7 @@ def test_membrane_model_scores_on_held_out_slice(real_data: Path) -> None:
 
 def test_object_size_lets_nuclei_find_em_cells(real_data: Path) -> None:
     """EM cells (connected components of the non-membrane mask) are far larger than the
-    nuclei the model learnt at 20.3 px; the object size (60 px, chosen on slices 0-24 by
+    nuclei the model learnt at 20.3 px; the object size (50 px, chosen on slices 0-24 by
     benchmarks/object_size.py) resizes the held-out slice so they reach it at that size."""
     from skimage.measure import label
 
@@ -59,8 +59,8 @@ def test_object_size_lets_nuclei_find_em_cells(real_data: Path) -> None:
     scores = {size: match_instances(cells, napari_unet.segment(image, model, axes="YX",
                                                                device="cpu", object_size=size),
                                     thresholds=(0.5,))[0].accuracy
-              for size in (None, 60.0)}
-    assert scores[60.0] > 0.3 and scores[60.0] > 2 * scores[None], scores  # 0.40 vs 0.12
+              for size in (None, 50.0)}
+    assert scores[50.0] > 0.15 and scores[50.0] > 3 * scores[None], scores  # 0.224 vs 0.042
 
 
 def test_nuclei_finds_stained_nuclei_without_training_on_them(real_data: Path) -> None:

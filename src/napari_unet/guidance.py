@@ -262,13 +262,22 @@ def object_signals(labels: np.ndarray, probs: np.ndarray, config: PostprocessCon
     return signals, values
 
 
+#: A signal is named in a candidate's reason when it weighs at least this share of the
+#: strongest one: the user sees every doubt that ranked the object, not only the first.
+ALSO_SHARE = 0.5
+
+
 def combine(signals: dict, options: GuideOptions = GuideOptions()) -> tuple[np.ndarray, list]:
-    """(score per object, name of its strongest weighted signal): a noisy-or of the
-    weighted signals, so independent doubts add up but never pass 1."""
+    """(score per object, names of its signals that count, strongest first): a noisy-or of
+    the weighted signals, so independent doubts add up but never pass 1."""
     names = list(signals)
     weighted = np.stack([options.weight(k) * np.asarray(signals[k]) for k in names])
     score = 1.0 - np.prod(1.0 - weighted, axis=0)
-    return score, [names[i] for i in weighted.argmax(0)]
+    counted = []
+    for column in weighted.T:
+        order = np.argsort(-column, kind="stable")
+        counted.append([names[i] for i in order if column[i] >= ALSO_SHARE * column[order[0]]])
+    return score, counted
 
 
 def _object_candidates(labels: np.ndarray, probs: np.ndarray, config: PostprocessConfig,
@@ -279,14 +288,14 @@ def _object_candidates(labels: np.ndarray, probs: np.ndarray, config: Postproces
     if n == 0:
         return []
     signals, values = object_signals(labels, probs, config, previous, options)
-    score, strongest = combine(signals, options)
+    score, counted = combine(signals, options)
     areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     boxes = ndi.find_objects(labels)
     out = []
     for k in np.flatnonzero((areas > 0) & keep[1:n + 1] & (score > 0)):
         box = boxes[k]
-        name = strongest[k]
-        reason = _describe(name, float(values[name][k]), config.seed_threshold)
+        reason = "; also ".join(_describe(name, float(values[name][k]), config.seed_threshold)
+                                for name in counted[k])
         out.append(_candidate("object", int(k + 1), labels[box] == k + 1, box, int(areas[k]),
                               float(score[k]), reason, plane))
     return out
