@@ -145,7 +145,7 @@ class _Batches(torch.utils.data.Dataset):
         if not workers:
             return (self[k] for k in itertools.count(step))
         loader = torch.utils.data.DataLoader(
-            self, batch_size=None, sampler=itertools.count(step),  # type: ignore[arg-type]
+            self, batch_size=None, sampler=itertools.count(step),
             num_workers=workers, prefetch_factor=4, persistent_workers=False)
         return iter(loader)
 
