@@ -267,7 +267,7 @@ def test_fine_tune_reports_steps_and_the_check(tmp_path: Path, capsys) -> None:
                  "--steps", "4", "--out", str(out), "--device", "cpu"])
     text = capsys.readouterr().out
     assert code == 0 and out.is_file()
-    assert "4 of 4 steps" in text and "fixes right" in text
+    assert "4 of 4 steps" in text and "corrected objects right" in text
     assert load_model_file(out).config.provenance["fine_tune_rounds"][-1]["steps"] == 4
 
 

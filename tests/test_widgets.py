@@ -81,6 +81,28 @@ def test_edit_tracker_counts_changes_against_the_baseline():
     assert t.n_edited == 0 and t.supervised_planes(1) == [(0,)]
 
 
+def test_a_correction_the_new_labels_agree_with_stays_supervised():
+    """After a round the corrections are pasted over the new labels. An erased false object
+    that the round no longer draws equals the new labels there: it must stay the user's
+    ground truth (it was counted as "kept from earlier rounds" on a first round)."""
+    from napari_unet._widgets._output import _with_edits
+
+    predicted = np.zeros((8, 8), np.uint32)
+    predicted[1:4, 1:4] = 1  # a false object ...
+    predicted[5:7, 5:7] = 2
+    tracker = EditTracker(predicted)
+    current = predicted.copy()
+    current[1:4, 1:4] = 0  # ... the user erased
+    current[6, 0] = 3  # and a painted pixel
+    tracker.refresh(current)
+    new = np.zeros((8, 8), np.uint32)  # the round no longer draws the false object
+    new[5:7, 5:7] = 2
+    pasted = _with_edits(new, tracker, current)
+    np.testing.assert_array_equal(pasted, current)
+    assert tracker.n_supervised == 10  # the 9 erased pixels and the painted one
+    assert tracker.edited[6, 0] and tracker.reviewed[1:4, 1:4].all()
+
+
 def test_merge_corrections():
     # One object corrected partly in an older and partly in a newer round: each round keeps
     # its own labels (no id shift, so no false boundary through the object); newer wins.
@@ -191,6 +213,8 @@ def test_segment_correct_finetune_save_revert(qtbot, ui, nuclei_crop, user_model
     viewer, seg, fine = ui
     image = viewer.add_image(nuclei_crop, name="nuclei", scale=(0.5, 0.5), translate=(10, 20))
     seg.image_combo.select(image)
+    # a model is always chosen: the status says what to do next, never "pick a model"
+    assert seg.status.text() == "'nuclei' has no labels yet: press Segment."
     seg.advanced.setChecked(True)
     seg.seed_threshold.setValue(0.5)
     click(qtbot, seg.segment_button)
@@ -235,7 +259,7 @@ def test_segment_correct_finetune_save_revert(qtbot, ui, nuclei_crop, user_model
     assert len(versions) == 3 and versions.active == 2  # tiny, nuclei, nuclei · round 1
     result = fine.last_result
     assert result["accepted"] and result["check"].fixes >= 1
-    assert "5 of 5 steps" in fine.report.text() and "fixes right" in fine.report.text().lower()
+    assert "5 of 5 steps" in fine.report.text() and "corrected objects right" in fine.report.text().lower()
     assert labels.metadata["napari_unet"]["model"] == versions[2].label
     # The user's correction stands over the new prediction, and still counts as one.
     assert (labels.data[painted] > 0).all() and len(np.unique(labels.data[painted])) == 1
@@ -245,7 +269,7 @@ def test_segment_correct_finetune_save_revert(qtbot, ui, nuclei_crop, user_model
     assert counts_are(fine, link.current_tracker().n_edited)
     assert "earlier rounds" not in fine.counts.text()
     assert "round 1" in seg.model_combo.currentText()
-    assert "fixes right" in fine.versions_list.item(2).text()
+    assert "corrected objects right" in fine.versions_list.item(2).text()
     # The Segment status names the round that re-segmented the labels, not the old model.
     assert f"made by model {versions[2].label}" in seg.status.text()
 

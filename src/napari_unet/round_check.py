@@ -82,7 +82,7 @@ class RoundCheck:
     reason: str
 
     def summary(self) -> str:
-        return (f"fixes right {self.held_after}/{self.fixes} (previous version "
+        return (f"corrected objects right {self.held_after}/{self.fixes} (previous version "
                 f"{self.held_before}/{self.fixes}); {100 * self.changed:.1f}% of the "
                 f"uncorrected area changed")
 
@@ -113,14 +113,14 @@ def check_round(previous: Sequence[np.ndarray], new: Sequence[np.ndarray],
     growth = grown / background if background else 0.0
     if after < before - int(SLACK * fixes):
         accepted = False
-        reason = (f"it gets {after} of your {fixes} fixes right, the previous version got "
-                  f"{before}")
+        reason = (f"it gets {after} of your {fixes} corrected objects right, the previous "
+                  f"version got {before}")
     elif growth > max_growth and 2 * after <= fixes:
         accepted = False
         reason = (f"it turned {100 * growth:.0f}% of the background you did not correct into "
-                  f"objects and gets only {after} of your {fixes} fixes right")
+                  f"objects and gets only {after} of your {fixes} corrected objects right")
     else:
         accepted = True
-        reason = ("it gets more of your fixes right" if after > before
+        reason = ("it gets more of your corrected objects right" if after > before
                   else "it keeps your fixes")
     return RoundCheck(fixes, before, after, share, growth, accepted, reason)

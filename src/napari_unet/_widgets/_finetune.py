@@ -357,7 +357,7 @@ class FineTuneWidget(JobWidget):
             text = version.label
             check = version.stats.get("check")
             if check:
-                text += (f"  (fixes right {check['held_after']}/{check['fixes']}, previous "
+                text += (f"  (corrected objects right {check['held_after']}/{check['fixes']}, previous "
                          f"{check['held_before']}; {100 * check['changed']:.1f}% changed"
                          f"{'' if check['accepted'] else '; refused'})")
             if version.saved_as:

@@ -101,7 +101,8 @@ def _metadata(layer: Any, image_layer: Any, image: LayerImage, version: ModelVer
 def _with_edits(new: np.ndarray, tracker: EditTracker, current: np.ndarray,
                 region: Any = ...) -> np.ndarray:
     """``new`` labels of ``region`` with the user's edits and reviewed labels pasted on top;
-    the tracker is rebased on ``new`` and keeps those pixels marked as edited/reviewed."""
+    the tracker is rebased on ``new`` and keeps those pixels supervised (edited where they
+    differ from ``new``, reviewed where ``new`` agrees)."""
     keep = tracker.mask[region]
     reviewed = tracker.reviewed[region].copy()
     tracker.rebase(new, region)
@@ -110,8 +111,12 @@ def _with_edits(new: np.ndarray, tracker: EditTracker, current: np.ndarray,
     pasted = paste_corrections(new, current[region], keep)
     pasted = pasted.astype(np.uint32 if new.dtype == np.uint32 else layer_dtype(pasted),
                            copy=False)
-    tracker.edited[region] = pasted != new
-    tracker.reviewed[region] = reviewed
+    edited = pasted != new
+    tracker.edited[region] = edited
+    # A correction the new labels already agree with (an erased false object the round no
+    # longer draws) is no edit against them, but still the user's ground truth: it stays
+    # supervised as reviewed, not counted as "kept from earlier rounds".
+    tracker.reviewed[region] = reviewed | (keep & ~edited)
     tracker.revision += 1
     return pasted
 

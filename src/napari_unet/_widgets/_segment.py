@@ -218,9 +218,9 @@ class SegmentWidget(JobWidget):
         labels = None if image_layer is None else self._labels_of(image_layer)
         origin = None if labels is None else made_by(labels)
         if image_layer is None:
-            text = "Pick an image and a model, then Segment."
+            text = "Pick an image, then press Segment."
         elif origin is None:
-            text = f"Pick a model, then Segment '{elide_middle(image_layer.name)}'."
+            text = f"'{elide_middle(image_layer.name)}' has no labels yet: press Segment."
         else:
             text = f"'{elide_middle(labels.name)}' was made by {origin}."
         self.status.setText(text)
