@@ -7,7 +7,7 @@ import pytest
 
 from napari_unet.axes import make_layout
 from napari_unet.config import PostprocessConfig
-from napari_unet.postprocess import count_objects, instance_labels, semantic_labels
+from napari_unet.postprocess import count_objects, instance_labels, keep_ids, semantic_labels
 from napari_unet.segment import stitch_along_z
 from napari_unet.targets import instance_target
 
@@ -184,3 +184,14 @@ def test_count_objects_counts_distinct_ids_across_blocks_and_planes() -> None:
     labels[1, 100, 3] = 70_000
     assert count_objects(labels) == 2
     assert count_objects(np.zeros((3, 4), np.uint16)) == 0
+
+
+@pytest.mark.parametrize("offset", [0, 70_000])  # small ids, and ids past uint16
+def test_keep_ids_gives_overlapping_objects_the_reference_ids(offset):
+    reference = np.zeros((12, 12), np.int64)
+    reference[1:5, 1:5], reference[7:11, 7:11] = offset + 7, offset + 3
+    plane = np.zeros((12, 12), np.int64)
+    plane[1:5, 2:6], plane[7:11, 7:11], plane[0, 11] = offset + 1, offset + 2, offset + 5
+    kept, next_id = keep_ids(plane, reference, 100)  # shifted, the same, and a new object
+    assert kept[2, 3] == offset + 7 and kept[8, 8] == offset + 3 and kept[0, 11] == 100
+    assert next_id == 101

@@ -108,9 +108,13 @@ def _match_to_previous(plane: np.ndarray, previous: np.ndarray, min_iou: float) 
     both = (plane > 0) & (previous > 0)
     if not both.any():
         return {}
-    pairs, overlap = np.unique(
-        np.stack([plane[both], previous[both].astype(np.int64)]), axis=1, return_counts=True
-    )
+    # (plane id, previous id) pairs packed into one int64 and sorted once: ~4x faster than
+    # np.unique over columns. The areas below take memory in proportion to the largest ids,
+    # so ids whose product could overflow int64 (both above 3e9) are beyond reach anyway.
+    stride = int(previous.max()) + 1
+    keys, overlap = np.unique(plane[both].astype(np.int64) * stride
+                              + previous[both].astype(np.int64), return_counts=True)
+    pairs = np.stack([keys // stride, keys % stride])
     area_a = np.bincount(plane.ravel())
     area_b = np.bincount(previous.ravel().astype(np.int64))
     iou = overlap / (area_a[pairs[0]] + area_b[pairs[1]] - overlap)
