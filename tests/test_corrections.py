@@ -36,6 +36,21 @@ def test_paste_keeps_the_users_objects_and_erasures():
     assert len(ids) == 3                                    # 1, the redrawn, the painted
 
 
+def test_paste_keeps_the_users_ids_where_they_are_free():
+    """So the objects a user painted keep their colour after a round re-segments."""
+    pred = _labels()
+    corrected = pred.copy()
+    corrected[20:30, 20:30] = 0
+    corrected[22:32, 22:32] = 7  # redrawn with a new id
+    mask = corrected != pred
+    out = paste_corrections(pred, corrected, mask)
+    assert out[25, 25] == 7
+    clash = pred.copy()
+    clash[34:38, 30:34] = 7  # the new prediction uses 7 elsewhere: fresh ids, no merge
+    out = paste_corrections(clash, corrected, mask)
+    assert out[25, 25] > 7 and out[35, 31] == 7
+
+
 def test_paste_pastes_whole_objects_the_edit_touched():
     pred = _labels()
     corrected = pred.copy()

@@ -103,6 +103,21 @@ def test_a_correction_the_new_labels_agree_with_stays_supervised():
     assert tracker.edited[6, 0] and tracker.reviewed[1:4, 1:4].all()
 
 
+def test_a_round_keeps_the_ids_of_the_objects_shown():
+    """After a round the whole layer is segmented again; objects keep the ids (colours) of
+    those shown before, so versions compare by eye (most changed colour before)."""
+    from napari_unet._widgets._round import keep_shown_ids
+
+    shown = np.zeros((20, 20), np.uint16)
+    shown[1:5, 1:5], shown[10:15, 10:15], shown[1:4, 15:19] = 50, 7, 3
+    again = np.zeros((20, 20), np.uint32)  # a new model's labels, numbered in scan order
+    again[1:5, 1:6], again[1:4, 15:19], again[10:15, 10:15], again[17:19, 1:3] = 1, 2, 3, 4
+    kept = keep_shown_ids(again, shown)
+    assert kept.dtype == np.uint16
+    assert kept[2, 2] == 50 and kept[12, 12] == 7 and kept[2, 16] == 3
+    assert kept[18, 2] == 51  # a new object: an id no object had
+
+
 def test_merge_corrections():
     # One object corrected partly in an older and partly in a newer round: each round keeps
     # its own labels (no id shift, so no false boundary through the object); newer wins.
@@ -263,6 +278,9 @@ def test_segment_correct_finetune_save_revert(qtbot, ui, nuclei_crop, user_model
     assert labels.metadata["napari_unet"]["model"] == versions[2].label
     # The user's correction stands over the new prediction, and still counts as one.
     assert (labels.data[painted] > 0).all() and len(np.unique(labels.data[painted])) == 1
+    both = (predicted > 0) & (labels.data > 0) & ~painted  # objects keep their ids
+    assert np.mean(labels.data[both] == predicted[both]) > 0.9
+    assert (labels.data[painted] == int(predicted.max()) + 1).all()  # and the user's its own
     assert link.current_tracker().edited[painted].all()
     assert seg.session.store.n_supervised == painted.sum()  # kept for later rounds too
     fine.update_counts()  # the pasted correction is counted once, not again as "earlier"

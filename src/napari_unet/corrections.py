@@ -50,10 +50,12 @@ def paste_corrections(prediction: np.ndarray, corrected: np.ndarray,
                       mask: np.ndarray) -> np.ndarray:
     """``prediction`` (labels) with the corrections of ``corrected`` inside ``mask`` on top.
 
-    Objects of ``corrected`` that the mask touches are pasted whole, with fresh ids above
-    the prediction's; mask pixels that are background in ``corrected`` (erased) become
-    background. A predicted object that loses at least half of its area to the paste is
-    removed (it is the object the user redrew). Returns uint32 labels.
+    Objects of ``corrected`` that the mask touches are pasted whole, with the ids the user
+    gave them where none of the remaining predicted objects has them (their colours stay),
+    else with fresh ids above the prediction's; mask pixels that are background in
+    ``corrected`` (erased) become background. A predicted object that loses at least half
+    of its area to the paste is removed (it is the object the user redrew). Returns uint32
+    labels.
     """
     pred = np.asarray(prediction)
     corr = np.asarray(corrected)
@@ -73,8 +75,11 @@ def paste_corrections(prediction: np.ndarray, corrected: np.ndarray,
         out[np.isin(out, gone)] = 0
     out[covered] = 0
     if ids.size:
-        first = int(out.max(initial=0)) + 1
-        out[objects] = first + np.searchsorted(ids, corr[objects]).astype(np.uint32)
+        if np.isin(ids, out).any():
+            first = int(out.max(initial=0)) + 1
+            out[objects] = first + np.searchsorted(ids, corr[objects]).astype(np.uint32)
+        else:
+            out[objects] = corr[objects]
     return out
 
 
