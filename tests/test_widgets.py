@@ -100,7 +100,8 @@ def test_a_correction_the_new_labels_agree_with_stays_supervised():
     pasted = _with_edits(new, tracker, current)
     np.testing.assert_array_equal(pasted, current)
     assert tracker.n_supervised == 10  # the 9 erased pixels and the painted one
-    assert tracker.edited[6, 0] and tracker.reviewed[1:4, 1:4].all()
+    assert tracker.edited[6, 0] and tracker.edited[1:4, 1:4].all()  # still corrections
+    assert tracker.n_reviewed == 0  # nobody reviewed anything
 
 
 def test_a_round_keeps_the_ids_of_the_objects_shown():

@@ -101,9 +101,10 @@ def _metadata(layer: Any, image_layer: Any, image: LayerImage, version: ModelVer
 def _with_edits(new: np.ndarray, tracker: EditTracker, current: np.ndarray,
                 region: Any = ...) -> np.ndarray:
     """``new`` labels of ``region`` with the user's edits and reviewed labels pasted on top;
-    the tracker is rebased on ``new`` and keeps those pixels supervised (edited where they
-    differ from ``new``, reviewed where ``new`` agrees)."""
+    the tracker is rebased on ``new`` and keeps those pixels marked as edited/reviewed (an
+    edit the new labels agree with stays an edit: it is still the user's correction)."""
     keep = tracker.mask[region]
+    edited_before = tracker.edited[region].copy()
     reviewed = tracker.reviewed[region].copy()
     tracker.rebase(new, region)
     if not keep.any():
@@ -111,12 +112,11 @@ def _with_edits(new: np.ndarray, tracker: EditTracker, current: np.ndarray,
     pasted = paste_corrections(new, current[region], keep)
     pasted = pasted.astype(np.uint32 if new.dtype == np.uint32 else layer_dtype(pasted),
                            copy=False)
-    edited = pasted != new
-    tracker.edited[region] = edited
-    # A correction the new labels already agree with (an erased false object the round no
-    # longer draws) is no edit against them, but still the user's ground truth: it stays
-    # supervised as reviewed, not counted as "kept from earlier rounds".
-    tracker.reviewed[region] = reviewed | (keep & ~edited)
+    # An edit the new labels already agree with (an erased false object the round no longer
+    # draws, an object it now draws with the user's id) differs from nothing, but stays the
+    # user's correction: counted as corrected, not as "kept from earlier rounds".
+    tracker.edited[region] = (pasted != new) | edited_before
+    tracker.reviewed[region] = reviewed
     tracker.revision += 1
     return pasted
 
