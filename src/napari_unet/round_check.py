@@ -122,5 +122,5 @@ def check_round(previous: Sequence[np.ndarray], new: Sequence[np.ndarray],
     else:
         accepted = True
         reason = ("it gets more of your corrected objects right" if after > before
-                  else "it keeps your fixes")
+                  else "it keeps your corrections")
     return RoundCheck(fixes, before, after, share, growth, accepted, reason)

@@ -26,8 +26,9 @@ class EditTracker:
     ``baseline`` is a copy of what the model predicted. A pixel is *edited* when its current
     label differs from the baseline (so painting a pixel back to its predicted label, or an
     undo, un-marks it), or when it is a correction carried over a fine-tuning round that the
-    new baseline happens to agree with (until an undo re-diffs the layer). A pixel is *reviewed* when the user declared it correct as it is
-    ("Mark view as reviewed"). Both together form the supervision mask for fine-tuning.
+    new baseline happens to agree with (until an undo re-diffs the layer). A pixel is
+    *reviewed* when the user declared it correct as it is ("Mark view as reviewed"). Both
+    together form the supervision mask for fine-tuning.
     """
 
     def __init__(self, baseline: np.ndarray) -> None:
