@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from throughput import big_plane, median_time
 
 import napari_unet
 from napari_unet.device import describe, pick_device
@@ -34,41 +33,17 @@ from napari_unet.io import read_image, read_labels
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "dsb2018_fluo"
 
 
-def median_seconds(fn, runs: int) -> float:
-    fn()  # warm-up (kernel selection, allocator)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def gray(path: Path) -> np.ndarray:
-    data = np.asarray(read_image(path).data)
-    return data[..., 0] if data.ndim == 3 else data
-
-
-def big_plane(size: int) -> np.ndarray:
-    """The bundled 256 x 256 fluorescence images, tiled to ``size`` x ``size``."""
-    tiles = [t for t in (gray(p) for p in sorted(DATA.glob("*/images/*.png"))) if t.shape == (256, 256)]
-    reps = size // 256
-    return np.block([[tiles[(r * reps + c) % len(tiles)] for c in range(reps)] for r in range(reps)])
-
-
 def few_corrections(model, n: int = 3) -> napari_unet.Correction:
     """A bundled image whose labels are the model's, with ``n`` true nuclei painted over
     them: what a user who fixes a few objects hands to Fine-tune."""
     image_path = sorted(DATA.glob("test/images/*.png"))[0]
-    image = gray(image_path)
+    image = np.asarray(read_image(image_path).data)[..., 0]
     truth = np.asarray(read_labels(DATA / "test" / "masks" / f"{image_path.stem}.tif"))
     labels = napari_unet.segment(image, model, axes="YX").astype(np.int32)
     mask = np.zeros(labels.shape, bool)
-    for i, obj in enumerate(np.unique(truth[truth > 0])[:n]):
+    for obj in np.unique(truth[truth > 0])[:n]:
         where = truth == obj
-        labels[where] = labels.max() + 1 + i
+        labels[where] = labels.max() + 1
         mask |= where
     return napari_unet.Correction(image=image, labels=labels, mask=mask, axes="YX")
 
@@ -87,13 +62,13 @@ def main() -> None:
     print(json.dumps(out), flush=True)
     model = napari_unet.load_model(args.model)
     options = napari_unet.SegmentOptions(device=args.device)
-    plane = big_plane(args.side)
-    t = median_seconds(lambda: napari_unet.segment(plane, model, axes="YX", options=options), args.runs)
+    plane = big_plane(args.side, sorted(DATA.glob("*/images/*.png")))
+    t = median_time(lambda: napari_unet.segment(plane, model, axes="YX", options=options), args.runs)
     out["segment"] = {"side": args.side, "seconds": round(t, 3), "MP/s": round(plane.size / t / 1e6, 2)}
     print(json.dumps(out["segment"]), flush=True)
     correction = few_corrections(model)
     config = replace(FINE_TUNE_CONFIG, device=args.device, time_budget=None)
-    t = median_seconds(lambda: napari_unet.fine_tune(model, correction, config=config), args.runs)
+    t = median_time(lambda: napari_unet.fine_tune(model, correction, config=config), args.runs)
     out["fine_tune"] = {"steps": config.steps, "batch": config.batch_size,
                         "seconds": round(t, 2), "steps/s": round(config.steps / t, 2)}
     print(json.dumps(out["fine_tune"]), flush=True)

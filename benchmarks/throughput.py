@@ -39,6 +39,8 @@ def median_time(fn, runs: int) -> float:
     for _ in range(runs):
         start = time.perf_counter()
         fn()
+        if torch.cuda.is_available():  # GPU work is queued: wait for it (device_speed.py)
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -83,11 +85,15 @@ def network_mps(model, size: int, path: str, runs: int) -> tuple[float, float]:
     return size * size / t / 1e6, counter.get_total_flops() / (size * size)
 
 
-def big_plane(size: int = 2048) -> np.ndarray:
-    """A real-looking plane: DSB fluorescence test images tiled to size x size."""
+def big_plane(size: int = 2048, paths=None) -> np.ndarray:
+    """A real-looking plane: 256 x 256 DSB fluorescence images (``paths``; default: the
+    first 40 of the shared test split) tiled to size x size."""
+    if paths is None:
+        paths = sorted((DATA / "dsb2018_fluo" / "test" / "images").glob("*.png"))[:40]
     tiles = []
-    for p in sorted((DATA / "dsb2018_fluo" / "test" / "images").glob("*.png"))[:40]:
-        img = np.asarray(read_image(p).data)[..., 0]
+    for p in paths:
+        img = np.asarray(read_image(p).data)
+        img = img[..., 0] if img.ndim == 3 else img
         if img.shape == (256, 256):
             tiles.append(img)
     reps = size // 256

@@ -118,9 +118,6 @@ class _Batches(torch.utils.data.Dataset):
         self.p = np.sqrt(area) / np.sqrt(area).sum()
         self.focus = [s.focus for s in samples]
 
-    def __len__(self) -> int:
-        return 2**62  # one item per step; a run stops itself
-
     def __getitem__(self, step: int) -> tuple[torch.Tensor, ...]:
         """(images, targets, weights), and soft targets when the samples carry them."""
         rng = np.random.default_rng([self.config.seed, step])

@@ -43,10 +43,12 @@ def plan_resegment(links: list[LabelsLink], layers: Any) -> list[Resegment]:
             continue
         planes = tracker.supervised_planes(link.n_stack)
         data = np.asarray(link.labels_layer.data)
-        before = [(np.array(tracker.baseline[p]), np.array(data[p]), tracker.mask[p].copy())
-                  for p in planes]
         whole = not (link.image.stack_axes and link.settings.scope == "plane")
         shown = np.array(data) if whole and data.size <= KEEP_PROBABILITIES else None
+        # one copy of the labels as shown: the judged planes are views into it when it exists
+        before = [(np.array(tracker.baseline[p]),
+                   shown[p] if shown is not None else np.array(data[p]), tracker.mask[p].copy())
+                  for p in planes]
         plan.append(Resegment(link, None if whole else planes, planes, before, shown))
     return plan
 
