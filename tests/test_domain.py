@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _data import outlines_painted_back
 
 from napari_unet.config import NormalizationConfig
 from napari_unet.data import find_pairs, read_pair
@@ -36,7 +37,8 @@ def test_fluorescence_nuclei_are_bright_and_about_their_true_size(fluo):
     true_median = float(np.median(2 * np.sqrt(areas[areas > 0] / np.pi)))
     assert found.polarity == "bright" and found.contrast > 0.1
     assert found.diameter == pytest.approx(true_median, rel=0.05)
-    assert found.n_objects == len(np.unique(labels)) - 1
+    # all but the few pressed against their neighbours along most of their outline
+    assert 0.85 * (len(np.unique(labels)) - 1) <= found.n_objects < len(np.unique(labels)) - 1
 
 
 def test_stained_nuclei_are_dark_in_the_rgb_mean_and_bright_in_optical_density(real_data):
@@ -89,3 +91,22 @@ def test_resizing_keeps_values_and_labels(fluo):
     assert set(np.unique(small)) <= set(np.unique(labels))
     back = resize_labels(small, (256, 256))
     assert np.mean(back == labels) > 0.9
+
+
+def test_pieces_painted_onto_objects_do_not_set_the_size(fluo):
+    """Outlines painted back with a new label are pieces of the objects they touch: their
+    own size (a few pixels) is not the objects' size. Counting them resized every image x4
+    and the tuned model drew nothing right elsewhere (accuracy 0.80 -> 0.02)."""
+    image, labels = fluo
+    fixed, painted = outlines_painted_back(labels)
+    assert supervised_objects(fixed, painted).size > 20  # each ring is a corrected "object"
+    found = estimate([image], [fixed], [painted])
+    assert found.diameter is None and found.n_objects == 0
+    # whole objects drawn among the pieces still give the size
+    ids = np.unique(labels)[1:][:5]
+    whole = np.isin(labels, ids)
+    fixed[whole] = labels[whole] + 2 * int(labels.max())
+    found = estimate([image], [fixed], [painted | whole])
+    areas = np.bincount(labels.ravel())[ids]
+    assert found.n_objects == 5
+    assert found.diameter == pytest.approx(float(np.median(2 * np.sqrt(areas / np.pi))))

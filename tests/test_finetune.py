@@ -7,7 +7,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from _data import DSB_TRAIN, TickingClock, dsb_crop, qcanet_stack, small_model
+from _data import (
+    DSB_TRAIN,
+    TickingClock,
+    dsb_crop,
+    outlines_painted_back,
+    qcanet_stack,
+    small_model,
+)
 
 from napari_unet.corrections import Correction
 from napari_unet.errors import DatasetError, InvalidLabelsError
@@ -213,6 +220,19 @@ def test_larger_objects_resize_the_input_of_the_tuned_model(pair) -> None:
     assert tuned.config.input_scale < 0.77
     pred = napari_unet_segment(image, tuned)
     assert pred.shape == labels.shape  # resized for the network, back for the labels
+
+
+def test_outlines_painted_back_with_new_labels_do_not_resize(pair) -> None:
+    """A user who paints the missing outline of nuclei the model drew too thin, with the
+    brush's new label, leaves rings of a few pixels: a round must not take them for the
+    objects' size (it once resized images x4 and the tuned model drew nothing right)."""
+    image, labels = pair
+    base = small_model()
+    base.config.object_diameter = 10.0  # about the crop's nuclei: nothing to resize
+    fixed, painted = outlines_painted_back(labels, width=1)
+    tuned = fine_tune(base, _fix(image, fixed, painted), steps=1, config=CONFIG)
+    assert tuned.config.input_scale == 1.0
+    assert tuned.config.provenance["fine_tune_rounds"][-1]["object_diameter_found"] is None
 
 
 def test_what_a_round_learnt_travels_with_the_model_file(pair, tmp_path) -> None:
