@@ -666,6 +666,83 @@ def test_widgets_open_from_the_plugin_menu_and_share_a_session(qtbot, make_napar
     assert other.session is not seg.session
 
 
+def _controls(panel) -> list:
+    """The visible controls of ``panel`` (a dock's), not the parts of a spin box or combo."""
+    from qtpy.QtWidgets import (
+        QAbstractButton,
+        QAbstractSpinBox,
+        QComboBox,
+        QLabel,
+        QLineEdit,
+        QListWidget,
+        QProgressBar,
+        QWidget,
+    )
+
+    kinds = (QAbstractButton, QAbstractSpinBox, QComboBox, QLabel, QLineEdit, QListWidget,
+             QProgressBar)
+    controls = [w for w in panel.findChildren(QWidget)
+                if isinstance(w, kinds) and w.isVisibleTo(panel)
+                and not isinstance(w.parentWidget(), kinds)]
+    assert len(controls) > 5
+    return controls
+
+
+def _name(control) -> str:
+    return f"{type(control).__name__} {getattr(control, 'text', lambda: '')()[:30]!r}"
+
+
+def _squeezed(panel) -> list[str]:
+    """The controls of ``panel`` that Qt gives less height than they need (a wrapped label:
+    its height for its width) or that overlap another control."""
+    from qtpy.QtCore import QPoint, QRect
+
+    found = []
+    rects = []
+    for w in _controls(panel):
+        need = (w.heightForWidth(w.width()) if w.hasHeightForWidth()
+                else w.minimumSizeHint().height())
+        if w.height() < need:
+            found.append(f"{_name(w)}: {w.height()} px high, needs {need}")
+        rects.append((_name(w), QRect(w.mapTo(panel, QPoint(0, 0)), w.size())))
+    for i, (a, rect_a) in enumerate(rects):
+        found += [f"{a} overlaps {b}" for b, rect_b in rects[i + 1:] if rect_a.intersects(rect_b)]
+    return found
+
+
+def test_both_docks_stay_readable_in_a_laptop_sized_window(qtbot, make_napari_viewer,
+                                                           user_models):
+    """Segment and Correct-and-fine-tune docked together at 1060 and 800 px: no control is
+    squashed or overlapped (a dock too short for its controls scrolls), the window is not
+    forced taller than asked by the docks' minimum heights, and at 1060 px both docks show
+    all their controls."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer(show=True)
+    _, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    _, fine = viewer.window.add_plugin_dock_widget(PLUGIN, "Correct and fine-tune")
+    # What the docks show after a round: a long status line and a round report.
+    seg.status.setText("'nuclei_fluo labels' was made by model nuclei · round 1, device auto.")
+    fine.report.setText(
+        "nuclei · round 1 is active: 100 of 100 steps in 51 s; learnt: objects of 14.1 px "
+        "(images resized x1.13). Corrected objects right 4/10 (previous version 1/10); 0.4% "
+        "of the uncorrected area changed. Your corrections stay.")
+    window = viewer.window._qt_window
+    for height, advanced in ((1060, False), (1060, True), (800, False), (1060, False)):
+        seg.advanced.setChecked(advanced)
+        viewer.window.resize(1600, height)
+        for _ in range(5):
+            QApplication.processEvents()
+        assert window.height() <= height, "the docks force the window taller than asked"
+        for widget in (seg, fine):
+            panel = widget.status.parentWidget()
+            assert _squeezed(panel) == [], (height, advanced)
+            if height == 1060 and not advanced:  # room for both: nothing to scroll to
+                hidden = [_name(w) for w in _controls(panel)
+                          if w.visibleRegion().boundingRect() != w.rect()]
+                assert hidden == [], height
+
+
 def test_load_model_file_entry(qtbot, ui, tmp_path, tiny_model, monkeypatch):
     from napari_unet._widgets import _dialogs
 

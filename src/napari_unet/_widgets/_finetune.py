@@ -18,7 +18,6 @@ from qtpy.QtWidgets import (
     QListWidget,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -33,7 +32,7 @@ from ._jobs import run_fine_tune
 from ._layer_combo import LayerCombo
 from ._loss_plot import LossPlot
 from ._output import apply_result, current_plane, shapes_mask
-from ._qt import JobWidget, report_error, status_label
+from ._qt import JobWidget, report_error, scrolled_layout, status_label
 from ._round import plan_resegment, run_resegment
 from ._session import plane_name
 from ._session_panel import SessionPanel
@@ -92,7 +91,7 @@ class FineTuneWidget(JobWidget):
         form.addRow("Labels", self.labels_combo)
         form.addRow("Steps", self.steps)
         form.addRow("Time limit", self.time_limit)
-        layout = QVBoxLayout(self)
+        layout = scrolled_layout(self)
         layout.addLayout(form)
         layout.addWidget(self.counts)
         layout.addWidget(self.review_button)

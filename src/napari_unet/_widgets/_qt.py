@@ -7,8 +7,18 @@ from typing import Any, Optional
 
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QObject, Signal
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, Signal
+from qtpy.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..errors import Cancelled
 from ..progress import CancelToken
@@ -132,6 +142,70 @@ class ProgressRow(QWidget):
         self.cancel_button.setEnabled(on)
         if on:
             self.bar.setValue(0)
+
+
+class ScrollPanel(QScrollArea):
+    """A dock's controls, scrolled vertically when the dock is shorter than they are.
+
+    napari stacks the plugin's docks in one column and Qt's dock area may shrink each to
+    its minimum size hint, which for word-wrapped labels is short of the height they take
+    at the dock's width: the rows were then squashed over each other and text cut off
+    (Segment above Correct-and-fine-tune at 1060 px). Here the controls keep their full
+    height and scroll when the dock is shorter. The dock's minimum is that full height (up
+    to :data:`MIN_LINES` lines of text, so that two docks stacked in an 800 px window still
+    fit) and its maximum too, so a dock leaves the room it cannot use to the next one.
+    """
+
+    #: The most a dock's minimum height may be, in lines of text (Segment's controls fit).
+    MIN_LINES = 22
+
+    def __init__(self, content: QWidget, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.setWidget(content)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        content.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt name)
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the controls' height changed: so did the dock's hints
+        return super().eventFilter(watched, event)
+
+    def _extra_width(self) -> int:
+        """The scroll bar's width and the frame's (napari's style draws one)."""
+        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+    def _full_height(self) -> int:
+        """The controls' height at the width they have beside a scroll bar, and the frame's."""
+        content = self.widget()
+        height = content.sizeHint().height()
+        if content.hasHeightForWidth():
+            width = self.width() - self._extra_width() if self.isVisible() else -1
+            height = max(height, content.heightForWidth(max(width, content.sizeHint().width())))
+        return height + 2 * self.frameWidth()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt name)
+        """The controls' full height at their width: what the dock asks for."""
+        return QSize(self.widget().sizeHint().width() + self._extra_width(), self._full_height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt name)
+        """As narrow as the controls (no horizontal scrolling); as tall as all of them, up
+        to :data:`MIN_LINES` lines of text."""
+        return QSize(self.widget().minimumSizeHint().width() + self._extra_width(),
+                     min(self._full_height(), self.MIN_LINES * self.fontMetrics().height()))
+
+
+def scrolled_layout(widget: QWidget) -> QVBoxLayout:
+    """The layout for ``widget``'s controls (a dock widget's): on a panel in a
+    :class:`ScrollPanel` that fills ``widget``, which is then never taller than they are."""
+    panel = QWidget()
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(ScrollPanel(panel))
+    widget.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+    return QVBoxLayout(panel)
 
 
 class JobWidget(QWidget):

@@ -19,7 +19,6 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSpinBox,
     QToolButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -39,7 +38,7 @@ from ._image import layer_axes, layer_image, scale_axes
 from ._jobs import SegmentResult, run_segment
 from ._layer_combo import LayerCombo
 from ._output import apply_result, current_plane, labels_name, made_by
-from ._qt import JobWidget, elide_middle, report_error, status_label
+from ._qt import JobWidget, elide_middle, report_error, scrolled_layout, status_label
 
 LOAD_FILE = "Load file..."
 
@@ -148,7 +147,7 @@ class SegmentWidget(JobWidget):
         self.export_button.setToolTip("Save the labels of the selected image as a TIFF with "
                                       "pixel size and model provenance")
 
-        layout = QVBoxLayout(self)
+        layout = scrolled_layout(self)
         layout.addLayout(form)
         layout.addWidget(self.advanced)
         layout.addWidget(self.advanced_box)
