@@ -28,7 +28,7 @@ MIN_OBJECTS_FOR_SIZE = 3
 #: A corrected object whose outline touches other objects along more than this share is a
 #: piece of one (an outline painted back with the brush's new label), not an object: its
 #: size says nothing about the objects' size. 5% of the nuclei of dsb2018_fluo/test touch
-#: their neighbours that much; outlines painted back touch their object along 40-60%.
+#: their neighbours that much; outlines painted back touch their object along 38-62%.
 MAX_SHARED_OUTLINE = 0.3
 #: Rescale only when the measured size differs from the trained one by more than this factor
 #: (models see a range of sizes in training: dsb2018_fluo's nuclei span ~10-40 px).
