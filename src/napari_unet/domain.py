@@ -41,6 +41,7 @@ SCALE_RANGE = (0.25, 4.0)
 class DomainEstimate:
     """Size and polarity of a set of labelled objects (``None`` where undecided)."""
 
+    #: The whole objects whose size was measured.
     n_objects: int
     diameter: Optional[float]
     polarity: Optional[Polarity]
@@ -89,9 +90,10 @@ def estimate(planes: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     """Size and polarity from normalised (C, Y, X) planes and their labels.
 
     Only objects mostly inside ``masks`` (the pixels a user corrected or reviewed) count,
-    and for the size only whole ones: not pieces painted onto another object
-    (:data:`MAX_SHARED_OUTLINE`). Polarity compares the median intensity inside those objects with the median of a ring
-    of background around them (what a user who drew an object also looked at).
+    and for the size only whole ones, not pieces painted onto another object
+    (:data:`MAX_SHARED_OUTLINE`). Polarity compares the median intensity inside those
+    objects with the median of a ring of background around them (what a user who drew an
+    object also looked at).
     """
     masks = list(masks) if masks is not None else [None] * len(planes)
     diameters, inside, outside = [], [], []
