@@ -36,9 +36,10 @@ from skimage.segmentation import watershed
 
 from napari_unet import load_model, segment
 from napari_unet.architecture import UNetArchitecture
-from napari_unet.data import Sample, find_pairs, load_folder, read_pair
+from napari_unet.data import find_pairs, load_folder, make_sample, read_pair
 from napari_unet.device import autocast
 from napari_unet.losses import instance_loss
+from napari_unet.metrics import iou_pairs
 from napari_unet.model import Model
 from napari_unet.postprocess import instance_labels, remove_small
 from napari_unet.scores import score_image, summarise
@@ -48,6 +49,15 @@ from napari_unet.training import TrainConfig, _Batches
 DATA = Path("../shared/data/dsb2018_fluo")
 LR = 1e-3
 CPU = torch.device("cpu")
+
+
+def split_pairs(split: str, base: Model) -> list[tuple[Path, Path]]:
+    """(image, mask) paths of ``val`` (the shipped model's validation images, from the
+    training folder) or ``test``."""
+    if split == "test":
+        return find_pairs(DATA / "test")
+    held_out = set(base.config.provenance["val_images"])
+    return [pair for pair in find_pairs(DATA / "train") if pair[0].stem in held_out]
 
 
 def distance_target(target: np.ndarray) -> np.ndarray:
@@ -153,10 +163,8 @@ def evaluate(split: str, weights: Path, seed_grid: list[float], distance_grid: l
     net.eval()
     base.network.eval()
     post = base.config.postprocess
-    held_out = set(base.config.provenance["val_images"])
-    samples: list[Sample] = [
-        s for s in load_folder(DATA / ("train" if split == "val" else "test"), base.config)
-        if split != "val" or s.name in held_out]
+    samples = [make_sample(image_path.stem, *read_pair(image_path, mask_path, 1), base.config, "CYX")
+               for image_path, mask_path in split_pairs(split, base)]
     scores: dict[str, list] = {"shipped nuclei": []}
     for s in samples:
         shipped = probabilities(base.network, s.image)
@@ -184,28 +192,22 @@ def diagnose(split: str) -> dict[str, int]:
     """Why the shipped model misses nuclei (IoU < 0.5): merged (most of the nucleus lies in
     a predicted object that also covers most of another one) or otherwise missed."""
     base = load_model("nuclei")
-    held_out = set(base.config.provenance["val_images"])
     counts = {"true": 0, "found": 0, "merged": 0, "other": 0}
-    for image_path, mask_path in find_pairs(DATA / ("train" if split == "val" else "test")):
-        if split == "val" and image_path.stem not in held_out:
-            continue
-        image, mask = read_pair(image_path, mask_path, 1)
-        true = mask.astype(np.int64)
-        pred = np.asarray(segment(image, base, "CYX")).astype(np.int64)
-        both = (true > 0) & (pred > 0)
-        pairs, overlap = np.unique(np.stack([true[both], pred[both]]), axis=1, return_counts=True)
-        true_area, pred_area = np.bincount(true.ravel()), np.bincount(pred.ravel())
-        iou = overlap / (true_area[pairs[0]] + pred_area[pairs[1]] - overlap)
-        found = set(pairs[0][iou > 0.5].tolist())
+    for image_path, mask_path in split_pairs(split, base):
+        image, true = read_pair(image_path, mask_path, 1)
+        pred = np.asarray(segment(image, base, "CYX"))
+        true_ids, pred_ids, i, j, iou = iou_pairs(true, pred)
+        true_area = np.bincount(true.ravel().astype(np.int64))[true_ids]
+        pred_area = np.bincount(pred.ravel().astype(np.int64))[pred_ids]
+        overlap = iou * (true_area[i] + pred_area[j]) / (1 + iou)
+        found = set(i[iou > 0.5].tolist())
         covers: dict[int, list[int]] = {}
-        for t, p, o in zip(pairs[0], pairs[1], overlap):
-            if 2 * o > true_area[t]:
-                covers.setdefault(int(p), []).append(int(t))
+        for t, p in zip(i[2 * overlap > true_area[i]], j[2 * overlap > true_area[i]]):
+            covers.setdefault(int(p), []).append(int(t))
         merged = {t for ts in covers.values() if len(ts) > 1 for t in ts}
-        for t in np.unique(true)[1:].tolist():
+        for t in range(true_ids.size):
             counts["true"] += 1
-            key = "found" if t in found else "merged" if t in merged else "other"
-            counts[key] += 1
+            counts["found" if t in found else "merged" if t in merged else "other"] += 1
     print(split, counts)
     return counts
 

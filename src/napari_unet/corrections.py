@@ -51,8 +51,8 @@ def paste_corrections(prediction: np.ndarray, corrected: np.ndarray,
     """``prediction`` (labels) with the corrections of ``corrected`` inside ``mask`` on top.
 
     Objects of ``corrected`` that the mask touches are pasted whole, with the ids the user
-    gave them where none of the remaining predicted objects has them (their colours stay),
-    else with fresh ids above the prediction's; mask pixels that are background in
+    gave them when no remaining predicted object has any of those ids (their colours stay),
+    else all with fresh ids above the prediction's; mask pixels that are background in
     ``corrected`` (erased) become background. A predicted object that loses at least half
     of its area to the paste is removed (it is the object the user redrew). Returns uint32
     labels.
